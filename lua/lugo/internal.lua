@@ -1,0 +1,175 @@
+-- lugo.internal: what every lugo module shares. Loaded once per VM.
+--
+-- The runtime's algorithms are in C (runtime/). This module casts their FFI
+-- entry points, keeps the protocol by which a goroutine parks (yield PARK
+-- up to the scheduler, through any user coroutines in between), turns the
+-- C return codes into Go's errors, and wraps coroutine.* so that user
+-- coroutines keep working inside goroutines.
+local ffi = require "ffi"
+local core = require "lugo.core"
+
+local I = {}
+
+if not pcall(ffi.typeof, "lugo_select_case") then ffi.cdef(core.cdef) end
+
+local C = {}
+for name, ptr in pairs(core.fn) do C[name] = ffi.cast(core.types[name], ptr) end
+I.C = C
+I.core = core
+I.vals = core.vals
+I.mt = core.mt
+I.rc = core.rc
+
+local rc = core.rc
+local PARK, TOPYIELD = core.PARK, core.TOPYIELD
+local raw = core.raw_coroutine
+local raw_resume, raw_yield, raw_status, raw_create = raw.resume, raw.yield, raw.status, raw.create
+local raw_running, isyieldable = raw.running, raw.isyieldable
+local goroutine_coroutines = core.goroutine_coroutines
+local error, type, select, getmetatable, format = error, type, select, getmetatable, string.format
+
+I.PARK = PARK
+
+-- The name of a value's type as lugo's errors spell it.
+local function typename(v)
+  local mt = getmetatable(v)
+  if type(mt) == "table" and type(mt.__name) == "string" and type(v) == "userdata" then
+    return mt.__name
+  end
+  return type(v)
+end
+I.typename = typename
+
+-- Raise luaL_argerror's message at the caller of the API function.
+function I.argerror(n, fname, expected, v)
+  error(format("bad argument #%d to '%s' (%s expected, got %s)", n, fname, expected, typename(v)), 3)
+end
+
+local block_hint = "inside a table.sort comparator, a string.gsub callback, a metamethod called "
+  .. "from C, a chunk being required, or a coroutine resumed from one of these"
+
+local messages = {
+  [rc.CLOSED] = "send on closed channel",
+  [rc.NOGOROUTINE] = "cannot block outside a goroutine (run the program with lugo, or inside lugo.main)",
+  [rc.NOTYIELDABLE] = "cannot block here: Lua cannot yield across this C call (" .. block_hint .. ")",
+  [rc.NEGATIVE] = "sync: negative WaitGroup counter",
+  [rc.MISUSE] = "sync: WaitGroup misuse: Add called concurrently with Wait",
+  [rc.REUSED] = "sync: WaitGroup is reused before previous Wait has returned",
+}
+
+-- Raise the error a return code stands for, at the API function's caller.
+function I.raise(code, what)
+  error(what or messages[code] or ("lugo: unexpected runtime code " .. tostring(code)), 3)
+end
+
+-- Before an operation that will park: the goroutine must be able to yield
+-- all the way up to the scheduler.
+function I.check_block()
+  local code = C.can_park()
+  if code ~= rc.OK then error(messages[code], 3) end
+  if not isyieldable() then error(messages[rc.NOTYIELDABLE], 3) end
+end
+
+-- Park the goroutine: C has queued it; the scheduler resumes it with the
+-- results of the operation (box, ok, case index).
+function I.park() return raw_yield(PARK) end
+
+-- Give up the processor (runtime.gosched), or yield to a goroutine that a
+-- handoff just woke (local). Where the goroutine cannot yield, it keeps
+-- running: that is always allowed.
+function I.yield(loc)
+  if isyieldable() and C.yield(loc and 1 or 0) == rc.PARK then raw_yield(PARK) end
+end
+
+-- Run a blocking step function to completion: step(obj, mode) with mode 1
+-- to start and 2 after each wake-up; returns its last code.
+local MODE_START, MODE_RESUMED = 1, 2
+function I.wait(step, obj)
+  local r = step(obj, MODE_START)
+  while r == rc.PARK do
+    raw_yield(PARK)
+    r = step(obj, MODE_RESUMED)
+  end
+  return r
+end
+
+-- The value a receive got: the box is already free, load it now.
+local vals = core.vals
+function I.take(box)
+  if box <= 0 then return nil end
+  local v = vals[box]
+  vals[box] = nil
+  return v
+end
+
+-- coroutine.* for user code. A park deep inside user coroutines travels up
+-- as a yield of PARK from each, to the goroutine's own coroutine and the
+-- scheduler; the wake-up's results travel back down the same way.
+local parked = setmetatable({}, { __mode = "k" }) -- user coroutines a park passed through
+local resumed
+
+local function wake(co, ...)
+  parked[co] = nil
+  return resumed(co, raw_resume(co, ...))
+end
+
+resumed = function(co, ok, first, ...)
+  if ok and first == PARK then
+    parked[co] = true
+    return wake(co, raw_yield(PARK))
+  end
+  return ok, first, ...
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+local function resume(co, ...)
+  if parked[co] or goroutine_coroutines[co] then
+    return false, "cannot resume non-suspended coroutine"
+  end
+  if isyieldable() then return resumed(co, raw_resume(co, ...)) end
+  -- The resumer cannot yield: a park inside co must fail instead.
+  C.nonyield(1)
+  local r = pack(raw_resume(co, ...))
+  C.nonyield(-1)
+  return unpack(r, 1, r.n)
+end
+
+local function yielded(first, ...)
+  if first == TOPYIELD then error("attempt to yield from outside a coroutine", 3) end
+  return first, ...
+end
+
+local function yield(...) return yielded(raw_yield(...)) end
+
+local function status(co)
+  if parked[co] then return "normal" end
+  if goroutine_coroutines[co] and co ~= raw_running() then return "normal" end
+  return raw_status(co)
+end
+
+local function wrapped(ok, ...)
+  if ok then return ... end
+  error((...), 0)
+end
+
+local function wrap(f)
+  local co = raw_create(f)
+  return function(...) return wrapped(resume(co, ...)) end
+end
+
+coroutine.resume, coroutine.yield, coroutine.status, coroutine.wrap = resume, yield, status, wrap
+
+-- os.exit stops the program as Go's os.Exit does, but closes every VM on the
+-- way out so that finalizers run and nothing leaks.
+local raw_exit = os.exit
+os.exit = function(code)
+  if code == nil or code == true then code = 0 elseif code == false then code = 1 end
+  if type(code) ~= "number" then I.argerror(1, "exit", "number", code) end
+  C.exit(code)
+  if isyieldable() and C.park_forever() == rc.PARK then raw_yield(PARK) end
+  io.stdout:flush()
+  return raw_exit(code)
+end
+
+return I

@@ -1,0 +1,39 @@
+-- lugo.runtime: the scheduler's view of the program, as Go's runtime package.
+local I = require "lugo.internal"
+
+local C, core = I.C, I.core
+local argerror = I.argerror
+
+local runtime = {}
+
+-- gosched(): let other goroutines run; this one continues soon after.
+function runtime.gosched() I.yield(false) end
+
+-- goid(): the current goroutine's id (1 is the main goroutine; 0 outside).
+function runtime.goid() return C.goid() end
+
+function runtime.num_goroutine() return C.num_goroutine() end
+
+-- gomaxprocs([n]): the number of processors; it is fixed for a run.
+function runtime.gomaxprocs(n)
+  local cur = C.gomaxprocs()
+  if n ~= nil then
+    if type(n) ~= "number" then argerror(1, "gomaxprocs", "number", n) end
+    if n >= 1 and n ~= cur then
+      error("runtime.gomaxprocs: the number of processors is fixed for a run (use lugo -p N)", 2)
+    end
+  end
+  return cur
+end
+
+runtime.numcpu = core.numcpu
+
+-- stack([all]): this goroutine's traceback, and with all, every goroutine's.
+function runtime.stack(all) return core.stack(all) end
+
+-- memstats(): { alloc = bytes, by_processor = { bytes, ... }, goroutines = n }
+runtime.memstats = core.memstats
+
+function runtime.gc() collectgarbage("collect") end
+
+return runtime

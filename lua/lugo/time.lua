@@ -1,0 +1,107 @@
+-- lugo.time: sleep, timers and tickers on the processor's timer heap
+-- (runtime/time.c). Durations are seconds; times are seconds since the epoch.
+local I = require "lugo.internal"
+
+local C, rc, core, vals = I.C, I.rc, I.core, I.vals
+local argerror, raise, check_block, park = I.argerror, I.raise, I.check_block, I.park
+local type, getmetatable, setmetatable, error = type, getmetatable, setmetatable, error
+local OK, PARK = rc.OK, rc.PARK
+local TIMER, TICKER, FUNC = 0, 1, 2
+
+local time = {}
+
+local function check_duration(d, n, fname)
+  if type(d) ~= "number" then argerror(n, fname, "number", d) end
+end
+
+-- sleep(d): pause the goroutine for at least d seconds.
+function time.sleep(d)
+  check_duration(d, 1, "sleep")
+  if not (d > 0) then return end
+  check_block()
+  local r = C.time_sleep(d)
+  if r == PARK then park() elseif r ~= OK then raise(r) end
+end
+
+local Timer = { __name = "time.Timer" }
+Timer.__index = Timer
+local Ticker = { __name = "time.Ticker" }
+Ticker.__index = Ticker
+
+-- stop(): prevent the timer from firing. True if that stopped it, false if
+-- it had already fired or been stopped. No stale time is received after.
+function Timer.stop(t)
+  if getmetatable(t) ~= Timer then argerror(1, "stop", "time.Timer", t) end
+  return C.timer_stop(t.timer) == 1
+end
+
+-- reset(d): fire after d seconds instead. True if the timer was active.
+function Timer.reset(t, d)
+  if getmetatable(t) ~= Timer then argerror(1, "reset", "time.Timer", t) end
+  check_duration(d, 2, "reset")
+  return C.timer_reset(t.timer, d) == 1
+end
+
+function Ticker.stop(t)
+  if getmetatable(t) ~= Ticker then argerror(1, "stop", "time.Ticker", t) end
+  C.timer_stop(t.timer)
+end
+
+function Ticker.reset(t, d)
+  if getmetatable(t) ~= Ticker then argerror(1, "reset", "time.Ticker", t) end
+  check_duration(d, 2, "reset")
+  if not (d > 0) then error("non-positive interval for Ticker.Reset", 2) end
+  C.timer_reset(t.timer, d)
+end
+
+-- timer(d): a Timer whose channel t.c receives the time once, after d.
+function time.timer(d)
+  check_duration(d, 1, "timer")
+  local t, c = core.timer(TIMER, d)
+  return setmetatable({ c = c, timer = t }, Timer)
+end
+
+-- after(d): a channel that receives the time once, after d.
+function time.after(d)
+  check_duration(d, 1, "after")
+  local _, c = core.timer(TIMER, d)
+  return c
+end
+
+-- ticker(d): a Ticker whose channel t.c receives the time every d seconds;
+-- ticks are dropped for a slow reader.
+function time.ticker(d)
+  check_duration(d, 1, "ticker")
+  if not (d > 0) then error("non-positive interval for NewTicker", 2) end
+  local t, c = core.timer(TICKER, d)
+  return setmetatable({ c = c, timer = t }, Ticker)
+end
+
+-- tick(d): a ticker's channel, for code that never stops it; nil if d <= 0.
+function time.tick(d)
+  check_duration(d, 1, "tick")
+  if not (d > 0) then return nil end
+  local _, c = core.timer(TICKER, d)
+  return c
+end
+
+-- after_func(d, f): call f in its own goroutine after d. Returns a Timer
+-- (without a channel) whose stop and reset work as for timer().
+function time.after_func(d, f)
+  check_duration(d, 1, "after_func")
+  if type(f) ~= "function" then argerror(2, "after_func", "function", f) end
+  local box = C.box_new()
+  vals[box] = f
+  local t = core.timer(FUNC, d, box)
+  return setmetatable({ timer = t }, Timer)
+end
+
+time.now = C.walltime
+
+-- since(t): seconds elapsed since time t.
+function time.since(t)
+  if type(t) ~= "number" then argerror(1, "since", "number", t) end
+  return C.walltime() - t
+end
+
+return time

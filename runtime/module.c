@@ -1,0 +1,463 @@
+/*
+ * module.c — the `lugo.core` Lua module: binds the runtime into a VM.
+ *
+ * Per VM (rt_vm_bind), in its registry:
+ *   "lugo.p"     the P that owns the VM (light userdata)
+ *   vals         the value boxes: vals[box] holds a value in flight
+ *   cos          every coroutine the scheduler pooled: cos[thread] = true
+ *   trampoline   the body of every pooled coroutine
+ *   "lugo.core"  this module's table, built once
+ *
+ * The module exposes C API functions for what must create Lua values
+ * (objects, goroutine bodies, tracebacks) and, as light userdata, the FFI
+ * entry points of chan.c, select.c, time.c, sync.c and proc.c, which lugo's
+ * Lua modules cast to function pointers: those paths never leave the JIT.
+ * Only the thread holding the VM's P calls any of it.
+ */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "rt.h"
+
+/* The coroutine body: run one goroutine body after another, forever. An
+ * error becomes {message, traceback} for the scheduler's panic report. */
+static const char trampoline_src[] =
+    "local EXIT = ...\n"
+    "local xpcall, yield, pcall, tostring, type = xpcall, coroutine.yield, pcall, tostring, type\n"
+    "local traceback = debug.traceback\n"
+    "local function handler(e)\n"
+    "  local ok, msg = pcall(tostring, e)\n"
+    "  if not ok or type(msg) ~= 'string' then msg = '(error object is a ' .. type(e) .. ' value)' end\n"
+    "  return { msg, traceback('', 2) }\n"
+    "end\n"
+    "local function run(f, ...)\n"
+    "  return run(yield(EXIT, xpcall(f, handler, ...)))\n"
+    "end\n"
+    "return run\n";
+
+static const char p_key[] = "lugo.p";
+static const char core_key[] = "lugo.core";
+static const char raw_key[] = "lugo.rawcoroutine";
+
+int rt_vm_bind(p_t *pp, lua_State *L) {
+  pp->L = L;
+  lua_pushlightuserdata(L, pp);
+  lua_setfield(L, LUA_REGISTRYINDEX, p_key);
+  lua_newtable(L);
+  pp->vals_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  pp->cos_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* The coroutine functions as they were, before lugo.internal wraps them. */
+  lua_getglobal(L, "coroutine");
+  lua_newtable(L);
+  const char *names[] = {"resume", "yield", "status", "wrap", "create", "running", "isyieldable"};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    lua_getfield(L, -2, names[i]);
+    lua_setfield(L, -2, names[i]);
+  }
+  lua_setfield(L, LUA_REGISTRYINDEX, raw_key);
+  lua_pop(L, 1);
+  if (luaL_loadbuffer(L, trampoline_src, sizeof trampoline_src - 1, "=[lugo]") != 0)
+    rt_throw("runtime: trampoline: %s", lua_tostring(L, -1));
+  lua_pushlightuserdata(L, (void *)&rt_mark_exit);
+  lua_call(L, 1, 1);
+  pp->trampoline_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  rt_objects_open(L);
+  return 0;
+}
+
+void rt_vm_unbind(p_t *pp) {
+  lua_State *L = pp->L;
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, p_key);
+}
+
+static p_t *vm_p(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, p_key);
+  p_t *pp = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!pp) luaL_error(L, "lugo: this Lua state has no runtime");
+  return pp;
+}
+
+/* ---- objects ---- */
+
+rt_object *sync_object_new(enum rt_type type);
+void cond_set_locker(rt_object *cond, rt_object *locker);
+rt_object *cond_locker(rt_object *cond);
+typedef struct timer_obj timer_obj;
+timer_obj *timer_obj_new(p_t *pp, int kind, double secs, int32_t fbox);
+hchan *timer_obj_chan(timer_obj *to);
+
+static void push_new(lua_State *L, rt_object *o) {
+  rt_push_object(L, o);
+  rt_release(o); /* the creator's reference: the proxy holds its own */
+}
+
+/* chan([cap]) -> channel */
+static int l_chan(lua_State *L) {
+  lua_Integer cap = 0;
+  if (!lua_isnoneornil(L, 1)) {
+    if (lua_type(L, 1) != LUA_TNUMBER) return luaL_typerror(L, 1, "number");
+    lua_Number n = lua_tonumber(L, 1);
+    if (n != n || n < 0 || n > 0x7fffffff || n != (lua_Number)(lua_Integer)n)
+      return luaL_error(L, "makechan: size out of range");
+    cap = (lua_Integer)n;
+  }
+  push_new(L, &chan_make(vm_p(L), (uint32_t)cap)->obj);
+  return 1;
+}
+
+static int l_sync_new(lua_State *L) {
+  enum rt_type type = (enum rt_type)lua_tointeger(L, lua_upvalueindex(1));
+  rt_object *o = sync_object_new(type);
+  if (type == RT_COND) {
+    rt_object *locker = rt_to_object(L, 1, RT_MUTEX);
+    if (!locker) locker = rt_to_object(L, 1, RT_RWMUTEX);
+    if (!locker) {
+      rt_release(o);
+      return luaL_typerror(L, 1, "mutex or rwmutex");
+    }
+    cond_set_locker(o, locker);
+  }
+  push_new(L, o);
+  return 1;
+}
+
+static int l_cond_locker(lua_State *L) {
+  rt_object *o = rt_to_object(L, 1, RT_COND);
+  if (!o) return luaL_typerror(L, 1, "cond");
+  rt_push_object(L, cond_locker(o));
+  return 1;
+}
+
+/* timer(kind, secs[, fbox]) -> timer[, channel]; kind 0 timer, 1 ticker,
+ * 2 after_func (fbox holds the function) */
+static int l_timer(lua_State *L) {
+  int kind = (int)luaL_checkinteger(L, 1);
+  double secs = luaL_checknumber(L, 2);
+  int32_t fbox = (int32_t)luaL_optinteger(L, 3, 0);
+  timer_obj *to = timer_obj_new(vm_p(L), kind, secs, fbox);
+  hchan *c = timer_obj_chan(to);
+  push_new(L, (rt_object *)to);
+  if (!c) return 1;
+  rt_push_object(L, &c->obj);
+  return 2;
+}
+
+/* ---- goroutines and the program ---- */
+
+static int l_stack(lua_State *L) {
+  p_t *pp = vm_p(L);
+  rt_push_stack(L, pp, getg(), lua_toboolean(L, 1));
+  return 1;
+}
+
+static int l_main(lua_State *L) {
+  p_t *pp = vm_p(L);
+  runtime *rt = pp->rt;
+  if (getg()) return luaL_error(L, "lugo.main: already inside a goroutine");
+  if (rt->maing) return luaL_error(L, "lugo.main: already running");
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  int code = lugo_run(rt, lua_gettop(L) - 1);
+  if (!rt->main_done) { /* a panic, a deadlock or os.exit: the process ends, as in Go */
+    fflush(NULL);
+    exit(code);
+  }
+  return 0;
+}
+
+static int l_memstats(lua_State *L) {
+  p_t *pp = vm_p(L);
+  runtime *rt = pp->rt;
+  lua_createtable(L, 0, 4);
+  lua_createtable(L, rt->gomaxprocs, 0);
+  double total = 0;
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *p = rt->allp[i];
+    double bytes = p->arena ? (double)rt_vm_arena_allocated(p->arena)
+                 : p == pp ? (double)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0)
+                 : 0;
+    total += bytes;
+    lua_pushnumber(L, bytes);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "by_processor");
+  lua_pushnumber(L, total);
+  lua_setfield(L, -2, "alloc");
+  lua_pushinteger(L, atomic_load(&rt->ngoroutines));
+  lua_setfield(L, -2, "goroutines");
+  return 1;
+}
+
+static int l_numcpu(lua_State *L) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n > 0 ? n : 1);
+  return 1;
+}
+
+/* ---- FFI entry points (never touch Lua) ---- */
+
+static int32_t rt_newproc(int32_t nargs) {
+  p_t *pp = getp();
+  if (!pp) return RC_NOGOROUTINE;
+  int32_t box = box_alloc(pp);
+  newproc(pp, box, nargs);
+  return box;
+}
+
+static int32_t rt_box_new(void) {
+  p_t *pp = getp();
+  return pp ? box_alloc(pp) : RC_NOGOROUTINE;
+}
+
+static int32_t rt_can_park(void) {
+  g_t *gp = getg();
+  if (!gp) return RC_NOGOROUTINE;
+  return gp->nonyield ? RC_NOTYIELDABLE : RC_OK;
+}
+
+static int32_t rt_yield(int32_t local) {
+  g_t *gp = getg();
+  if (!gp) return RC_NOGOROUTINE;
+  if (gp->nonyield) return RC_NOTYIELDABLE;
+  if (local) rt_goyield(gp);
+  else rt_gosched(gp);
+  return RC_PARK;
+}
+
+static int32_t rt_park_forever(void) {
+  g_t *gp = getg();
+  if (!gp) return RC_NOGOROUTINE;
+  gopark(gp, NULL, NULL, WR_FOREVER);
+  return RC_PARK;
+}
+
+static void rt_nonyield(int32_t delta) {
+  g_t *gp = getg();
+  if (gp) gp->nonyield += delta;
+}
+
+static double rt_goid(void) {
+  g_t *gp = getg();
+  return gp ? (double)gp->goid : 0;
+}
+
+static int32_t rt_num_goroutine(void) {
+  p_t *pp = getp();
+  return pp ? atomic_load(&pp->rt->ngoroutines) : 0;
+}
+
+static int32_t rt_gomaxprocs(void) {
+  p_t *pp = getp();
+  return pp ? pp->rt->gomaxprocs : 1;
+}
+
+static void rt_exit(int32_t code) {
+  p_t *pp = getp();
+  if (pp) rt_exit_request(pp->rt, code);
+}
+
+int32_t chan_send(proxy *, int32_t);
+int32_t chan_recv(proxy *, int32_t);
+int32_t chan_close(proxy *);
+int32_t chan_len(proxy *);
+int32_t chan_cap(proxy *);
+int32_t time_sleep(double);
+int32_t timer_stop(proxy *);
+int32_t timer_reset(proxy *, double);
+int32_t mutex_lock_fast(proxy *);
+int32_t mutex_try_lock(proxy *);
+int32_t mutex_lock_step(proxy *, int32_t);
+int32_t mutex_unlock(proxy *);
+int32_t rw_try_rlock(proxy *);
+int32_t rw_rlock_step(proxy *, int32_t);
+int32_t rw_runlock(proxy *);
+int32_t rw_lock_step(proxy *, int32_t);
+int32_t rw_try_lock(proxy *);
+int32_t rw_unlock(proxy *);
+int32_t wg_add(proxy *, int32_t);
+int32_t wg_count(proxy *);
+int32_t wg_wait_step(proxy *, int32_t);
+int32_t once_done(proxy *);
+void once_set_done(proxy *);
+double cond_add(proxy *);
+int32_t cond_wait_step(proxy *, double, int32_t);
+void cond_signal(proxy *);
+void cond_broadcast(proxy *);
+
+typedef struct ffi_entry {
+  const char *name, *type;
+  void *fn;
+} ffi_entry;
+
+#define P "void *"
+static const ffi_entry ffi_entries[] = {
+    {"chan_send", "int32_t (*)(" P ", int32_t)", (void *)chan_send},
+    {"chan_recv", "int32_t (*)(" P ", int32_t)", (void *)chan_recv},
+    {"chan_close", "int32_t (*)(" P ")", (void *)chan_close},
+    {"chan_len", "int32_t (*)(" P ")", (void *)chan_len},
+    {"chan_cap", "int32_t (*)(" P ")", (void *)chan_cap},
+    {"selectgo", "int32_t (*)(lugo_select_case *, int32_t, int32_t, lugo_select_result *)", (void *)selectgo},
+    {"time_sleep", "int32_t (*)(double)", (void *)time_sleep},
+    {"timer_stop", "int32_t (*)(" P ")", (void *)timer_stop},
+    {"timer_reset", "int32_t (*)(" P ", double)", (void *)timer_reset},
+    {"mutex_lock_fast", "int32_t (*)(" P ")", (void *)mutex_lock_fast},
+    {"mutex_try_lock", "int32_t (*)(" P ")", (void *)mutex_try_lock},
+    {"mutex_lock_step", "int32_t (*)(" P ", int32_t)", (void *)mutex_lock_step},
+    {"mutex_unlock", "int32_t (*)(" P ")", (void *)mutex_unlock},
+    {"rw_try_rlock", "int32_t (*)(" P ")", (void *)rw_try_rlock},
+    {"rw_rlock_step", "int32_t (*)(" P ", int32_t)", (void *)rw_rlock_step},
+    {"rw_runlock", "int32_t (*)(" P ")", (void *)rw_runlock},
+    {"rw_lock_step", "int32_t (*)(" P ", int32_t)", (void *)rw_lock_step},
+    {"rw_try_lock", "int32_t (*)(" P ")", (void *)rw_try_lock},
+    {"rw_unlock", "int32_t (*)(" P ")", (void *)rw_unlock},
+    {"wg_add", "int32_t (*)(" P ", int32_t)", (void *)wg_add},
+    {"wg_count", "int32_t (*)(" P ")", (void *)wg_count},
+    {"wg_wait_step", "int32_t (*)(" P ", int32_t)", (void *)wg_wait_step},
+    {"once_done", "int32_t (*)(" P ")", (void *)once_done},
+    {"once_set_done", "void (*)(" P ")", (void *)once_set_done},
+    {"cond_add", "double (*)(" P ")", (void *)cond_add},
+    {"cond_wait_step", "int32_t (*)(" P ", double, int32_t)", (void *)cond_wait_step},
+    {"cond_signal", "void (*)(" P ")", (void *)cond_signal},
+    {"cond_broadcast", "void (*)(" P ")", (void *)cond_broadcast},
+    {"newproc", "int32_t (*)(int32_t)", (void *)rt_newproc},
+    {"box_new", "int32_t (*)(void)", (void *)rt_box_new},
+    {"walltime", "double (*)(void)", (void *)walltime},
+    {"can_park", "int32_t (*)(void)", (void *)rt_can_park},
+    {"yield", "int32_t (*)(int32_t)", (void *)rt_yield},
+    {"park_forever", "int32_t (*)(void)", (void *)rt_park_forever},
+    {"nonyield", "void (*)(int32_t)", (void *)rt_nonyield},
+    {"goid", "double (*)(void)", (void *)rt_goid},
+    {"num_goroutine", "int32_t (*)(void)", (void *)rt_num_goroutine},
+    {"gomaxprocs", "int32_t (*)(void)", (void *)rt_gomaxprocs},
+    {"exit", "void (*)(int32_t)", (void *)rt_exit},
+};
+#undef P
+
+static const char ffi_cdef[] =
+    "typedef struct { void *c; int32_t kind; int32_t box; } lugo_select_case;\n"
+    "typedef struct { int32_t idx; int32_t box; int32_t ok; } lugo_select_result;\n";
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+int luaopen_lugo_core(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, core_key);
+  if (lua_istable(L, -1)) return 1;
+  lua_pop(L, 1);
+
+  lua_getfield(L, LUA_REGISTRYINDEX, p_key);
+  p_t *pp = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!pp) pp = rt_adopt(L)->allp[0]; /* plain luajit: this state becomes P0's VM */
+
+  lua_newtable(L);
+  static const luaL_Reg funcs[] = {
+      {"chan", l_chan},         {"timer", l_timer},   {"cond_locker", l_cond_locker},
+      {"stack", l_stack},       {"main", l_main},     {"memstats", l_memstats},
+      {"numcpu", l_numcpu},     {NULL, NULL},
+  };
+  luaL_register(L, NULL, funcs);
+  static const struct { const char *name; enum rt_type type; } makers[] = {
+      {"mutex", RT_MUTEX}, {"rwmutex", RT_RWMUTEX}, {"waitgroup", RT_WAITGROUP},
+      {"once", RT_ONCE},   {"cond", RT_COND},
+  };
+  for (size_t i = 0; i < sizeof makers / sizeof *makers; i++) {
+    lua_pushinteger(L, makers[i].type);
+    lua_pushcclosure(L, l_sync_new, 1);
+    lua_setfield(L, -2, makers[i].name);
+  }
+
+  lua_newtable(L); /* fn: name -> entry point; types: name -> C type */
+  lua_newtable(L);
+  for (size_t i = 0; i < sizeof ffi_entries / sizeof *ffi_entries; i++) {
+    lua_pushlightuserdata(L, ffi_entries[i].fn);
+    lua_setfield(L, -3, ffi_entries[i].name);
+    lua_pushstring(L, ffi_entries[i].type);
+    lua_setfield(L, -2, ffi_entries[i].name);
+  }
+  lua_setfield(L, -3, "types");
+  lua_setfield(L, -2, "fn");
+  lua_pushstring(L, ffi_cdef);
+  lua_setfield(L, -2, "cdef");
+
+  lua_newtable(L); /* metatables by type name */
+  for (int t = 1; t < RT_NTYPES; t++) {
+    luaL_getmetatable(L, rt_type_mt((enum rt_type)t));
+    lua_setfield(L, -2, rt_type_name((enum rt_type)t));
+  }
+  lua_setfield(L, -2, "mt");
+
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+  lua_setfield(L, -2, "vals");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->cos_ref);
+  lua_setfield(L, -2, "goroutine_coroutines");
+  lua_getfield(L, LUA_REGISTRYINDEX, raw_key);
+  lua_setfield(L, -2, "raw_coroutine");
+  lua_pushlightuserdata(L, (void *)&rt_mark_park);
+  lua_setfield(L, -2, "PARK");
+  lua_pushlightuserdata(L, (void *)&rt_mark_topyield);
+  lua_setfield(L, -2, "TOPYIELD");
+
+  lua_newtable(L); /* the codes the FFI entry points return */
+  set_int(L, "OK", RC_OK);
+  set_int(L, "WOULDBLOCK", RC_WOULDBLOCK);
+  set_int(L, "PARK", RC_PARK);
+  set_int(L, "CLOSED", RC_CLOSED);
+  set_int(L, "NOGOROUTINE", RC_NOGOROUTINE);
+  set_int(L, "NOTYIELDABLE", RC_NOTYIELDABLE);
+  set_int(L, "NEGATIVE", RC_NEGATIVE);
+  set_int(L, "MISUSE", RC_MISUSE);
+  set_int(L, "UNLOCKED", RC_UNLOCKED);
+  set_int(L, "YIELD", RC_YIELD);
+  set_int(L, "REUSED", RC_REUSED);
+  set_int(L, "PARKBOX", RC_PARKBOX);
+  set_int(L, "CASE_NIL", CASE_NIL);
+  set_int(L, "CASE_RECV", CASE_RECV);
+  set_int(L, "CASE_SEND", CASE_SEND);
+  lua_setfield(L, -2, "rc");
+
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, core_key);
+  return 1;
+}
+
+/* ---- embedded Lua modules ---- */
+
+typedef struct embedded_module {
+  const char *name;
+  const unsigned char *src;
+  size_t len;
+} embedded_module;
+
+extern const embedded_module lugo_embedded_modules[]; /* generated: lugo_embed.c */
+
+static int load_embedded(lua_State *L) {
+  const embedded_module *m = lua_touserdata(L, lua_upvalueindex(1));
+  char chunkname[128];
+  snprintf(chunkname, sizeof chunkname, "=%s", m->name);
+  if (luaL_loadbuffer(L, (const char *)m->src, m->len, chunkname) != 0) return lua_error(L);
+  lua_pushstring(L, m->name);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+void lugo_preload(lua_State *L) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_lugo_core);
+  lua_setfield(L, -2, "lugo.core");
+  for (const embedded_module *m = lugo_embedded_modules; m->name; m++) {
+    lua_pushlightuserdata(L, (void *)m);
+    lua_pushcclosure(L, load_embedded, 1);
+    lua_setfield(L, -2, m->name);
+  }
+  lua_pop(L, 2);
+}

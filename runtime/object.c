@@ -1,0 +1,128 @@
+/*
+ * object.c — reference-counted runtime objects and their Lua proxies.
+ *
+ * Every runtime object starts with an rt_object header. `refs` counts its
+ * owners: each proxy userdata (one per VM that holds the object), each sudog
+ * or timer heap slot that points at it, each object that embeds a pointer to
+ * it. The last rt_release frees it, on whichever thread drops it.
+ *
+ * A VM has at most one live proxy per object, found through the weak-valued
+ * registry table "lugo.proxies" keyed by the object's address, so an object
+ * that comes back into a VM is the same Lua value it was. A proxy's __gc
+ * clears its pointer and its cache entry before releasing its reference:
+ * LuaJIT keeps finalized userdata in weak tables until the next cycle.
+ */
+#include <lauxlib.h>
+
+#include "rt.h"
+
+void chan_free(hchan *c);
+void sync_object_free(rt_object *o);
+void timer_object_free(rt_object *o);
+
+static const char *const type_names[RT_NTYPES] = {
+    [RT_CHAN] = "channel", [RT_MUTEX] = "mutex", [RT_RWMUTEX] = "rwmutex",
+    [RT_WAITGROUP] = "waitgroup", [RT_ONCE] = "once", [RT_COND] = "cond", [RT_TIMER] = "timer",
+};
+
+/* Registry keys of the metatables. */
+static const char *const mt_names[RT_NTYPES] = {
+    [RT_CHAN] = "lugo.channel", [RT_MUTEX] = "lugo.mutex", [RT_RWMUTEX] = "lugo.rwmutex",
+    [RT_WAITGROUP] = "lugo.waitgroup", [RT_ONCE] = "lugo.once", [RT_COND] = "lugo.cond",
+    [RT_TIMER] = "lugo.timer",
+};
+
+static const char proxies_key[] = "lugo.proxies";
+
+const char *rt_type_name(enum rt_type type) {
+  return type > 0 && type < RT_NTYPES ? type_names[type] : "object";
+}
+
+const char *rt_type_mt(enum rt_type type) { return mt_names[type]; }
+
+void rt_object_init(rt_object *o, enum rt_type type) {
+  atomic_init(&o->refs, 1);
+  o->type = (uint16_t)type;
+}
+
+void rt_release(rt_object *o) {
+  int32_t left = atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) - 1;
+  if (left > 0) return;
+  if (left < 0) rt_throw("runtime: %s released more often than retained", rt_type_name(o->type));
+  switch (o->type) {
+  case RT_CHAN: chan_free((hchan *)o); break;
+  case RT_TIMER: timer_object_free(o); break;
+  default: sync_object_free(o); break;
+  }
+}
+
+void rt_push_object(lua_State *L, rt_object *o) {
+  lua_getfield(L, LUA_REGISTRYINDEX, proxies_key);
+  lua_pushlightuserdata(L, o);
+  lua_rawget(L, -2);
+  proxy *px = lua_touserdata(L, -1);
+  if (px && px->obj == o) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 1);
+  px = lua_newuserdata(L, sizeof *px);
+  px->obj = o;
+  rt_retain(o);
+  luaL_getmetatable(L, mt_names[o->type]);
+  lua_setmetatable(L, -2);
+  lua_pushlightuserdata(L, o);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  lua_remove(L, -2);
+}
+
+rt_object *rt_to_object(lua_State *L, int idx, enum rt_type t) {
+  proxy *px = luaL_testudata(L, idx, mt_names[t]);
+  return px ? px->obj : NULL;
+}
+
+static int proxy_gc(lua_State *L) {
+  proxy *px = lua_touserdata(L, 1);
+  rt_object *o = px->obj;
+  if (!o) return 0;
+  px->obj = NULL;
+  lua_getfield(L, LUA_REGISTRYINDEX, proxies_key);
+  lua_pushlightuserdata(L, o);
+  lua_rawget(L, -2);
+  if (lua_touserdata(L, -1) == px) {
+    lua_pushlightuserdata(L, o);
+    lua_pushnil(L);
+    lua_rawset(L, -4);
+  }
+  lua_pop(L, 2);
+  rt_release(o);
+  return 0;
+}
+
+static int proxy_tostring(lua_State *L) {
+  proxy *px = lua_touserdata(L, 1);
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "__name");
+  lua_pushfstring(L, "%s: %p", lua_tostring(L, -1), (void *)px->obj);
+  return 1;
+}
+
+void rt_objects_open(lua_State *L) {
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, proxies_key);
+  for (int t = 1; t < RT_NTYPES; t++) {
+    luaL_newmetatable(L, mt_names[t]);
+    lua_pushstring(L, type_names[t]);
+    lua_setfield(L, -2, "__name");
+    lua_pushcfunction(L, proxy_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, proxy_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+  }
+}

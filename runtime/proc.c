@@ -1,0 +1,873 @@
+/*
+ * proc.c — goroutines (G), processors (P), threads (M) and the scheduler,
+ * after Go's proc.go.
+ *
+ * Invariants:
+ *   - A G's status changes only through casgstatus, which throws on a
+ *     transition it does not expect. RUNNABLE Gs are in exactly one queue
+ *     (runnext, the local ring, the inbox or the global queue); a WAITING G
+ *     is in none and something (a sudog, a timer, a semaphore) will ready it.
+ *   - Only the thread holding a P resumes that P's Gs, touches its VM, its
+ *     boxes, its caches and its G list. runq: the owner writes the tail and
+ *     runnext; anyone may advance the head with CAS (stealing).
+ *   - The inbox is guarded by inbox_lock; the global queue by sched_lock.
+ *   - A G parks by setting g->parking (gopark) and yielding PARK from its
+ *     coroutine. The scheduler makes it WAITING only after the yield, then
+ *     runs unlockf: whoever readies it (goready) finds it fully parked, its
+ *     Lua stack at rest, as in Go's park_m.
+ *   - A G is bound to a pooled coroutine when it first runs; until then its
+ *     body sits in a box. When it returns, the coroutine goes back to the pool.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "rt.h"
+
+_Thread_local m_t *rt_tls_m;
+
+/* Unique addresses: what a G's coroutine yields to tell the scheduler why. */
+const char rt_mark_park = 'P', rt_mark_exit = 'E', rt_mark_topyield = 'T';
+
+#define GFREE_MAX 1024
+#define COPOOL_MAX 4096
+
+static const char *gstatus_names[] = {"idle", "runnable", "running", "waiting", "dead"};
+
+const char *rt_waitreason_string(enum waitreason r) {
+  switch (r) {
+  case WR_NONE: return "";
+  case WR_CHAN_RECEIVE: return "chan receive";
+  case WR_CHAN_SEND: return "chan send";
+  case WR_CHAN_RECEIVE_NIL: return "chan receive (nil chan)";
+  case WR_CHAN_SEND_NIL: return "chan send (nil chan)";
+  case WR_SELECT: return "select";
+  case WR_SELECT_NO_CASES: return "select (no cases)";
+  case WR_SLEEP: return "sleep";
+  case WR_SYNC_MUTEX_LOCK: return "sync.Mutex.Lock";
+  case WR_SYNC_RWMUTEX_RLOCK: return "sync.RWMutex.RLock";
+  case WR_SYNC_RWMUTEX_LOCK: return "sync.RWMutex.Lock";
+  case WR_SYNC_WAITGROUP_WAIT: return "sync.WaitGroup.Wait";
+  case WR_SYNC_COND_WAIT: return "sync.Cond.Wait";
+  case WR_FOREVER: return "wait forever";
+  }
+  return "?";
+}
+
+void casgstatus(g_t *gp, enum gstatus from, enum gstatus to) {
+  uint32_t expect = from;
+  if (!atomic_compare_exchange_strong_explicit(&gp->status, &expect, to, memory_order_acq_rel,
+                                               memory_order_acquire))
+    rt_throw("casgstatus: goroutine %lld is %s, not %s, on the way to %s", (long long)gp->goid,
+             gstatus_names[expect], gstatus_names[from], gstatus_names[to]);
+}
+
+int64_t nanotime(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+double walltime(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* wyrand: fast, good enough for select's poll order. */
+uint32_t fastrand(p_t *pp) {
+  pp->rand += 0xa0761d6478bd642fULL;
+  __uint128_t r = (__uint128_t)pp->rand * (pp->rand ^ 0xe7037ed1a0b428dbULL);
+  return (uint32_t)((uint64_t)(r >> 64) ^ (uint64_t)r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Run queues                                                          */
+
+void globrunqput(runtime *rt, g_t *gp) {
+  rt_lock(&rt->sched_lock);
+  gp->schedlink = NULL;
+  if (rt->runq_tail) rt->runq_tail->schedlink = gp;
+  else rt->runq_head = gp;
+  rt->runq_tail = gp;
+  rt->runqsize++;
+  rt_unlock(&rt->sched_lock);
+}
+
+static void globrunqputbatch(runtime *rt, g_t *head, g_t *tail, int32_t n) {
+  rt_lock(&rt->sched_lock);
+  tail->schedlink = NULL;
+  if (rt->runq_tail) rt->runq_tail->schedlink = head;
+  else rt->runq_head = head;
+  rt->runq_tail = tail;
+  rt->runqsize += n;
+  rt_unlock(&rt->sched_lock);
+}
+
+/* Move half of the full local ring, plus gp, to the global queue. */
+static bool runqputslow(p_t *pp, g_t *gp, uint32_t h, uint32_t t) {
+  g_t *batch[RUNQ_SIZE / 2 + 1];
+  uint32_t n = (t - h) / 2;
+  for (uint32_t i = 0; i < n; i++)
+    batch[i] = atomic_load_explicit(&pp->runq[(h + i) % RUNQ_SIZE], memory_order_relaxed);
+  if (!atomic_compare_exchange_strong_explicit(&pp->runqhead, &h, h + n, memory_order_release,
+                                               memory_order_relaxed))
+    return false;
+  batch[n] = gp;
+  for (uint32_t i = 0; i < n; i++) batch[i]->schedlink = batch[i + 1];
+  globrunqputbatch(pp->rt, batch[0], batch[n], (int32_t)n + 1);
+  return true;
+}
+
+void runqput(p_t *pp, g_t *gp, bool next) {
+  if (next) {
+    g_t *old = atomic_exchange_explicit(&pp->runnext, gp, memory_order_acq_rel);
+    if (!old) return;
+    gp = old; /* kick the old runnext to the tail */
+  }
+  for (;;) {
+    uint32_t h = atomic_load_explicit(&pp->runqhead, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&pp->runqtail, memory_order_relaxed);
+    if (t - h < RUNQ_SIZE) {
+      atomic_store_explicit(&pp->runq[t % RUNQ_SIZE], gp, memory_order_relaxed);
+      atomic_store_explicit(&pp->runqtail, t + 1, memory_order_release);
+      return;
+    }
+    if (runqputslow(pp, gp, h, t)) return;
+  }
+}
+
+g_t *runqget(p_t *pp, bool *inherit_time) {
+  g_t *next = atomic_load_explicit(&pp->runnext, memory_order_acquire);
+  if (next && atomic_compare_exchange_strong_explicit(&pp->runnext, &next, NULL,
+                                                      memory_order_acq_rel, memory_order_relaxed)) {
+    if (inherit_time) *inherit_time = true;
+    return next;
+  }
+  for (;;) {
+    uint32_t h = atomic_load_explicit(&pp->runqhead, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&pp->runqtail, memory_order_relaxed);
+    if (t == h) return NULL;
+    g_t *gp = atomic_load_explicit(&pp->runq[h % RUNQ_SIZE], memory_order_relaxed);
+    if (atomic_compare_exchange_strong_explicit(&pp->runqhead, &h, h + 1, memory_order_release,
+                                                memory_order_relaxed)) {
+      if (inherit_time) *inherit_time = false;
+      return gp;
+    }
+  }
+}
+
+uint32_t runqlen(p_t *pp) {
+  uint32_t h = atomic_load_explicit(&pp->runqhead, memory_order_acquire);
+  uint32_t t = atomic_load_explicit(&pp->runqtail, memory_order_acquire);
+  return t - h + (atomic_load_explicit(&pp->runnext, memory_order_acquire) ? 1 : 0);
+}
+
+bool runqempty(p_t *pp) { return runqlen(pp) == 0; }
+
+/* Take a batch from the global queue: return one, put the rest locally. */
+g_t *globrunqget(p_t *pp, int32_t max) {
+  runtime *rt = pp->rt;
+  rt_lock(&rt->sched_lock);
+  if (rt->runqsize == 0) {
+    rt_unlock(&rt->sched_lock);
+    return NULL;
+  }
+  int32_t n = rt->runqsize / rt->gomaxprocs + 1;
+  if (n > rt->runqsize) n = rt->runqsize;
+  if (max > 0 && n > max) n = max;
+  if (n > RUNQ_SIZE / 2) n = RUNQ_SIZE / 2;
+  rt->runqsize -= n;
+  g_t *gp = rt->runq_head;
+  rt->runq_head = gp->schedlink;
+  for (int32_t i = 1; i < n; i++) {
+    g_t *g1 = rt->runq_head;
+    rt->runq_head = g1->schedlink;
+    runqput(pp, g1, false);
+  }
+  if (!rt->runq_head) rt->runq_tail = NULL;
+  rt_unlock(&rt->sched_lock);
+  return gp;
+}
+
+/* Inbox: Gs readied by other threads, resumed only by the owner. */
+static void inbox_put(p_t *pp, g_t *gp) {
+  rt_lock(&pp->inbox_lock);
+  gp->schedlink = NULL;
+  if (pp->inbox_tail) pp->inbox_tail->schedlink = gp;
+  else pp->inbox_head = gp;
+  pp->inbox_tail = gp;
+  rt_unlock(&pp->inbox_lock);
+  ev_async_send(pp->loop, (ev_async *)pp->wake_ev);
+}
+
+static g_t *inbox_get(p_t *pp) {
+  if (!pp->inbox_head) return NULL; /* racy peek; the lock decides */
+  rt_lock(&pp->inbox_lock);
+  g_t *list = pp->inbox_head;
+  pp->inbox_head = pp->inbox_tail = NULL;
+  rt_unlock(&pp->inbox_lock);
+  if (!list) return NULL;
+  g_t *first = list;
+  for (g_t *gp = list->schedlink; gp;) {
+    g_t *next = gp->schedlink;
+    runqput(pp, gp, false);
+    gp = next;
+  }
+  return first;
+}
+
+/* ------------------------------------------------------------------ */
+/* Caches: Gs, sudogs, boxes, coroutines                               */
+
+sudog *acquire_sudog(p_t *pp, g_t *gp) {
+  sudog *sd = pp->sudogcache;
+  if (sd) pp->sudogcache = sd->next;
+  else sd = rt_malloc(sizeof *sd);
+  memset(sd, 0, sizeof *sd);
+  sd->g = gp;
+  return sd;
+}
+
+void release_sudog(p_t *pp, sudog *sd) {
+  sd->next = pp->sudogcache;
+  pp->sudogcache = sd;
+}
+
+int32_t box_alloc(p_t *pp) {
+  box_pool *b = &pp->boxes;
+  if (b->nfree) return b->free[--b->nfree];
+  if (b->next >= RC_PARKBOX - 1) rt_throw("runtime: too many values waiting in one VM");
+  return ++b->next;
+}
+
+void box_free(p_t *pp, int32_t box) {
+  box_pool *b = &pp->boxes;
+  if (b->nfree == b->cap) {
+    b->cap = b->cap ? b->cap * 2 : 256;
+    b->free = rt_realloc(b->free, (size_t)b->cap * sizeof *b->free);
+  }
+  b->free[b->nfree++] = box;
+}
+
+void box_free_dirty(p_t *pp, int32_t box) {
+  box_pool *b = &pp->boxes;
+  if (b->ndirty == b->dirtycap) {
+    b->dirtycap = b->dirtycap ? b->dirtycap * 2 : 64;
+    b->dirty = rt_realloc(b->dirty, (size_t)b->dirtycap * sizeof *b->dirty);
+  }
+  b->dirty[b->ndirty++] = box;
+}
+
+/* Clear the values of dirty boxes, then make them reusable. */
+static void boxes_clean(p_t *pp) {
+  box_pool *b = &pp->boxes;
+  lua_State *L = pp->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+  while (b->ndirty) {
+    int32_t box = b->dirty[--b->ndirty];
+    lua_pushnil(L);
+    lua_rawseti(L, -2, box);
+    box_free(pp, box);
+  }
+  lua_pop(L, 1);
+}
+
+static g_t *gfget(p_t *pp) {
+  g_t *gp = pp->gfree;
+  if (gp) {
+    pp->gfree = gp->schedlink;
+    pp->ngfree--;
+  } else {
+    gp = rt_calloc(1, sizeof *gp);
+    gp->timer.idx = -1;
+    atomic_init(&gp->status, G_IDLE);
+  }
+  return gp;
+}
+
+static void gfput(p_t *pp, g_t *gp) {
+  if (pp->ngfree >= GFREE_MAX) {
+    rt_free(gp);
+    return;
+  }
+  gp->schedlink = pp->gfree;
+  pp->gfree = gp;
+  pp->ngfree++;
+}
+
+static void allg_add(p_t *pp, g_t *gp) {
+  gp->allprev = NULL;
+  gp->allnext = pp->allg;
+  if (pp->allg) pp->allg->allprev = gp;
+  pp->allg = gp;
+  pp->nallg++;
+}
+
+static void allg_remove(p_t *pp, g_t *gp) {
+  if (gp->allprev) gp->allprev->allnext = gp->allnext;
+  else pp->allg = gp->allnext;
+  if (gp->allnext) gp->allnext->allprev = gp->allprev;
+  gp->allnext = gp->allprev = NULL;
+  pp->nallg--;
+}
+
+/* A coroutine parked in the trampoline, ready for a new body; a fresh one
+ * holds just the trampoline. */
+static lua_State *copool_get(p_t *pp) {
+  if (pp->ncopool) return pp->copool[--pp->ncopool];
+  lua_State *L = pp->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->cos_ref);
+  lua_State *co = lua_newthread(L);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3); /* anchored for as long as it is pooled or used */
+  lua_pop(L, 1);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, pp->trampoline_ref);
+  return co;
+}
+
+static void co_drop(p_t *pp, lua_State *co) {
+  lua_State *L = pp->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->cos_ref);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_pushnil(L);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+static void copool_put(p_t *pp, lua_State *co) {
+  lua_settop(co, 0); /* drop the finished body's results */
+  if (pp->ncopool >= COPOOL_MAX) {
+    co_drop(pp, co);
+    return;
+  }
+  if (pp->ncopool == pp->copoolcap) {
+    pp->copoolcap = pp->copoolcap ? pp->copoolcap * 2 : 64;
+    pp->copool = rt_realloc(pp->copool, (size_t)pp->copoolcap * sizeof *pp->copool);
+  }
+  pp->copool[pp->ncopool++] = co;
+}
+
+/* ------------------------------------------------------------------ */
+/* Creating, parking, readying                                         */
+
+g_t *newproc(p_t *pp, int32_t start_box, int32_t nargs) {
+  runtime *rt = pp->rt;
+  g_t *gp = gfget(pp);
+  gp->goid = atomic_fetch_add_explicit(&rt->goidgen, 1, memory_order_relaxed) + 1;
+  gp->p = pp;
+  gp->co = NULL;
+  gp->start_box = start_box;
+  gp->nargs = nargs;
+  gp->waitreason = WR_NONE;
+  gp->parking = PARK_NONE;
+  gp->res_kind = RES_NONE;
+  gp->waiting = gp->param = NULL;
+  gp->nonyield = 0;
+  gp->is_main = false;
+  gp->unlockf = NULL;
+  gp->created = 0;
+  casgstatus(gp, G_IDLE, G_RUNNABLE);
+  allg_add(pp, gp);
+  atomic_fetch_add_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
+  runqput(pp, gp, true);
+  return gp;
+}
+
+void gopark(g_t *gp, void (*unlockf)(g_t *, void *), void *arg, enum waitreason reason) {
+  gp->parking = PARK_WAIT;
+  gp->unlockf = unlockf;
+  gp->lockarg = arg;
+  gp->waitreason = (uint8_t)reason;
+}
+
+void goready(g_t *gp) {
+  casgstatus(gp, G_WAITING, G_RUNNABLE);
+  gp->waitreason = WR_NONE;
+  p_t *pp = getp();
+  if (pp == gp->p) runqput(pp, gp, true);
+  else inbox_put(gp->p, gp);
+}
+
+/* ------------------------------------------------------------------ */
+/* Panics, deadlock, tracebacks                                        */
+
+/* [-0, +1] a goroutine's traceback, without the runtime's own frames. */
+static void push_traceback(lua_State *L, g_t *gp) {
+  if (!gp->co) {
+    lua_pushliteral(L, "\t(not started)");
+    return;
+  }
+  luaL_traceback(L, gp->co, NULL, 0);
+  /* Drop the "stack traceback:" header and the trampoline's frames. */
+  const char *s = lua_tostring(L, -1);
+  const char *body = strchr(s, '\n');
+  body = body ? body + 1 : s;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  const char *line = body;
+  bool first = true;
+  while (*line) {
+    const char *end = strchr(line, '\n');
+    size_t len = end ? (size_t)(end - line) : strlen(line);
+    bool runtime_frame = memmem(line, len, "[lugo]", 6) || memmem(line, len, "in function 'xpcall'", 20);
+    if (!runtime_frame) {
+      if (!first) luaL_addchar(&b, '\n');
+      luaL_addlstring(&b, line, len);
+      first = false;
+    }
+    if (!end) break;
+    line = end + 1;
+  }
+  luaL_pushresult(&b);
+  lua_remove(L, -2);
+}
+
+static void print_goroutine(p_t *pp, g_t *gp, const char *state) {
+  lua_State *L = pp->L;
+  push_traceback(L, gp);
+  fprintf(stderr, "goroutine %lld [%s]:\n%s\n\n", (long long)gp->goid, state, lua_tostring(L, -1));
+  lua_pop(L, 1);
+}
+
+/* Every goroutine's traceback, as Go prints on a fatal error or SIGQUIT. */
+static void print_all_goroutines(runtime *rt) {
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    for (g_t *gp = pp->allg; gp; gp = gp->allnext) {
+      uint32_t st = atomic_load(&gp->status);
+      const char *state = st == G_WAITING ? rt_waitreason_string(gp->waitreason) : gstatus_names[st];
+      print_goroutine(pp, gp, state);
+    }
+  }
+}
+
+static void request_exit(runtime *rt, int code) {
+  if (atomic_exchange(&rt->exiting, 1)) return; /* the first reason wins */
+  rt->exit_code = code;
+}
+
+/* The G's body raised: print Go's panic report and stop the program.
+ * The error report is on co's stack at idx: {message, traceback} from the
+ * trampoline's handler, or a bare value if the handler itself failed. */
+static void gopanic(p_t *pp, g_t *gp, lua_State *co, int idx) {
+  const char *msg = NULL, *tb = NULL;
+  if (lua_istable(co, idx)) {
+    lua_rawgeti(co, idx, 1);
+    lua_rawgeti(co, idx, 2);
+    msg = lua_tostring(co, -2);
+    tb = lua_tostring(co, -1);
+  } else {
+    msg = lua_tostring(co, idx);
+  }
+  fflush(stdout);
+  fprintf(stderr, "panic: %s\n\ngoroutine %lld [running]:\n%s\n", msg ? msg : "(error object is not a string)",
+          (long long)gp->goid, tb ? tb : "\t(no traceback)");
+  fflush(stderr);
+  (void)pp;
+  request_exit(pp->rt, 2);
+}
+
+/* All Ps idle, nothing armed, nothing in flight: nobody can ever wake up. */
+static bool deadlocked(runtime *rt) {
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    if (!runqempty(pp) || pp->inbox_head || atomic_load(&pp->timer0when) != 0) return false;
+  }
+  return rt->runqsize == 0;
+}
+
+static void report_deadlock(runtime *rt) {
+  fflush(stdout);
+  fprintf(stderr, "fatal error: all goroutines are asleep - deadlock!\n\n");
+  print_all_goroutines(rt);
+  fflush(stderr);
+  request_exit(rt, 2);
+}
+
+/* ------------------------------------------------------------------ */
+/* The scheduler                                                       */
+
+static void goexit(p_t *pp, g_t *gp) {
+  runtime *rt = pp->rt;
+  casgstatus(gp, G_RUNNING, G_DEAD);
+  if (gp->is_main) rt->main_done = true;
+  allg_remove(pp, gp);
+  atomic_fetch_sub_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
+  copool_put(pp, gp->co);
+  gp->co = NULL;
+  casgstatus(gp, G_DEAD, G_IDLE);
+  gfput(pp, gp);
+}
+
+/* After the coroutine yielded PARK: finish what gopark asked. */
+static void park_m(p_t *pp, g_t *gp) {
+  uint8_t kind = gp->parking;
+  gp->parking = PARK_NONE;
+  switch (kind) {
+  case PARK_WAIT: {
+    casgstatus(gp, G_RUNNING, G_WAITING);
+    void (*unlockf)(g_t *, void *) = gp->unlockf;
+    gp->unlockf = NULL;
+    if (unlockf) unlockf(gp, gp->lockarg);
+    break;
+  }
+  case PARK_YIELD:
+    casgstatus(gp, G_RUNNING, G_RUNNABLE);
+    globrunqput(pp->rt, gp);
+    break;
+  case PARK_LOCAL:
+    casgstatus(gp, G_RUNNING, G_RUNNABLE);
+    runqput(pp, gp, false);
+    break;
+  default:
+    rt_throw("goroutine %lld yielded PARK without gopark", (long long)gp->goid);
+  }
+}
+
+/* [-0, +n on co] what the parked op returns: (box, ok, case index). */
+static int push_results(p_t *pp, g_t *gp, lua_State *co) {
+  if (gp->waiting) selectgo_finish(pp, gp);
+  lua_settop(co, 0);
+  uint8_t kind = gp->res_kind;
+  gp->res_kind = RES_NONE;
+  switch (kind) {
+  case RES_VALUE:
+    /* The G reads vals[box] as soon as it runs: nothing can reuse the box
+     * before that, so it is freed now. */
+    if (gp->res_box > 0) box_free(pp, gp->res_box);
+    lua_pushinteger(co, gp->res_box);
+    lua_pushboolean(co, gp->res_ok);
+    lua_pushinteger(co, gp->res_idx);
+    return 3;
+  case RES_TOPYIELD:
+    lua_pushlightuserdata(co, (void *)&rt_mark_topyield);
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+/* [-0, +nargs on co] the body of a G that has not run yet. */
+static int push_start(p_t *pp, g_t *gp, lua_State *co) {
+  lua_State *L = pp->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+  lua_rawgeti(L, -1, gp->start_box);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, gp->start_box);
+  box_free(pp, gp->start_box);
+  gp->start_box = 0;
+  int n = 1;
+  if (gp->nargs > 0) { /* {f, arg1, ..., argn} */
+    int t = lua_gettop(L);
+    n = gp->nargs + 1;
+    luaL_checkstack(L, n, "too many arguments to a goroutine");
+    for (int i = 1; i <= n; i++) lua_rawgeti(L, t, i);
+    lua_remove(L, t);
+  }
+  lua_remove(L, -n - 1); /* vals */
+  lua_checkstack(co, n + 1);
+  lua_xmove(L, co, n);
+  return n;
+}
+
+static void execute(p_t *pp, g_t *gp, bool inherit_time) {
+  if (!inherit_time) pp->schedtick++;
+  casgstatus(gp, G_RUNNABLE, G_RUNNING);
+  pp->curg = gp;
+  int nargs;
+  if (!gp->co) {
+    gp->co = copool_get(pp);
+    nargs = push_start(pp, gp, gp->co);
+  } else {
+    nargs = push_results(pp, gp, gp->co);
+  }
+  lua_State *co = gp->co;
+  int st = lua_resume(co, nargs);
+  pp->curg = NULL;
+  if (st == LUA_YIELD) {
+    void *mark = lua_gettop(co) >= 1 ? lua_touserdata(co, 1) : NULL;
+    if (mark == &rt_mark_park) {
+      park_m(pp, gp);
+    } else if (mark == &rt_mark_exit) {
+      if (!lua_toboolean(co, 2)) gopanic(pp, gp, co, 3);
+      goexit(pp, gp);
+    } else {
+      /* coroutine.yield at the G's top level: there is no resumer to
+       * return to. Give the P away and let the yield raise. */
+      gp->res_kind = RES_TOPYIELD;
+      casgstatus(gp, G_RUNNING, G_RUNNABLE);
+      runqput(pp, gp, false);
+    }
+  } else if (st != 0) {
+    /* Only an error inside the trampoline itself gets here. */
+    gopanic(pp, gp, co, lua_gettop(co));
+    casgstatus(gp, G_RUNNING, G_DEAD);
+    allg_remove(pp, gp);
+    atomic_fetch_sub_explicit(&pp->rt->ngoroutines, 1, memory_order_relaxed);
+    co_drop(pp, gp->co); /* a dead coroutine cannot be reused */
+    gp->co = NULL;
+    casgstatus(gp, G_DEAD, G_IDLE);
+    gfput(pp, gp);
+  } else {
+    rt_throw("goroutine %lld: trampoline returned", (long long)gp->goid);
+  }
+}
+
+static void wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
+  (void)loop, (void)w, (void)revents;
+}
+
+/* Block in the P's loop until a timer, I/O or another thread wakes it. */
+static void sleep_on_loop(p_t *pp) {
+  atomic_store(&pp->status, P_IDLE);
+  time_p_arm(pp, nanotime());
+  ev_run(pp->loop, EVRUN_ONCE);
+  atomic_store(&pp->status, P_RUNNING);
+}
+
+/* Go's findrunnable: NULL when the program is exiting. */
+static g_t *findrunnable(p_t *pp, bool *inherit_time) {
+  runtime *rt = pp->rt;
+  for (;;) {
+    if (atomic_load_explicit(&rt->exiting, memory_order_relaxed)) return NULL;
+    if (pp->boxes.ndirty) boxes_clean(pp);
+    int64_t when = atomic_load_explicit(&pp->timer0when, memory_order_relaxed);
+    if (when && nanotime() >= when) timers_run(pp, nanotime());
+    *inherit_time = false;
+    g_t *gp;
+    /* Every 61st tick the global queue first, so it cannot starve. */
+    if (pp->schedtick % 61 == 0 && rt->runqsize > 0 && (gp = globrunqget(pp, 1))) return gp;
+    if ((gp = runqget(pp, inherit_time))) return gp;
+    if ((gp = inbox_get(pp))) return gp;
+    if (rt->runqsize > 0 && (gp = globrunqget(pp, 0))) return gp;
+    if (deadlocked(rt)) {
+      report_deadlock(rt);
+      return NULL;
+    }
+    sleep_on_loop(pp);
+  }
+}
+
+static void schedule(p_t *pp) {
+  runtime *rt = pp->rt;
+  while (!rt->main_done && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
+    bool inherit_time;
+    g_t *gp = findrunnable(pp, &inherit_time);
+    if (!gp) break;
+    execute(pp, gp, inherit_time);
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Processors and the runtime                                          */
+
+static p_t *p_new(runtime *rt, int32_t id) {
+  p_t *pp = rt_calloc(1, sizeof *pp);
+  pp->id = id;
+  pp->rt = rt;
+  pp->rand = (uint64_t)nanotime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)pp;
+  pp->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+  if (!pp->loop) rt_throw("runtime: cannot create an event loop");
+  ev_async *w = rt_malloc(sizeof *w);
+  ev_async_init(w, wake_cb);
+  ev_async_start(pp->loop, w);
+  ev_unref(pp->loop); /* the wake-up alone does not keep the loop alive */
+  pp->wake_ev = w;
+  time_p_init(pp);
+  atomic_init(&pp->status, P_RUNNING);
+  return pp;
+}
+
+/* Dequeue a parked G from whatever it waits on and forget it. */
+static void g_destroy(p_t *pp, g_t *gp) {
+  if (gp->waiting) { /* a channel op or select: leave its queues */
+    selectgo_finish(pp, gp);
+  }
+  if (gp->semasudog) gp->semasudog = NULL; /* the semaphore's queue is freed with its object */
+  timer_del(&gp->timer);
+  if (gp->start_box) box_free_dirty(pp, gp->start_box);
+  allg_remove(pp, gp);
+  atomic_fetch_sub_explicit(&pp->rt->ngoroutines, 1, memory_order_relaxed);
+  gp->co = NULL;
+  rt_free(gp);
+}
+
+static void p_free(p_t *pp) {
+  timers_close(pp);
+  ev_async_stop(pp->loop, (ev_async *)pp->wake_ev);
+  ev_loop_destroy(pp->loop);
+  rt_free(pp->wake_ev);
+  while (pp->gfree) {
+    g_t *gp = pp->gfree;
+    pp->gfree = gp->schedlink;
+    rt_free(gp);
+  }
+  while (pp->sudogcache) {
+    sudog *sd = pp->sudogcache;
+    pp->sudogcache = sd->next;
+    rt_free(sd);
+  }
+  rt_free(pp->boxes.free);
+  rt_free(pp->boxes.dirty);
+  rt_free(pp->copool);
+  rt_free(pp->timers);
+  rt_vm_arena_free(pp->arena);
+  rt_free(pp);
+}
+
+static runtime *runtime_new(int32_t nprocs) {
+  runtime *rt = rt_calloc(1, sizeof *rt);
+  rt->gomaxprocs = nprocs;
+  rt->allp = rt_calloc((size_t)nprocs, sizeof *rt->allp);
+  for (int32_t i = 0; i < nprocs; i++) rt->allp[i] = p_new(rt, i);
+  rt->m0.p = rt->allp[0];
+  return rt;
+}
+
+lugo_runtime *lugo_new(const lugo_options *opts) {
+  (void)opts; /* one processor for now: the VM-per-P scheduler runs on it */
+  runtime *rt = runtime_new(1);
+  p_t *pp = rt->allp[0];
+  pp->arena = rt_vm_arena_new();
+  lua_State *L = lua_newstate(rt_vm_alloc, pp->arena);
+  if (!L) rt_throw("runtime: cannot create a Lua state");
+  pp->own_vm = true;
+  luaL_openlibs(L);
+  lugo_preload(L);
+  rt_vm_bind(pp, L);
+  return rt;
+}
+
+lua_State *lugo_vm(lugo_runtime *rt) { return rt->allp[0]->L; }
+
+/* Destroy every G that is left: parked ones leave their queues. */
+static void destroy_all_gs(runtime *rt) {
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    rt_tls_m = &rt->m0;
+    rt->m0.p = pp;
+    while (atomic_exchange(&pp->runnext, NULL)) {}
+    atomic_store(&pp->runqhead, 0);
+    atomic_store(&pp->runqtail, 0);
+    pp->inbox_head = pp->inbox_tail = NULL;
+    while (pp->allg) g_destroy(pp, pp->allg);
+  }
+  rt->runq_head = rt->runq_tail = NULL;
+  rt->runqsize = 0;
+}
+
+runtime *rt_adopt(lua_State *L) {
+  runtime *rt = runtime_new(1);
+  rt->adopted_vm = true;
+  rt_vm_bind(rt->allp[0], L);
+  return rt;
+}
+
+int lugo_run(lugo_runtime *rt, int nargs) {
+  p_t *pp = rt->allp[0];
+  lua_State *L = pp->L;
+  m_t *saved = rt_tls_m;
+  rt_tls_m = &rt->m0;
+  rt->m0.p = pp;
+  rt->main_done = false;
+  atomic_store(&rt->exiting, 0);
+  rt->exit_code = 0;
+
+  /* The main goroutine's body goes into a box like any other. */
+  int32_t box = box_alloc(pp);
+  if (nargs > 0) {
+    int base = lua_gettop(L) - nargs;
+    lua_createtable(L, nargs + 1, 0);
+    for (int i = 0; i <= nargs; i++) {
+      lua_pushvalue(L, base + i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_replace(L, base);
+    lua_settop(L, base);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, box);
+  lua_pop(L, 1);
+  g_t *maing = newproc(pp, box, nargs);
+  maing->is_main = true;
+  rt->maing = maing;
+
+  schedule(pp);
+
+  if (!atomic_load(&rt->exiting)) request_exit(rt, 0);
+  rt->maing = NULL;
+  /* Nothing may run after main: drop the Gs that are left. */
+  destroy_all_gs(rt);
+  if (pp->boxes.ndirty) boxes_clean(pp);
+  rt_tls_m = saved;
+  return rt->exit_code;
+}
+
+void lugo_close(lugo_runtime *rt) {
+  m_t *saved = rt_tls_m;
+  rt_tls_m = &rt->m0;
+  destroy_all_gs(rt);
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    rt->m0.p = pp;
+    timers_close(pp);
+    if (pp->L) {
+      rt_vm_unbind(pp);
+      if (pp->own_vm) lua_close(pp->L); /* finalizers release every object */
+      pp->L = NULL;
+    }
+  }
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) p_free(rt->allp[i]);
+  rt_free(rt->allp);
+  rt_free(rt);
+  rt_tls_m = saved == &rt->m0 ? NULL : saved;
+}
+
+/* ------------------------------------------------------------------ */
+/* Entry points for Lua (module.c registers them)                      */
+
+void rt_exit_request(runtime *rt, int code) { request_exit(rt, code); }
+
+void rt_gosched(g_t *gp) { gp->parking = PARK_YIELD; }
+void rt_goyield(g_t *gp) { gp->parking = PARK_LOCAL; }
+
+static void add_goroutine(lua_State *L, luaL_Buffer *b, g_t *gp, bool self) {
+  uint32_t st = atomic_load(&gp->status);
+  const char *state = st == G_WAITING ? rt_waitreason_string(gp->waitreason) : gstatus_names[st];
+  if (self) { /* the running G: its own stack, from the caller's frame */
+    luaL_traceback(L, L, NULL, 2);
+    const char *tb = lua_tostring(L, -1);
+    const char *nl = strchr(tb, '\n');
+    lua_pushfstring(L, "goroutine %d [%s]:\n%s\n", (int)gp->goid, state, nl ? nl + 1 : tb);
+  } else {
+    push_traceback(L, gp);
+    lua_pushfstring(L, "goroutine %d [%s]:\n%s\n", (int)gp->goid, state, lua_tostring(L, -1));
+  }
+  lua_remove(L, -2);
+  luaL_addvalue(b);
+}
+
+/* [-0, +1] runtime.stack(all): this goroutine's traceback, then the others'. */
+void rt_push_stack(lua_State *L, p_t *pp, g_t *self, bool all) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  if (self) add_goroutine(L, &b, self, true);
+  if (all) {
+    for (g_t *gp = pp->allg; gp; gp = gp->allnext) {
+      if (gp == self) continue;
+      luaL_addchar(&b, '\n');
+      add_goroutine(L, &b, gp, false);
+    }
+  }
+  luaL_pushresult(&b);
+}

@@ -1,0 +1,445 @@
+/*
+ * rt.h — the runtime's internal types, shared by every file in runtime/.
+ *
+ * Ownership, as in Go's runtime2.go:
+ *   - A G (goroutine) belongs to one P for its whole life: its coroutine lives
+ *     in that P's VM. Only the thread holding the P resumes it, reads its Lua
+ *     stack or touches its value boxes.
+ *   - A P owns its VM, run queue, timer heap, caches (G, sudog, box, coroutine
+ *     pools) and libev loop. The thread that holds the P is the only one that
+ *     touches them, save for the run queue (stolen from with atomics), the
+ *     inbox (its own lock) and the timer heap (its own lock).
+ *   - Runtime objects (channels, mutexes, ...) are reference counted and
+ *     guarded by their own lock; any thread may operate on them.
+ *
+ * Values never cross into C: a Lua value that waits anywhere in the runtime
+ * (in a channel buffer, with a parked sender, delivered to a parked receiver)
+ * sits in its VM's `vals` table at an integer index, its box. C moves box
+ * numbers; Lua code in lua/lugo/ stores and loads the values.
+ */
+#ifndef LUGO_RT_H
+#define LUGO_RT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+
+#include "lugo.h"
+
+struct ev_loop;
+
+typedef struct runtime runtime;
+typedef struct p p_t;
+typedef struct m m_t;
+typedef struct g g_t;
+typedef struct sudog sudog;
+typedef struct hchan hchan;
+typedef struct rt_timer rt_timer;
+typedef struct rt_object rt_object;
+
+/* ---- lock_futex.c: a three-state futex lock, Go's lock_futex.go ---- */
+
+typedef struct rtlock {
+  _Atomic uint32_t key; /* 0 unlocked, 1 locked, 2 locked with sleepers */
+} rtlock;
+
+void rt_lock_slow(rtlock *l);
+void rt_unlock_wake(rtlock *l);
+
+static inline void rt_lock(rtlock *l) {
+  uint32_t unlocked = 0;
+  if (!atomic_compare_exchange_strong_explicit(&l->key, &unlocked, 1, memory_order_acquire,
+                                               memory_order_relaxed))
+    rt_lock_slow(l);
+}
+
+static inline void rt_unlock(rtlock *l) {
+  if (atomic_exchange_explicit(&l->key, 0, memory_order_release) == 2) rt_unlock_wake(l);
+}
+
+/* Crash with Go's "fatal error: ..." for a broken runtime invariant. */
+_Noreturn void rt_throw(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- malloc.c ---- */
+
+void *rt_malloc(size_t n);         /* never NULL: throws when out of memory */
+void *rt_calloc(size_t n, size_t size);
+void *rt_realloc(void *ptr, size_t n);
+void rt_free(void *ptr);
+void *rt_vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize); /* lua_Alloc */
+void *rt_vm_arena_new(void);       /* the allocator state of one VM (ud above) */
+void rt_vm_arena_free(void *arena);
+size_t rt_vm_arena_allocated(void *arena);
+
+/* ---- object.c: reference-counted runtime objects and their proxies ---- */
+
+enum rt_type {
+  RT_CHAN = 1,
+  RT_MUTEX,
+  RT_RWMUTEX,
+  RT_WAITGROUP,
+  RT_ONCE,
+  RT_COND,
+  RT_TIMER,
+  RT_NTYPES
+};
+
+struct rt_object {
+  _Atomic int32_t refs;
+  uint16_t type;
+};
+
+/* The payload of every proxy userdata; FFI functions receive a pointer to it. */
+typedef struct proxy {
+  rt_object *obj;
+} proxy;
+
+void rt_object_init(rt_object *o, enum rt_type type);
+static inline void rt_retain(rt_object *o) { atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed); }
+void rt_release(rt_object *o);
+const char *rt_type_name(enum rt_type type); /* "channel", "mutex", ... */
+const char *rt_type_mt(enum rt_type type);   /* registry key of its metatable */
+/* [-0, +1, m] push the proxy of o in L's VM (one proxy per object per VM). */
+void rt_push_object(lua_State *L, rt_object *o);
+/* [-0, +0, -] the object behind the proxy at idx, if it is one of type t. */
+rt_object *rt_to_object(lua_State *L, int idx, enum rt_type t);
+void rt_objects_open(lua_State *L); /* metatables and the proxy cache of a VM */
+
+/* ---- proc.c: G, M, P, the scheduler ---- */
+
+enum gstatus {
+  G_IDLE,     /* in a free list */
+  G_RUNNABLE, /* in a run queue, not running */
+  G_RUNNING,  /* its coroutine is being resumed */
+  G_WAITING,  /* parked: a sudog, a timer or a semaphore will ready it */
+  G_DEAD,
+};
+
+enum waitreason {
+  WR_NONE,
+  WR_CHAN_RECEIVE,
+  WR_CHAN_SEND,
+  WR_CHAN_RECEIVE_NIL,
+  WR_CHAN_SEND_NIL,
+  WR_SELECT,
+  WR_SELECT_NO_CASES,
+  WR_SLEEP,
+  WR_SYNC_MUTEX_LOCK,
+  WR_SYNC_RWMUTEX_RLOCK,
+  WR_SYNC_RWMUTEX_LOCK,
+  WR_SYNC_WAITGROUP_WAIT,
+  WR_SYNC_COND_WAIT,
+  WR_FOREVER, /* an op that can never complete: exit(), a dead select */
+};
+const char *rt_waitreason_string(enum waitreason r);
+
+/* What the scheduler hands a G when it resumes it: (box, ok, index). */
+enum result_kind {
+  RES_NONE,      /* resume with (0, true, 0) */
+  RES_VALUE,     /* (res_box, res_ok, res_idx) */
+  RES_TOPYIELD,  /* the user called coroutine.yield at the G's top level */
+};
+
+/* What a parking G asked for, read by the scheduler after its yield. */
+enum park_kind {
+  PARK_NONE,
+  PARK_WAIT,  /* G_RUNNING -> G_WAITING, then unlockf */
+  PARK_YIELD, /* gosched: back to the global queue */
+  PARK_LOCAL, /* goyield: back to the tail of the local queue */
+};
+
+/* Lua-visible codes returned by FFI functions; boxes are > 0. */
+enum {
+  RC_OK = 0,
+  RC_WOULDBLOCK = -1,
+  RC_PARK = -2,         /* the G is set to park: yield PARK now */
+  RC_CLOSED = -3,       /* send on closed channel / close of closed channel */
+  RC_NOGOROUTINE = -4,  /* blocking outside any goroutine */
+  RC_NOTYIELDABLE = -5, /* blocking inside a coroutine resumed from C */
+  RC_NEGATIVE = -6,     /* sync: negative WaitGroup counter */
+  RC_MISUSE = -7,       /* sync: WaitGroup misuse */
+  RC_UNLOCKED = -8,     /* unlock of unlocked mutex */
+  RC_YIELD = -9,        /* done, and the caller should yield its P (handoff) */
+  RC_REUSED = -10,      /* WaitGroup is reused before previous Wait has returned */
+};
+/* A box number ORed with this means "store the value, then park". */
+#define RC_PARKBOX 0x40000000
+
+struct rt_timer {
+  int64_t when;   /* monotonic ns; the heap key */
+  int64_t period; /* ns; > 0 for tickers */
+  uint64_t seq;   /* insertion order: equal `when`s fire first-in first-out */
+  int32_t idx;    /* index in its P's heap, -1 when not armed */
+  p_t *p;         /* the P whose heap holds it (set when armed) */
+  void (*f)(p_t *pp, rt_timer *t, int64_t now); /* runs on that P, heap unlocked */
+  void *arg;
+};
+
+struct sudog {
+  g_t *g;
+  sudog *next, *prev; /* in a channel's wait queue or a semaphore's */
+  hchan *c;           /* the channel it waits on (holds a reference) */
+  sudog *waitlink;    /* g->waiting, in lock order */
+  int32_t box;        /* a sender's value; 0 for a receiver */
+  int32_t case_idx;   /* select case (1-based), 0 for a plain op */
+  bool is_select;
+  bool is_send;
+  bool inqueue; /* linked in c's recvq or sendq */
+  bool success; /* the op completed with a value, not with the close */
+  uint32_t ticket; /* semaphore handoff / notify list ticket */
+  struct sema *sema;      /* the semaphore it is queued on, if any */
+  struct notifylist *nl;  /* the notify list it is queued on, if any */
+  int64_t acquiretime;
+};
+
+struct g {
+  int64_t goid;
+  _Atomic uint32_t status; /* enum gstatus; changes only through casgstatus */
+  uint8_t waitreason;
+  uint8_t parking;  /* enum park_kind, set by the op, consumed by the scheduler */
+  uint8_t res_kind; /* enum result_kind, for the next resume */
+  bool res_ok;
+  bool is_main;
+  int32_t res_box, res_idx;
+  p_t *p;          /* owner P: the VM holding its coroutine */
+  lua_State *co;   /* its coroutine, once started */
+  int32_t start_box; /* until started: the box holding f (or {f, args...}) */
+  int32_t nargs;
+  g_t *schedlink;       /* run queue, inbox, free list */
+  g_t *allnext, *allprev; /* the P's list of live Gs */
+  sudog *waiting;       /* sudogs of a channel op or select, in lock order */
+  sudog *param;         /* the sudog that completed the op */
+  _Atomic uint32_t selectdone;
+  void (*unlockf)(g_t *gp, void *arg); /* run by the scheduler once parked */
+  void *lockarg;
+  int32_t nonyield; /* user coroutine resumes from a non-yieldable context */
+  /* sync.Mutex lockSlow state kept across parks */
+  int64_t mu_waitstart;
+  bool mu_starving, mu_awoke;
+  sudog *semasudog; /* the sudog queued on a semaphore, while parked there */
+  rt_timer timer;   /* time.sleep */
+  int64_t created;  /* nanotime at creation */
+};
+
+/* A 256-slot ring plus runnext, as Go's p.runq: the owner puts and gets,
+ * thieves (other Ps, issue 3) take with CAS on head. */
+#define RUNQ_SIZE 256
+
+typedef struct box_pool {
+  int32_t *free; /* free box numbers */
+  int32_t nfree, cap;
+  int32_t next; /* next never-used box number */
+  int32_t *dirty; /* freed while the value is still in vals: clear before reuse */
+  int32_t ndirty, dirtycap;
+} box_pool;
+
+enum pstatus { P_IDLE, P_RUNNING, P_DEAD };
+
+struct p {
+  int32_t id;
+  _Atomic uint32_t status;
+  runtime *rt;
+  lua_State *L;    /* the VM's main thread: the scheduler's own stack */
+  bool own_vm;     /* L was made by us, to be closed at exit */
+  void *arena;     /* the VM's allocator */
+  int vals_ref;    /* registry refs of the VM's tables */
+  int cos_ref;     /* cos[thread] = true: anchors every pooled coroutine */
+  int trampoline_ref;
+  g_t *curg;
+  uint32_t schedtick;
+  uint64_t rand;   /* fastrand state */
+
+  _Atomic uint32_t runqhead, runqtail;
+  g_t *_Atomic runq[RUNQ_SIZE];
+  g_t *_Atomic runnext;
+
+  rtlock inbox_lock; /* guards inbox */
+  g_t *inbox_head, *inbox_tail;
+
+  struct ev_loop *loop;
+  void *wake_ev;  /* ev_async: another thread posted to the inbox */
+  void *timer_ev; /* ev_timer: the earliest timer of the heap */
+
+  rtlock timers_lock; /* guards the heap below */
+  rt_timer **timers;
+  int32_t ntimers, timerscap;
+  uint64_t timerseq;
+  _Atomic int64_t timer0when; /* heap top's when, 0 if empty */
+
+  g_t *gfree; /* caches */
+  int32_t ngfree;
+  sudog *sudogcache;
+  box_pool boxes;
+  lua_State **copool; /* idle coroutines, parked in the trampoline */
+  int32_t ncopool, copoolcap;
+
+  g_t *allg; /* live Gs of this P, for tracebacks */
+  int32_t nallg;
+};
+
+struct m {
+  p_t *p;
+  int32_t id;
+};
+
+struct runtime {
+  p_t **allp;
+  int32_t gomaxprocs;
+  m_t m0;
+
+  rtlock sched_lock; /* guards the global run queue */
+  g_t *runq_head, *runq_tail;
+  int32_t runqsize;
+
+  _Atomic int64_t goidgen;
+  _Atomic int32_t ngoroutines; /* live Gs (created, not dead) */
+  g_t *maing;
+  bool main_done;
+  _Atomic int32_t exiting; /* an exit was requested: stop scheduling */
+  int exit_code;
+  bool adopted_vm; /* P0's VM belongs to an embedder (lugo.main in luajit) */
+};
+
+/* The M running on this thread, as Go's getg().m. The one piece of per-thread
+ * state: FFI functions find their P and G through it. */
+extern _Thread_local m_t *rt_tls_m;
+
+static inline p_t *getp(void) { return rt_tls_m ? rt_tls_m->p : NULL; }
+static inline g_t *getg(void) {
+  p_t *pp = getp();
+  return pp ? pp->curg : NULL;
+}
+
+void casgstatus(g_t *gp, enum gstatus from, enum gstatus to);
+uint32_t fastrand(p_t *pp);
+int64_t nanotime(void);
+double walltime(void);
+
+/* Ask to park the current G: the scheduler moves it to G_WAITING after its
+ * coroutine has yielded, then calls unlockf(gp, arg) (may be NULL). */
+void gopark(g_t *gp, void (*unlockf)(g_t *, void *), void *arg, enum waitreason reason);
+/* Make a parked G runnable, from any thread. */
+void goready(g_t *gp);
+/* Start a G whose body is in box `start_box` of pp's VM. */
+g_t *newproc(p_t *pp, int32_t start_box, int32_t nargs);
+
+sudog *acquire_sudog(p_t *pp, g_t *gp);
+void release_sudog(p_t *pp, sudog *sd);
+
+int32_t box_alloc(p_t *pp);
+void box_free(p_t *pp, int32_t box);       /* the value was already cleared */
+void box_free_dirty(p_t *pp, int32_t box); /* clear vals[box] before reuse */
+
+/* runq (exported for the C unit tests) */
+void runqput(p_t *pp, g_t *gp, bool next);
+g_t *runqget(p_t *pp, bool *inherit_time);
+bool runqempty(p_t *pp);
+uint32_t runqlen(p_t *pp);
+void globrunqput(runtime *rt, g_t *gp);
+g_t *globrunqget(p_t *pp, int32_t max);
+
+/* ---- chan.c ---- */
+
+typedef struct waitq {
+  sudog *first, *last;
+} waitq;
+
+struct hchan {
+  rt_object obj;
+  rtlock lock; /* guards every field below */
+  uint32_t qcount, dataqsiz, sendx, recvx;
+  int32_t *buf; /* ring of boxes, dataqsiz long */
+  p_t *owner;   /* the VM holding the buffered boxes */
+  bool closed;
+  waitq recvq, sendq;
+};
+
+hchan *chan_make(p_t *owner, uint32_t size);
+void chan_free(hchan *c);
+void waitq_enqueue(waitq *q, sudog *sd);
+sudog *waitq_dequeue(waitq *q);
+void waitq_remove(waitq *q, sudog *sd);
+/* Non-blocking send of the value already in `box` (used by timers).
+ * Returns false (the box untouched) when nobody can take it now. */
+bool chan_offer(hchan *c, int32_t box);
+/* Receive and drop everything buffered (Timer.Stop/Reset). */
+void chan_drain(hchan *c);
+/* Give the value in sender box `box` to receiver sd and ready it (lock held). */
+void chan_deliver(hchan *c, sudog *sd, int32_t box, bool ok);
+/* A receiver takes sender sd's value (c locked): the box to load. */
+int32_t recv_from_sender_locked(hchan *c, sudog *sd);
+
+/* ---- select.c ---- */
+enum { CASE_NIL = 0, CASE_RECV = 1, CASE_SEND = 2 };
+
+typedef struct select_case { /* filled by Lua through the FFI */
+  proxy *c;                    /* NULL: a nil channel or the default */
+  int32_t kind;                /* CASE_* */
+  int32_t box;                 /* out: where a send case's value goes */
+} select_case;
+
+typedef struct select_result {
+  int32_t idx; /* chosen case, 1-based */
+  int32_t box; /* recv: box to load now (0: nil); send: box to store into */
+  int32_t ok;
+} select_result;
+
+int32_t selectgo(select_case *cases, int32_t n, int32_t block, select_result *res);
+/* After a woken G's op: leave the queues it still waits in, drop its sudogs. */
+void selectgo_finish(p_t *pp, g_t *gp);
+
+/* ---- time.c ---- */
+void timer_add(p_t *pp, rt_timer *t, int64_t when);
+bool timer_del(rt_timer *t);
+/* Run every timer due by `now`; returns the next when (0 if none). */
+int64_t timers_run(p_t *pp, int64_t now);
+void timers_close(p_t *pp);
+void time_p_init(p_t *pp);
+void time_p_arm(p_t *pp, int64_t now); /* arm the P's ev_timer for its heap top */
+/* timer heap, exported for the C unit tests */
+void timerheap_push(p_t *pp, rt_timer *t);
+void timerheap_remove(p_t *pp, int32_t i);
+
+/* ---- sema.c ---- */
+typedef struct sema {
+  _Atomic uint32_t count;
+  _Atomic uint32_t nwait;
+  rtlock lock; /* guards the queue */
+  sudog *head, *tail;
+} sema;
+
+typedef struct notifylist {
+  _Atomic uint32_t wait; /* next ticket to hand out */
+  _Atomic uint32_t notify; /* next ticket to notify; written under lock */
+  rtlock lock;
+  sudog *head, *tail;
+} notifylist;
+
+/* Step of semacquire: RC_OK acquired, RC_PARK the G is set to park.
+ * `resumed` is true on the call that follows the wake-up. */
+int semacquire_step(sema *s, bool lifo, enum waitreason reason, bool resumed);
+/* Returns RC_YIELD when handoff asks the caller to yield to the waiter. */
+int semrelease(sema *s, bool handoff);
+uint32_t notifylist_add(notifylist *l);
+int notifylist_wait_step(notifylist *l, uint32_t ticket, bool resumed);
+void notifylist_notify_one(notifylist *l);
+void notifylist_notify_all(notifylist *l);
+/* A G that is destroyed while parked on a semaphore leaves its queue. */
+void sema_cancel(sudog *sd);
+
+/* proc.c entry points used by module.c */
+extern const char rt_mark_park, rt_mark_exit, rt_mark_topyield;
+runtime *rt_adopt(lua_State *L); /* a runtime whose P0 runs in an embedder's VM */
+void rt_exit_request(runtime *rt, int code);
+void rt_gosched(g_t *gp);
+void rt_goyield(g_t *gp);
+void rt_push_stack(lua_State *L, p_t *pp, g_t *self, bool all);
+
+/* ---- module.c: the lugo.core Lua module ---- */
+int rt_vm_bind(p_t *pp, lua_State *L); /* install the runtime in a VM */
+void rt_vm_unbind(p_t *pp);
+
+#endif

@@ -1,0 +1,21 @@
+# The test suite: C unit tests of the core, then every busted spec file run
+# under the lugo host. ctest's summary is the last line of the test command.
+file(GLOB LUGO_C_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/c/test_*.c)
+foreach(src IN LISTS LUGO_C_TESTS)
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(${name} ${src})
+  target_link_libraries(${name} PRIVATE lugo_rt PkgConfig::LUAJIT)
+  add_test(NAME c/${name} COMMAND ${name})
+endforeach()
+
+find_program(BUSTED busted REQUIRED)
+file(GLOB LUGO_SPECS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/*_spec.lua)
+foreach(spec IN LISTS LUGO_SPECS)
+  get_filename_component(name ${spec} NAME_WE)
+  add_test(NAME spec/${name}
+           COMMAND ${BUSTED} --lua=$<TARGET_FILE:lugo> -o utfTerminal ${spec}
+           WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(spec/${name} PROPERTIES
+    ENVIRONMENT "LUGO_BIN=$<TARGET_FILE:lugo>;LUA_PATH=${CMAKE_SOURCE_DIR}/spec/?.lua\;\;"
+    TIMEOUT 300)
+endforeach()
