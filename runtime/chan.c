@@ -11,12 +11,17 @@
  *     a value moves its box number; the Lua side loads vals[box] at once.
  *   - A waiter is readied with its results in g->res_*, by the one op that
  *     dequeued its sudog (for a select, the one that won selectdone).
- *   - A sudog holds a reference on its channel until its G releases it.
+ *   - A parked G's Lua stack holds the proxy of every channel it waits on,
+ *     which keeps the channels alive: sudogs take no reference.
  *
- * The FFI entry points (chan_send, chan_recv, ...) never touch Lua: they
- * return a box for the caller to store into or load from, or a code.
+ * The FFI entry points (chan_trysend, chan_tryrecv, ...) never block and
+ * never touch Lua: they return a box for the caller to store into or load
+ * from, or a code. The blocking entry points are C API functions, which can
+ * yield the goroutine's coroutine (chan_send_block, chan_recv_block).
  */
 #include <string.h>
+
+#include <lauxlib.h>
 
 #include "rt.h"
 
@@ -65,7 +70,7 @@ sudog *waitq_dequeue(waitq *q) {
     waitq_remove(q, sd);
     if (sd->is_select) {
       uint32_t zero = 0;
-      if (!atomic_compare_exchange_strong(&sd->g->selectdone, &zero, 1)) continue;
+      if (!atomic_compare_exchange_strong(&sd->g->live->selectdone, &zero, 1)) continue;
     }
     return sd;
   }
@@ -75,7 +80,6 @@ void chan_deliver(hchan *c, sudog *sd, int32_t box, bool ok) {
   (void)c;
   g_t *gp = sd->g;
   sd->success = ok;
-  gp->param = sd;
   gp->res_kind = RES_VALUE;
   gp->res_box = box;
   gp->res_ok = ok;
@@ -83,46 +87,36 @@ void chan_deliver(hchan *c, sudog *sd, int32_t box, bool ok) {
   goready(gp);
 }
 
-static void chan_unlock_f(g_t *gp, void *arg) {
-  (void)gp;
-  rt_unlock(&((hchan *)arg)->lock);
-}
+static void chan_unlock_f(g_t *gp) { chan_unlock(gp->live->waiting->c); }
 
-static int32_t park_check(g_t *gp) {
-  if (!gp) return RC_NOGOROUTINE;
-  if (gp->nonyield) return RC_NOTYIELDABLE;
-  return RC_OK;
-}
-
-/* Queue the current G on q and ask it to park; c stays locked until it has. */
+/* Queue the current G on q and ask it to park; c stays locked until it has.
+ * No reference is taken: the parked G's stack holds the channel's proxy. */
 static void chan_park(p_t *pp, g_t *gp, hchan *c, waitq *q, int32_t box, enum waitreason reason) {
   sudog *sd = acquire_sudog(pp, gp);
   sd->c = c;
-  rt_retain(&c->obj);
+  sd->on = ON_CHAN;
   sd->box = box;
   sd->is_send = q == &c->sendq;
-  gp->waiting = sd;
-  gp->param = NULL;
+  gp->live->waiting = sd;
+  gp->live->op = OP_CHAN;
   waitq_enqueue(q, sd);
-  gopark(gp, chan_unlock_f, c, reason);
+  gopark(gp, chan_unlock_f, reason);
 }
 
-/* Send: returns the box the caller must store its value into (the value has
- * then been sent), that box | RC_PARKBOX (store, then yield PARK), or
- * RC_CLOSED, RC_WOULDBLOCK (mode 0), RC_NOGOROUTINE, RC_NOTYIELDABLE. */
-int32_t chan_send(proxy *px, int32_t mode) {
-  hchan *c = (hchan *)px->obj;
-  p_t *pp = getp();
-  rt_lock(&c->lock);
+/* Go's chansend. Returns the box the caller must store its value into (the
+ * value has then been sent), that box | RC_PARKBOX when gp is set to park
+ * (store, then yield), RC_CLOSED, or RC_WOULDBLOCK when !block. */
+static int32_t chansend(hchan *c, p_t *pp, g_t *gp, bool block) {
+  chan_lock(c);
   if (c->closed) {
-    rt_unlock(&c->lock);
+    chan_unlock(c);
     return RC_CLOSED;
   }
   sudog *sd = waitq_dequeue(&c->recvq);
   if (sd) { /* hand the value straight to a waiting receiver */
     int32_t box = box_alloc(pp);
     chan_deliver(c, sd, box, true);
-    rt_unlock(&c->lock);
+    chan_unlock(c);
     return box;
   }
   if (c->qcount < c->dataqsiz) {
@@ -130,14 +124,12 @@ int32_t chan_send(proxy *px, int32_t mode) {
     c->buf[c->sendx] = box;
     if (++c->sendx == c->dataqsiz) c->sendx = 0;
     c->qcount++;
-    rt_unlock(&c->lock);
+    chan_unlock(c);
     return box;
   }
-  g_t *gp = pp ? pp->curg : NULL;
-  int32_t rc = mode == 0 ? RC_WOULDBLOCK : park_check(gp);
-  if (rc != RC_OK) {
-    rt_unlock(&c->lock);
-    return rc;
+  if (!block) {
+    chan_unlock(c);
+    return RC_WOULDBLOCK;
   }
   int32_t box = box_alloc(pp);
   chan_park(pp, gp, c, &c->sendq, box, WR_CHAN_SEND);
@@ -161,74 +153,115 @@ int32_t recv_from_sender_locked(hchan *c, sudog *sd) {
   return box;
 }
 
-/* Receive: returns the box to load the value from (already freed: load it
- * now), RC_CLOSED (closed and drained: nil, false), RC_PARK (yield PARK; the
- * results come back as (box, ok)), RC_WOULDBLOCK, RC_NOGOROUTINE or
- * RC_NOTYIELDABLE. */
-int32_t chan_recv(proxy *px, int32_t mode) {
-  hchan *c = (hchan *)px->obj;
-  p_t *pp = getp();
-  rt_lock(&c->lock);
+/* Go's chanrecv. Returns the box to load the value from (already freed:
+ * load it now), RC_CLOSED (closed and drained: nil, false), RC_PARK (gp is
+ * set to park), or RC_WOULDBLOCK when !block. */
+static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block) {
+  chan_lock(c);
+  int32_t box;
   sudog *sd = waitq_dequeue(&c->sendq);
   if (sd) {
-    int32_t box = recv_from_sender_locked(c, sd);
-    rt_unlock(&c->lock);
-    box_free(pp, box);
-    return box;
-  }
-  if (c->qcount > 0) {
-    int32_t box = c->buf[c->recvx];
+    box = recv_from_sender_locked(c, sd);
+  } else if (c->qcount > 0) {
+    box = c->buf[c->recvx];
     if (++c->recvx == c->dataqsiz) c->recvx = 0;
     c->qcount--;
-    rt_unlock(&c->lock);
-    box_free(pp, box);
-    return box;
-  }
-  if (c->closed) {
-    rt_unlock(&c->lock);
+  } else if (c->closed) {
+    chan_unlock(c);
     return RC_CLOSED;
+  } else if (!block) {
+    chan_unlock(c);
+    return RC_WOULDBLOCK;
+  } else {
+    chan_park(pp, gp, c, &c->recvq, 0, WR_CHAN_RECEIVE);
+    return RC_PARK;
   }
+  chan_unlock(c);
+  box_free(pp, box);
+  return box;
+}
+
+/* FFI: a send that does not block (see chansend). */
+int32_t chan_trysend(proxy *px) { return chansend((hchan *)px->obj, getp(), NULL, false); }
+
+/* FFI: a receive that does not block (see chanrecv). */
+int32_t chan_tryrecv(proxy *px) { return chanrecv((hchan *)px->obj, getp(), NULL, false); }
+
+static proxy *check_chan(lua_State *L, int idx) {
+  proxy *px = lua_touserdata(L, idx);
+  if (!px || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, lua_upvalueindex(2)) || !px->obj)
+    luaL_typerror(L, idx, "channel");
+  lua_pop(L, 1);
+  return px;
+}
+
+/* C API send(ch, v) -> true, false (closed), or (ERR, code). Upvalues:
+ * vals, the channel metatable. May park. */
+int chan_send_block(lua_State *L) {
+  proxy *px = check_chan(L, 1);
+  lua_settop(L, 2);
+  p_t *pp = getp();
   g_t *gp = pp ? pp->curg : NULL;
-  int32_t rc = mode == 0 ? RC_WOULDBLOCK : park_check(gp);
-  if (rc != RC_OK) {
-    rt_unlock(&c->lock);
-    return rc;
+  int32_t can = rt_can_block(L, gp);
+  int32_t r = chansend((hchan *)px->obj, pp, gp, can == RC_OK);
+  if (r == RC_CLOSED) {
+    lua_pushboolean(L, 0);
+    return 1;
   }
-  chan_park(pp, gp, c, &c->recvq, 0, WR_CHAN_RECEIVE);
-  return RC_PARK;
+  if (r == RC_WOULDBLOCK) return rt_push_err(L, can);
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, lua_upvalueindex(1), r & ~RC_PARKBOX);
+  if (r & RC_PARKBOX) return rt_park_yield(L, gp, SHAPE_OK);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* C API recv(ch) -> box, ok (the value's box, 0 for none; load it at once),
+ * or (ERR, code). Upvalues as for send. */
+int chan_recv_block(lua_State *L) {
+  proxy *px = check_chan(L, 1);
+  p_t *pp = getp();
+  g_t *gp = pp ? pp->curg : NULL;
+  int32_t can = rt_can_block(L, gp);
+  int32_t r = chanrecv((hchan *)px->obj, pp, gp, can == RC_OK);
+  if (r == RC_PARK) return rt_park_yield(L, gp, SHAPE_RECV);
+  if (r == RC_WOULDBLOCK) return rt_push_err(L, can);
+  lua_pushinteger(L, r == RC_CLOSED ? 0 : r);
+  lua_pushboolean(L, r != RC_CLOSED);
+  return 2;
 }
 
 /* Close: RC_OK, or RC_CLOSED for a second close. Every receiver wakes with
  * (nil, false); every sender wakes to raise "send on closed channel". */
 int32_t chan_close(proxy *px) {
   hchan *c = (hchan *)px->obj;
-  rt_lock(&c->lock);
+  chan_lock(c);
   if (c->closed) {
-    rt_unlock(&c->lock);
+    chan_unlock(c);
     return RC_CLOSED;
   }
   c->closed = true;
   sudog *sd;
   while ((sd = waitq_dequeue(&c->recvq))) chan_deliver(c, sd, 0, false);
   while ((sd = waitq_dequeue(&c->sendq))) chan_deliver(c, sd, 0, false);
-  rt_unlock(&c->lock);
+  chan_unlock(c);
   return RC_OK;
 }
 
 int32_t chan_len(proxy *px) {
   hchan *c = (hchan *)px->obj;
-  rt_lock(&c->lock);
+  chan_lock(c);
   int32_t n = (int32_t)c->qcount;
-  rt_unlock(&c->lock);
+  chan_unlock(c);
   return n;
 }
 
 int32_t chan_cap(proxy *px) { return (int32_t)((hchan *)px->obj)->dataqsiz; }
 
 bool chan_offer(hchan *c, int32_t box) {
-  rt_lock(&c->lock);
+  chan_lock(c);
   if (c->closed) {
-    rt_unlock(&c->lock);
+    chan_unlock(c);
     return false;
   }
   sudog *sd = waitq_dequeue(&c->recvq);
@@ -239,19 +272,19 @@ bool chan_offer(hchan *c, int32_t box) {
     if (++c->sendx == c->dataqsiz) c->sendx = 0;
     c->qcount++;
   } else {
-    rt_unlock(&c->lock);
+    chan_unlock(c);
     return false;
   }
-  rt_unlock(&c->lock);
+  chan_unlock(c);
   return true;
 }
 
 void chan_drain(hchan *c) {
-  rt_lock(&c->lock);
+  chan_lock(c);
   while (c->qcount > 0) {
     box_free_dirty(c->owner, c->buf[c->recvx]);
     if (++c->recvx == c->dataqsiz) c->recvx = 0;
     c->qcount--;
   }
-  rt_unlock(&c->lock);
+  chan_unlock(c);
 }

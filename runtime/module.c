@@ -24,18 +24,16 @@
 #include "rt.h"
 
 /* The coroutine body: run one goroutine body after another, forever. An
- * error becomes {message, traceback} for the scheduler's panic report. */
+ * error escaping a body kills the coroutine with its stack intact: the
+ * scheduler reads the traceback from it and panics. No xpcall and no vararg
+ * frame: every parked goroutine would pay for them in stack space. A body
+ * with arguments comes as (f, {f, arg1, ..., argn}, n + 1). */
 static const char trampoline_src[] =
     "local EXIT = ...\n"
-    "local xpcall, yield, pcall, tostring, type = xpcall, coroutine.yield, pcall, tostring, type\n"
-    "local traceback = debug.traceback\n"
-    "local function handler(e)\n"
-    "  local ok, msg = pcall(tostring, e)\n"
-    "  if not ok or type(msg) ~= 'string' then msg = '(error object is a ' .. type(e) .. ' value)' end\n"
-    "  return { msg, traceback('', 2) }\n"
-    "end\n"
-    "local function run(f, ...)\n"
-    "  return run(yield(EXIT, xpcall(f, handler, ...)))\n"
+    "local yield, unpack = coroutine.yield, unpack\n"
+    "local function run(f, args, n)\n"
+    "  if args then f(unpack(args, 2, n)) else f() end\n"
+    "  return run(yield(EXIT))\n"
     "end\n"
     "return run\n";
 
@@ -215,31 +213,37 @@ static int32_t rt_box_new(void) {
   return pp ? box_alloc(pp) : RC_NOGOROUTINE;
 }
 
-static int32_t rt_can_park(void) {
+/* C API gosched([local]) -> nothing: give the P to other goroutines. */
+static int l_gosched(lua_State *L) {
   g_t *gp = getg();
-  if (!gp) return RC_NOGOROUTINE;
-  return gp->nonyield ? RC_NOTYIELDABLE : RC_OK;
-}
-
-static int32_t rt_yield(int32_t local) {
-  g_t *gp = getg();
-  if (!gp) return RC_NOGOROUTINE;
-  if (gp->nonyield) return RC_NOTYIELDABLE;
-  if (local) rt_goyield(gp);
+  if (rt_can_block(L, gp) != RC_OK) return 0; /* cannot yield: just go on */
+  if (lua_toboolean(L, 1)) rt_goyield(gp);
   else rt_gosched(gp);
-  return RC_PARK;
+  return rt_park_yield(L, gp, SHAPE_NONE);
 }
 
-static int32_t rt_park_forever(void) {
+/* C API can_block() -> OK, or (ERR, code) if this G could not park here. */
+static int l_can_block(lua_State *L) {
+  int32_t can = rt_can_block(L, getg());
+  if (can != RC_OK) return rt_push_err(L, can);
+  lua_pushinteger(L, RC_OK);
+  return 1;
+}
+
+/* C API park_forever() -> false if this G cannot park (os.exit's fallback). */
+static int l_park_forever(lua_State *L) {
   g_t *gp = getg();
-  if (!gp) return RC_NOGOROUTINE;
-  gopark(gp, NULL, NULL, WR_FOREVER);
-  return RC_PARK;
+  if (rt_can_block(L, gp) != RC_OK) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  gopark(gp, NULL, WR_FOREVER);
+  return rt_park_yield(L, gp, SHAPE_NONE);
 }
 
 static void rt_nonyield(int32_t delta) {
   g_t *gp = getg();
-  if (gp) gp->nonyield += delta;
+  if (gp) gp->live->nonyield += delta;
 }
 
 static double rt_goid(void) {
@@ -262,22 +266,24 @@ static void rt_exit(int32_t code) {
   if (pp) rt_exit_request(pp->rt, code);
 }
 
-int32_t chan_send(proxy *, int32_t);
-int32_t chan_recv(proxy *, int32_t);
+int32_t chan_trysend(proxy *);
+int32_t chan_tryrecv(proxy *);
+int chan_send_block(lua_State *L);
+int chan_recv_block(lua_State *L);
+int select_block(lua_State *L);
+int time_sleep_block(lua_State *L);
+int sync_block(lua_State *L);
+int cond_wait_begin(lua_State *L);
 int32_t chan_close(proxy *);
 int32_t chan_len(proxy *);
 int32_t chan_cap(proxy *);
-int32_t time_sleep(double);
 int32_t timer_stop(proxy *);
 int32_t timer_reset(proxy *, double);
 int32_t mutex_lock_fast(proxy *);
 int32_t mutex_try_lock(proxy *);
-int32_t mutex_lock_step(proxy *, int32_t);
 int32_t mutex_unlock(proxy *);
 int32_t rw_try_rlock(proxy *);
-int32_t rw_rlock_step(proxy *, int32_t);
 int32_t rw_runlock(proxy *);
-int32_t rw_lock_step(proxy *, int32_t);
 int32_t rw_try_lock(proxy *);
 int32_t rw_unlock(proxy *);
 int32_t wg_add(proxy *, int32_t);
@@ -285,8 +291,6 @@ int32_t wg_count(proxy *);
 int32_t wg_wait_step(proxy *, int32_t);
 int32_t once_done(proxy *);
 void once_set_done(proxy *);
-double cond_add(proxy *);
-int32_t cond_wait_step(proxy *, double, int32_t);
 void cond_signal(proxy *);
 void cond_broadcast(proxy *);
 
@@ -297,23 +301,19 @@ typedef struct ffi_entry {
 
 #define P "void *"
 static const ffi_entry ffi_entries[] = {
-    {"chan_send", "int32_t (*)(" P ", int32_t)", (void *)chan_send},
-    {"chan_recv", "int32_t (*)(" P ", int32_t)", (void *)chan_recv},
+    {"chan_trysend", "int32_t (*)(" P ")", (void *)chan_trysend},
+    {"chan_tryrecv", "int32_t (*)(" P ")", (void *)chan_tryrecv},
     {"chan_close", "int32_t (*)(" P ")", (void *)chan_close},
     {"chan_len", "int32_t (*)(" P ")", (void *)chan_len},
     {"chan_cap", "int32_t (*)(" P ")", (void *)chan_cap},
-    {"selectgo", "int32_t (*)(lugo_select_case *, int32_t, int32_t, lugo_select_result *)", (void *)selectgo},
-    {"time_sleep", "int32_t (*)(double)", (void *)time_sleep},
+    {"selectgo", "int32_t (*)(lugo_select_case *, int32_t, lugo_select_result *)", (void *)selectgo},
     {"timer_stop", "int32_t (*)(" P ")", (void *)timer_stop},
     {"timer_reset", "int32_t (*)(" P ", double)", (void *)timer_reset},
     {"mutex_lock_fast", "int32_t (*)(" P ")", (void *)mutex_lock_fast},
     {"mutex_try_lock", "int32_t (*)(" P ")", (void *)mutex_try_lock},
-    {"mutex_lock_step", "int32_t (*)(" P ", int32_t)", (void *)mutex_lock_step},
     {"mutex_unlock", "int32_t (*)(" P ")", (void *)mutex_unlock},
     {"rw_try_rlock", "int32_t (*)(" P ")", (void *)rw_try_rlock},
-    {"rw_rlock_step", "int32_t (*)(" P ", int32_t)", (void *)rw_rlock_step},
     {"rw_runlock", "int32_t (*)(" P ")", (void *)rw_runlock},
-    {"rw_lock_step", "int32_t (*)(" P ", int32_t)", (void *)rw_lock_step},
     {"rw_try_lock", "int32_t (*)(" P ")", (void *)rw_try_lock},
     {"rw_unlock", "int32_t (*)(" P ")", (void *)rw_unlock},
     {"wg_add", "int32_t (*)(" P ", int32_t)", (void *)wg_add},
@@ -321,16 +321,11 @@ static const ffi_entry ffi_entries[] = {
     {"wg_wait_step", "int32_t (*)(" P ", int32_t)", (void *)wg_wait_step},
     {"once_done", "int32_t (*)(" P ")", (void *)once_done},
     {"once_set_done", "void (*)(" P ")", (void *)once_set_done},
-    {"cond_add", "double (*)(" P ")", (void *)cond_add},
-    {"cond_wait_step", "int32_t (*)(" P ", double, int32_t)", (void *)cond_wait_step},
     {"cond_signal", "void (*)(" P ")", (void *)cond_signal},
     {"cond_broadcast", "void (*)(" P ")", (void *)cond_broadcast},
     {"newproc", "int32_t (*)(int32_t)", (void *)rt_newproc},
     {"box_new", "int32_t (*)(void)", (void *)rt_box_new},
     {"walltime", "double (*)(void)", (void *)walltime},
-    {"can_park", "int32_t (*)(void)", (void *)rt_can_park},
-    {"yield", "int32_t (*)(int32_t)", (void *)rt_yield},
-    {"park_forever", "int32_t (*)(void)", (void *)rt_park_forever},
     {"nonyield", "void (*)(int32_t)", (void *)rt_nonyield},
     {"goid", "double (*)(void)", (void *)rt_goid},
     {"num_goroutine", "int32_t (*)(void)", (void *)rt_num_goroutine},
@@ -362,9 +357,19 @@ int luaopen_lugo_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"chan", l_chan},         {"timer", l_timer},   {"cond_locker", l_cond_locker},
       {"stack", l_stack},       {"main", l_main},     {"memstats", l_memstats},
-      {"numcpu", l_numcpu},     {NULL, NULL},
+      {"numcpu", l_numcpu},     {"gosched", l_gosched}, {"park_forever", l_park_forever},
+      {"can_block", l_can_block},
+      {"sync_block", sync_block}, {"cond_wait_begin", cond_wait_begin},
+      {"sleep", time_sleep_block}, {NULL, NULL},
   };
   luaL_register(L, NULL, funcs);
+  /* The blocking channel functions: upvalues vals and the channel metatable. */
+  static const luaL_Reg chan_funcs[] = {
+      {"send", chan_send_block}, {"recv", chan_recv_block}, {"select", select_block}, {NULL, NULL},
+  };
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+  luaL_getmetatable(L, rt_type_mt(RT_CHAN));
+  luaL_setfuncs(L, chan_funcs, 2);
   static const struct { const char *name; enum rt_type type; } makers[] = {
       {"mutex", RT_MUTEX}, {"rwmutex", RT_RWMUTEX}, {"waitgroup", RT_WAITGROUP},
       {"once", RT_ONCE},   {"cond", RT_COND},
@@ -405,6 +410,8 @@ int luaopen_lugo_core(lua_State *L) {
   lua_setfield(L, -2, "PARK");
   lua_pushlightuserdata(L, (void *)&rt_mark_topyield);
   lua_setfield(L, -2, "TOPYIELD");
+  lua_pushlightuserdata(L, (void *)&rt_mark_err);
+  lua_setfield(L, -2, "ERR");
 
   lua_newtable(L); /* the codes the FFI entry points return */
   set_int(L, "OK", RC_OK);

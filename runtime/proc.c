@@ -34,7 +34,7 @@
 _Thread_local m_t *rt_tls_m;
 
 /* Unique addresses: what a G's coroutine yields to tell the scheduler why. */
-const char rt_mark_park = 'P', rt_mark_exit = 'E', rt_mark_topyield = 'T';
+const char rt_mark_park = 'P', rt_mark_exit = 'E', rt_mark_topyield = 'T', rt_mark_err = 'X';
 
 #define GFREE_MAX 1024
 #define COPOOL_MAX 4096
@@ -61,12 +61,15 @@ const char *rt_waitreason_string(enum waitreason r) {
   return "?";
 }
 
+/* Every transition has a single owner at a time (the G's P, or the one
+ * waker that dequeued its sudog or won its selectdone), so a checked store
+ * does what Go's CAS does, without a locked instruction. */
 void casgstatus(g_t *gp, enum gstatus from, enum gstatus to) {
-  uint32_t expect = from;
-  if (!atomic_compare_exchange_strong_explicit(&gp->status, &expect, to, memory_order_acq_rel,
-                                               memory_order_acquire))
+  uint32_t was = atomic_load_explicit(&gp->status, memory_order_acquire);
+  if (was != from)
     rt_throw("casgstatus: goroutine %lld is %s, not %s, on the way to %s", (long long)gp->goid,
-             gstatus_names[expect], gstatus_names[from], gstatus_names[to]);
+             gstatus_names[was], gstatus_names[from], gstatus_names[to]);
+  atomic_store_explicit(&gp->status, to, memory_order_release);
 }
 
 int64_t nanotime(void) {
@@ -287,7 +290,6 @@ static g_t *gfget(p_t *pp) {
     pp->ngfree--;
   } else {
     gp = rt_calloc(1, sizeof *gp);
-    gp->timer.idx = -1;
     atomic_init(&gp->status, G_IDLE);
   }
   return gp;
@@ -301,6 +303,21 @@ static void gfput(p_t *pp, g_t *gp) {
   gp->schedlink = pp->gfree;
   pp->gfree = gp;
   pp->ngfree++;
+}
+
+static g_live *live_get(p_t *pp, g_t *gp, lua_State *co) {
+  g_live *l = pp->livefree;
+  if (l) pp->livefree = l->next;
+  else l = rt_malloc(sizeof *l);
+  memset(l, 0, sizeof *l);
+  l->g = gp;
+  l->co = co;
+  return l;
+}
+
+static void live_put(p_t *pp, g_live *l) {
+  l->next = pp->livefree;
+  pp->livefree = l;
 }
 
 static void allg_add(p_t *pp, g_t *gp) {
@@ -364,17 +381,12 @@ g_t *newproc(p_t *pp, int32_t start_box, int32_t nargs) {
   g_t *gp = gfget(pp);
   gp->goid = atomic_fetch_add_explicit(&rt->goidgen, 1, memory_order_relaxed) + 1;
   gp->p = pp;
-  gp->co = NULL;
+  gp->live = NULL;
   gp->start_box = start_box;
   gp->nargs = nargs;
   gp->waitreason = WR_NONE;
   gp->parking = PARK_NONE;
   gp->res_kind = RES_NONE;
-  gp->waiting = gp->param = NULL;
-  gp->nonyield = 0;
-  gp->is_main = false;
-  gp->unlockf = NULL;
-  gp->created = 0;
   casgstatus(gp, G_IDLE, G_RUNNABLE);
   allg_add(pp, gp);
   atomic_fetch_add_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
@@ -382,10 +394,9 @@ g_t *newproc(p_t *pp, int32_t start_box, int32_t nargs) {
   return gp;
 }
 
-void gopark(g_t *gp, void (*unlockf)(g_t *, void *), void *arg, enum waitreason reason) {
+void gopark(g_t *gp, void (*unlockf)(g_t *), enum waitreason reason) {
   gp->parking = PARK_WAIT;
-  gp->unlockf = unlockf;
-  gp->lockarg = arg;
+  gp->live->unlockf = unlockf;
   gp->waitreason = (uint8_t)reason;
 }
 
@@ -400,17 +411,11 @@ void goready(g_t *gp) {
 /* ------------------------------------------------------------------ */
 /* Panics, deadlock, tracebacks                                        */
 
-/* [-0, +1] a goroutine's traceback, without the runtime's own frames. */
-static void push_traceback(lua_State *L, g_t *gp) {
-  if (!gp->co) {
-    lua_pushliteral(L, "\t(not started)");
-    return;
-  }
-  luaL_traceback(L, gp->co, NULL, 0);
-  /* Drop the "stack traceback:" header and the trampoline's frames. */
-  const char *s = lua_tostring(L, -1);
-  const char *body = strchr(s, '\n');
-  body = body ? body + 1 : s;
+/* [-0, +1] traceback text without its header and the runtime's own frames
+ * (the trampoline and launcher, chunk "[lugo]", and their xpcall). */
+static void push_clean_traceback(lua_State *L, const char *s) {
+  const char *body = strstr(s, "stack traceback:\n");
+  body = body ? body + strlen("stack traceback:\n") : s;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   const char *line = body;
@@ -419,7 +424,7 @@ static void push_traceback(lua_State *L, g_t *gp) {
     const char *end = strchr(line, '\n');
     size_t len = end ? (size_t)(end - line) : strlen(line);
     bool runtime_frame = memmem(line, len, "[lugo]", 6) || memmem(line, len, "in function 'xpcall'", 20);
-    if (!runtime_frame) {
+    if (!runtime_frame && len > 0) {
       if (!first) luaL_addchar(&b, '\n');
       luaL_addlstring(&b, line, len);
       first = false;
@@ -428,6 +433,16 @@ static void push_traceback(lua_State *L, g_t *gp) {
     line = end + 1;
   }
   luaL_pushresult(&b);
+}
+
+/* [-0, +1] a goroutine's traceback, without the runtime's own frames. */
+static void push_traceback(lua_State *L, g_t *gp) {
+  if (!gp->live) {
+    lua_pushliteral(L, "\t(not started)");
+    return;
+  }
+  luaL_traceback(L, gp->live->co, NULL, 0);
+  push_clean_traceback(L, lua_tostring(L, -1));
   lua_remove(L, -2);
 }
 
@@ -455,24 +470,25 @@ static void request_exit(runtime *rt, int code) {
   rt->exit_code = code;
 }
 
-/* The G's body raised: print Go's panic report and stop the program.
- * The error report is on co's stack at idx: {message, traceback} from the
- * trampoline's handler, or a bare value if the handler itself failed. */
-static void gopanic(p_t *pp, g_t *gp, lua_State *co, int idx) {
-  const char *msg = NULL, *tb = NULL;
-  if (lua_istable(co, idx)) {
-    lua_rawgeti(co, idx, 1);
-    lua_rawgeti(co, idx, 2);
-    msg = lua_tostring(co, -2);
-    tb = lua_tostring(co, -1);
-  } else {
-    msg = lua_tostring(co, idx);
+/* The G's body raised: print Go's panic report and stop the program. The
+ * error is on top of co, whose dead stack still shows where it was raised. */
+static void gopanic(p_t *pp, g_t *gp, lua_State *co) {
+  lua_State *L = pp->L;
+  /* tostring(err), safely: __tostring may itself fail. */
+  lua_getglobal(L, "tostring");
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);
+  if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(co, -1));
   }
+  luaL_traceback(L, co, NULL, 0);
+  push_clean_traceback(L, lua_tostring(L, -1));
   fflush(stdout);
-  fprintf(stderr, "panic: %s\n\ngoroutine %lld [running]:\n%s\n", msg ? msg : "(error object is not a string)",
-          (long long)gp->goid, tb ? tb : "\t(no traceback)");
+  fprintf(stderr, "panic: %s\n\ngoroutine %lld [running]:\n%s\n", lua_tostring(L, -3), (long long)gp->goid,
+          lua_tostring(L, -1));
   fflush(stderr);
-  (void)pp;
+  lua_pop(L, 3);
   request_exit(pp->rt, 2);
 }
 
@@ -499,11 +515,12 @@ static void report_deadlock(runtime *rt) {
 static void goexit(p_t *pp, g_t *gp) {
   runtime *rt = pp->rt;
   casgstatus(gp, G_RUNNING, G_DEAD);
-  if (gp->is_main) rt->main_done = true;
+  if (gp == rt->maing) rt->main_done = true;
   allg_remove(pp, gp);
   atomic_fetch_sub_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
-  copool_put(pp, gp->co);
-  gp->co = NULL;
+  copool_put(pp, gp->live->co);
+  live_put(pp, gp->live);
+  gp->live = NULL;
   casgstatus(gp, G_DEAD, G_IDLE);
   gfput(pp, gp);
 }
@@ -515,9 +532,9 @@ static void park_m(p_t *pp, g_t *gp) {
   switch (kind) {
   case PARK_WAIT: {
     casgstatus(gp, G_RUNNING, G_WAITING);
-    void (*unlockf)(g_t *, void *) = gp->unlockf;
-    gp->unlockf = NULL;
-    if (unlockf) unlockf(gp, gp->lockarg);
+    void (*unlockf)(g_t *) = gp->live->unlockf;
+    gp->live->unlockf = NULL;
+    if (unlockf) unlockf(gp);
     break;
   }
   case PARK_YIELD:
@@ -533,47 +550,79 @@ static void park_m(p_t *pp, g_t *gp) {
   }
 }
 
-/* [-0, +n on co] what the parked op returns: (box, ok, case index). */
-static int push_results(p_t *pp, g_t *gp, lua_State *co) {
-  if (gp->waiting) selectgo_finish(pp, gp);
-  lua_settop(co, 0);
-  uint8_t kind = gp->res_kind;
-  gp->res_kind = RES_NONE;
-  switch (kind) {
-  case RES_VALUE:
-    /* The G reads vals[box] as soon as it runs: nothing can reuse the box
-     * before that, so it is freed now. */
-    if (gp->res_box > 0) box_free(pp, gp->res_box);
-    lua_pushinteger(co, gp->res_box);
-    lua_pushboolean(co, gp->res_ok);
-    lua_pushinteger(co, gp->res_idx);
-    return 3;
-  case RES_TOPYIELD:
-    lua_pushlightuserdata(co, (void *)&rt_mark_topyield);
-    return 1;
-  default:
-    return 0;
+/* The sudogs of a woken op: a plain channel op's single sudog was already
+ * dequeued by its waker; a select leaves the queues it still sits in. */
+static void release_waiting(p_t *pp, g_t *gp) {
+  sudog *sd = gp->live->waiting;
+  if (sd->is_select || sd->inqueue || sd->box) {
+    selectgo_finish(pp, gp);
+    return;
   }
+  gp->live->waiting = NULL;
+  gp->live->op = OP_NONE;
+  release_sudog(pp, sd);
 }
 
-/* [-0, +nargs on co] the body of a G that has not run yet. */
+/* [-0, +n on co] what the parked op returns, shaped as it asked. A value
+ * comes back as its box, which is freed now: the G loads it first thing. */
+static int push_results(p_t *pp, g_t *gp, lua_State *co) {
+  if (gp->live->op == OP_CHAN) release_waiting(pp, gp);
+  lua_settop(co, 0);
+  uint8_t kind = gp->res_kind, shape = gp->res_shape;
+  gp->res_kind = RES_NONE;
+  gp->res_shape = SHAPE_NONE;
+  if (kind == RES_TOPYIELD) {
+    lua_pushlightuserdata(co, (void *)&rt_mark_topyield);
+    return 1;
+  }
+  if (shape == SHAPE_NONE) return 0;
+  if (shape == SHAPE_OK) {
+    lua_pushboolean(co, gp->res_ok);
+    return 1;
+  }
+  if (gp->res_box > 0) box_free(pp, gp->res_box);
+  if (shape == SHAPE_SELECT) lua_pushinteger(co, gp->res_idx);
+  lua_pushinteger(co, gp->res_box);
+  lua_pushboolean(co, gp->res_ok);
+  return shape == SHAPE_SELECT ? 3 : 2;
+}
+
+int32_t rt_can_block(lua_State *L, g_t *gp) {
+  if (!gp) return RC_NOGOROUTINE;
+  if (gp->live->nonyield || !lua_isyieldable(L)) return RC_NOTYIELDABLE;
+  return RC_OK;
+}
+
+int rt_park_yield(lua_State *L, g_t *gp, enum res_shape shape) {
+  gp->res_shape = (uint8_t)shape;
+  lua_pushlightuserdata(L, (void *)&rt_mark_park);
+  return lua_yield(L, 1);
+}
+
+int rt_push_err(lua_State *L, int32_t code) {
+  lua_pushlightuserdata(L, (void *)&rt_mark_err);
+  lua_pushinteger(L, code);
+  return 2;
+}
+
+/* [-0, +n on co] the body of a G that has not run yet: f, or for a body
+ * with arguments f, {f, args...}, nargs + 1 (see the trampoline). */
 static int push_start(p_t *pp, g_t *gp, lua_State *co) {
   lua_State *L = pp->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
   lua_rawgeti(L, -1, gp->start_box);
   lua_pushnil(L);
   lua_rawseti(L, -3, gp->start_box);
+  lua_remove(L, -2);
   box_free(pp, gp->start_box);
   gp->start_box = 0;
   int n = 1;
-  if (gp->nargs > 0) { /* {f, arg1, ..., argn} */
-    int t = lua_gettop(L);
-    n = gp->nargs + 1;
-    luaL_checkstack(L, n, "too many arguments to a goroutine");
-    for (int i = 1; i <= n; i++) lua_rawgeti(L, t, i);
-    lua_remove(L, t);
+  if (gp->nargs > 0) {
+    lua_rawgeti(L, -1, 1);
+    lua_insert(L, -2);
+    lua_pushinteger(L, gp->nargs + 1);
+    n = 3;
   }
-  lua_remove(L, -n - 1); /* vals */
   lua_checkstack(co, n + 1);
   lua_xmove(L, co, n);
   return n;
@@ -584,21 +633,22 @@ static void execute(p_t *pp, g_t *gp, bool inherit_time) {
   casgstatus(gp, G_RUNNABLE, G_RUNNING);
   pp->curg = gp;
   int nargs;
-  if (!gp->co) {
-    gp->co = copool_get(pp);
-    nargs = push_start(pp, gp, gp->co);
+  lua_State *co;
+  if (!gp->live) {
+    co = copool_get(pp);
+    nargs = push_start(pp, gp, co);
+    gp->live = live_get(pp, gp, co);
   } else {
-    nargs = push_results(pp, gp, gp->co);
+    co = gp->live->co;
+    nargs = push_results(pp, gp, co);
   }
-  lua_State *co = gp->co;
   int st = lua_resume(co, nargs);
   pp->curg = NULL;
   if (st == LUA_YIELD) {
-    void *mark = lua_gettop(co) >= 1 ? lua_touserdata(co, 1) : NULL;
-    if (mark == &rt_mark_park) {
+    void *mark = gp->parking ? NULL : lua_touserdata(co, 1);
+    if (gp->parking) {
       park_m(pp, gp);
     } else if (mark == &rt_mark_exit) {
-      if (!lua_toboolean(co, 2)) gopanic(pp, gp, co, 3);
       goexit(pp, gp);
     } else {
       /* coroutine.yield at the G's top level: there is no resumer to
@@ -608,13 +658,13 @@ static void execute(p_t *pp, g_t *gp, bool inherit_time) {
       runqput(pp, gp, false);
     }
   } else if (st != 0) {
-    /* Only an error inside the trampoline itself gets here. */
-    gopanic(pp, gp, co, lua_gettop(co));
+    gopanic(pp, gp, co);
     casgstatus(gp, G_RUNNING, G_DEAD);
     allg_remove(pp, gp);
     atomic_fetch_sub_explicit(&pp->rt->ngoroutines, 1, memory_order_relaxed);
-    co_drop(pp, gp->co); /* a dead coroutine cannot be reused */
-    gp->co = NULL;
+    co_drop(pp, co); /* a dead coroutine cannot be reused */
+    live_put(pp, gp->live);
+    gp->live = NULL;
     casgstatus(gp, G_DEAD, G_IDLE);
     gfput(pp, gp);
   } else {
@@ -680,7 +730,6 @@ static p_t *p_new(runtime *rt, int32_t id) {
   ev_async *w = rt_malloc(sizeof *w);
   ev_async_init(w, wake_cb);
   ev_async_start(pp->loop, w);
-  ev_unref(pp->loop); /* the wake-up alone does not keep the loop alive */
   pp->wake_ev = w;
   time_p_init(pp);
   atomic_init(&pp->status, P_RUNNING);
@@ -689,15 +738,21 @@ static p_t *p_new(runtime *rt, int32_t id) {
 
 /* Dequeue a parked G from whatever it waits on and forget it. */
 static void g_destroy(p_t *pp, g_t *gp) {
-  if (gp->waiting) { /* a channel op or select: leave its queues */
-    selectgo_finish(pp, gp);
+  g_live *l = gp->live;
+  if (l) {
+    switch (l->op) {
+    case OP_CHAN: selectgo_finish(pp, gp); break;
+    case OP_SEMA:
+      if (l->sema.sd) sema_cancel(l->sema.sd);
+      break;
+    case OP_SLEEP: sleep_cancel(pp, gp); break;
+    }
+    rt_free(l);
+  } else if (gp->start_box) {
+    box_free_dirty(pp, gp->start_box);
   }
-  if (gp->semasudog) gp->semasudog = NULL; /* the semaphore's queue is freed with its object */
-  timer_del(&gp->timer);
-  if (gp->start_box) box_free_dirty(pp, gp->start_box);
   allg_remove(pp, gp);
   atomic_fetch_sub_explicit(&pp->rt->ngoroutines, 1, memory_order_relaxed);
-  gp->co = NULL;
   rt_free(gp);
 }
 
@@ -710,6 +765,16 @@ static void p_free(p_t *pp) {
     g_t *gp = pp->gfree;
     pp->gfree = gp->schedlink;
     rt_free(gp);
+  }
+  while (pp->livefree) {
+    g_live *l = pp->livefree;
+    pp->livefree = l->next;
+    rt_free(l);
+  }
+  while (pp->timerfree) {
+    rt_timer *t = pp->timerfree;
+    pp->timerfree = t->arg;
+    rt_free(t);
   }
   while (pp->sudogcache) {
     sudog *sd = pp->sudogcache;
@@ -798,9 +863,7 @@ int lugo_run(lugo_runtime *rt, int nargs) {
   lua_insert(L, -2);
   lua_rawseti(L, -2, box);
   lua_pop(L, 1);
-  g_t *maing = newproc(pp, box, nargs);
-  maing->is_main = true;
-  rt->maing = maing;
+  rt->maing = newproc(pp, box, nargs);
 
   schedule(pp);
 
@@ -845,14 +908,13 @@ static void add_goroutine(lua_State *L, luaL_Buffer *b, g_t *gp, bool self) {
   uint32_t st = atomic_load(&gp->status);
   const char *state = st == G_WAITING ? rt_waitreason_string(gp->waitreason) : gstatus_names[st];
   if (self) { /* the running G: its own stack, from the caller's frame */
-    luaL_traceback(L, L, NULL, 2);
-    const char *tb = lua_tostring(L, -1);
-    const char *nl = strchr(tb, '\n');
-    lua_pushfstring(L, "goroutine %d [%s]:\n%s\n", (int)gp->goid, state, nl ? nl + 1 : tb);
+    luaL_traceback(L, L, NULL, 1);
+    push_clean_traceback(L, lua_tostring(L, -1));
+    lua_remove(L, -2);
   } else {
     push_traceback(L, gp);
-    lua_pushfstring(L, "goroutine %d [%s]:\n%s\n", (int)gp->goid, state, lua_tostring(L, -1));
   }
+  lua_pushfstring(L, "goroutine %d [%s]:\n%s\n", (int)gp->goid, state, lua_tostring(L, -1));
   lua_remove(L, -2);
   luaL_addvalue(b);
 }

@@ -143,6 +143,15 @@ enum result_kind {
   RES_TOPYIELD,  /* the user called coroutine.yield at the G's top level */
 };
 
+/* What a parked op returns when its G is resumed (pushed by the scheduler
+ * as the results of the C function that yielded). */
+enum res_shape {
+  SHAPE_NONE,   /* () */
+  SHAPE_OK,     /* (ok): a send, false if the channel was closed */
+  SHAPE_RECV,   /* (box, ok): the box of the value, to load at once */
+  SHAPE_SELECT, /* (case index, box, ok) */
+};
+
 /* What a parking G asked for, read by the scheduler after its yield. */
 enum park_kind {
   PARK_NONE,
@@ -151,7 +160,8 @@ enum park_kind {
   PARK_LOCAL, /* goyield: back to the tail of the local queue */
 };
 
-/* Lua-visible codes returned by FFI functions; boxes are > 0. */
+/* Lua-visible codes returned by FFI functions and, after the ERR marker,
+ * by the blocking C API functions; boxes are > 0. */
 enum {
   RC_OK = 0,
   RC_WOULDBLOCK = -1,
@@ -175,53 +185,73 @@ struct rt_timer {
   int32_t idx;    /* index in its P's heap, -1 when not armed */
   p_t *p;         /* the P whose heap holds it (set when armed) */
   void (*f)(p_t *pp, rt_timer *t, int64_t now); /* runs on that P, heap unlocked */
-  void *arg;
+  void *arg; /* a Timer object (the heap holds a reference), or a sleeping G */
 };
 
+/* A G waiting in a queue: a channel's, a semaphore's or a notify list's. */
 struct sudog {
   g_t *g;
-  sudog *next, *prev; /* in a channel's wait queue or a semaphore's */
-  hchan *c;           /* the channel it waits on (holds a reference) */
-  sudog *waitlink;    /* g->waiting, in lock order */
-  int32_t box;        /* a sender's value; 0 for a receiver */
-  int32_t case_idx;   /* select case (1-based), 0 for a plain op */
-  bool is_select;
-  bool is_send;
-  bool inqueue; /* linked in c's recvq or sendq */
+  sudog *next, *prev; /* in the queue it waits in */
+  union {             /* what it waits on, as `on` says */
+    hchan *c;         /* no reference: the parked G's stack holds the proxy */
+    struct sema *sema;
+    struct notifylist *nl;
+  };
+  sudog *waitlink; /* g->live->waiting, in lock order */
+  int32_t box;     /* a sender's value; 0 for a receiver or once taken */
+  int32_t case_idx; /* select case (1-based), 0 for a plain op */
+  uint32_t ticket;  /* semaphore handoff / notify list ticket */
+  uint8_t on;       /* enum sudog_on */
+  bool is_select, is_send, inqueue;
   bool success; /* the op completed with a value, not with the close */
-  uint32_t ticket; /* semaphore handoff / notify list ticket */
-  struct sema *sema;      /* the semaphore it is queued on, if any */
-  struct notifylist *nl;  /* the notify list it is queued on, if any */
-  int64_t acquiretime;
 };
+
+enum sudog_on { ON_NONE, ON_CHAN, ON_SEMA, ON_NOTIFYLIST };
+
+/* What the G is blocked in (or between the steps of, for a lock loop). */
+enum live_op { OP_NONE, OP_CHAN, OP_SEMA, OP_SLEEP };
+
+/* What only a started G needs, pooled per P: bound when the G first runs,
+ * released when it returns, so that a million goroutines waiting to start
+ * cost a million small g_t, not a million of these. 64 bytes. */
+typedef struct g_live {
+  union {
+    g_t *g;
+    struct g_live *next; /* in the P's free list */
+  };
+  lua_State *co;
+  void (*unlockf)(g_t *gp); /* run by the scheduler once parked */
+  uint8_t op;               /* enum live_op */
+  bool mu_starving, mu_awoke; /* sync.Mutex lockSlow state kept across parks */
+  _Atomic uint32_t selectdone;
+  int32_t nonyield; /* user coroutine resumes from a non-yieldable context */
+  union {
+    sudog *waiting; /* OP_CHAN: the sudogs of a channel op or select, in lock order */
+    struct {        /* OP_SEMA, and a lock loop between its steps */
+      sudog *sd;
+      int64_t waitstart;
+      uint32_t ticket; /* sync.Cond.Wait's place in the notify list */
+    } sema;
+    rt_timer *sleep; /* OP_SLEEP */
+  };
+} g_live;
 
 struct g {
   int64_t goid;
-  _Atomic uint32_t status; /* enum gstatus; changes only through casgstatus */
+  _Atomic uint8_t status; /* enum gstatus; changes only through casgstatus */
   uint8_t waitreason;
-  uint8_t parking;  /* enum park_kind, set by the op, consumed by the scheduler */
-  uint8_t res_kind; /* enum result_kind, for the next resume */
+  uint8_t parking;   /* enum park_kind, set by the op, consumed by the scheduler */
+  uint8_t res_kind;  /* enum result_kind, for the next resume */
+  uint8_t res_shape; /* enum res_shape, set by the op that parked */
   bool res_ok;
-  bool is_main;
-  int32_t res_box, res_idx;
-  p_t *p;          /* owner P: the VM holding its coroutine */
-  lua_State *co;   /* its coroutine, once started */
-  int32_t start_box; /* until started: the box holding f (or {f, args...}) */
-  int32_t nargs;
-  g_t *schedlink;       /* run queue, inbox, free list */
+  p_t *p;       /* owner P: the VM holding its coroutine */
+  g_live *live; /* once started */
+  union {
+    struct { int32_t start_box, nargs; }; /* until started: f (or {f, args...}) */
+    struct { int32_t res_box, res_idx; }; /* once started: the next resume's results */
+  };
+  g_t *schedlink;         /* run queue, inbox, free list */
   g_t *allnext, *allprev; /* the P's list of live Gs */
-  sudog *waiting;       /* sudogs of a channel op or select, in lock order */
-  sudog *param;         /* the sudog that completed the op */
-  _Atomic uint32_t selectdone;
-  void (*unlockf)(g_t *gp, void *arg); /* run by the scheduler once parked */
-  void *lockarg;
-  int32_t nonyield; /* user coroutine resumes from a non-yieldable context */
-  /* sync.Mutex lockSlow state kept across parks */
-  int64_t mu_waitstart;
-  bool mu_starving, mu_awoke;
-  sudog *semasudog; /* the sudog queued on a semaphore, while parked there */
-  rt_timer timer;   /* time.sleep */
-  int64_t created;  /* nanotime at creation */
 };
 
 /* A 256-slot ring plus runnext, as Go's p.runq: the owner puts and gets,
@@ -271,6 +301,8 @@ struct p {
 
   g_t *gfree; /* caches */
   int32_t ngfree;
+  g_live *livefree;
+  rt_timer *timerfree; /* time.sleep's timers */
   sudog *sudogcache;
   box_pool boxes;
   lua_State **copool; /* idle coroutines, parked in the trampoline */
@@ -296,7 +328,7 @@ struct runtime {
 
   _Atomic int64_t goidgen;
   _Atomic int32_t ngoroutines; /* live Gs (created, not dead) */
-  g_t *maing;
+  g_t *maing; /* the main goroutine, while it runs */
   bool main_done;
   _Atomic int32_t exiting; /* an exit was requested: stop scheduling */
   int exit_code;
@@ -320,7 +352,7 @@ double walltime(void);
 
 /* Ask to park the current G: the scheduler moves it to G_WAITING after its
  * coroutine has yielded, then calls unlockf(gp, arg) (may be NULL). */
-void gopark(g_t *gp, void (*unlockf)(g_t *, void *), void *arg, enum waitreason reason);
+void gopark(g_t *gp, void (*unlockf)(g_t *), enum waitreason reason);
 /* Make a parked G runnable, from any thread. */
 void goready(g_t *gp);
 /* Start a G whose body is in box `start_box` of pp's VM. */
@@ -349,13 +381,25 @@ typedef struct waitq {
 
 struct hchan {
   rt_object obj;
-  rtlock lock; /* guards every field below */
+  /* False while only the owner VM holds the channel: then only the owner's
+   * thread touches it and the lock is skipped. Set, once, by the owner's
+   * thread before the channel is handed to another VM (value.c), so every
+   * later op by anyone locks. */
+  _Atomic bool shared;
+  rtlock lock; /* guards every field below, once shared */
   uint32_t qcount, dataqsiz, sendx, recvx;
   int32_t *buf; /* ring of boxes, dataqsiz long */
   p_t *owner;   /* the VM holding the buffered boxes */
   bool closed;
   waitq recvq, sendq;
 };
+
+static inline void chan_lock(hchan *c) {
+  if (atomic_load_explicit(&c->shared, memory_order_relaxed)) rt_lock(&c->lock);
+}
+static inline void chan_unlock(hchan *c) {
+  if (atomic_load_explicit(&c->shared, memory_order_relaxed)) rt_unlock(&c->lock);
+}
 
 hchan *chan_make(p_t *owner, uint32_t size);
 void chan_free(hchan *c);
@@ -387,7 +431,7 @@ typedef struct select_result {
   int32_t ok;
 } select_result;
 
-int32_t selectgo(select_case *cases, int32_t n, int32_t block, select_result *res);
+int32_t selectgo(select_case *cases, int32_t n, select_result *res);
 /* After a woken G's op: leave the queues it still waits in, drop its sudogs. */
 void selectgo_finish(p_t *pp, g_t *gp);
 
@@ -397,6 +441,7 @@ bool timer_del(rt_timer *t);
 /* Run every timer due by `now`; returns the next when (0 if none). */
 int64_t timers_run(p_t *pp, int64_t now);
 void timers_close(p_t *pp);
+void sleep_cancel(p_t *pp, g_t *gp); /* a sleeping G that is destroyed */
 void time_p_init(p_t *pp);
 void time_p_arm(p_t *pp, int64_t now); /* arm the P's ev_timer for its heap top */
 /* timer heap, exported for the C unit tests */
@@ -430,8 +475,16 @@ void notifylist_notify_all(notifylist *l);
 /* A G that is destroyed while parked on a semaphore leaves its queue. */
 void sema_cancel(sudog *sd);
 
-/* proc.c entry points used by module.c */
-extern const char rt_mark_park, rt_mark_exit, rt_mark_topyield;
+/* proc.c entry points used by module.c and the blocking C API functions */
+extern const char rt_mark_park, rt_mark_exit, rt_mark_topyield, rt_mark_err;
+/* RC_OK if the running G (on L) may park: it exists, and L can yield all
+ * the way up to the scheduler. */
+int32_t rt_can_block(lua_State *L, g_t *gp);
+/* [-0, +0] after gopark: yield PARK; the scheduler's results come back as
+ * this C function's results, shaped as `shape` says. */
+int rt_park_yield(lua_State *L, g_t *gp, enum res_shape shape);
+/* [-0, +2] return (ERR, code) from a blocking C API function. */
+int rt_push_err(lua_State *L, int32_t code);
 runtime *rt_adopt(lua_State *L); /* a runtime whose P0 runs in an embedder's VM */
 void rt_exit_request(runtime *rt, int code);
 void rt_gosched(g_t *gp);

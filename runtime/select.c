@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+
 #include "rt.h"
 
 #define SELECT_STACK 64
@@ -26,7 +28,7 @@ static void sellock(select_case *cases, const int32_t *lockorder, int32_t n) {
   hchan *last = NULL;
   for (int32_t i = 0; i < n; i++) {
     hchan *c = case_chan(&cases[lockorder[i]]);
-    if (c != last) rt_lock(&c->lock);
+    if (c != last) chan_lock(c);
     last = c;
   }
 }
@@ -35,16 +37,15 @@ static void selunlock(select_case *cases, const int32_t *lockorder, int32_t n) {
   for (int32_t i = n - 1; i >= 0; i--) {
     hchan *c = case_chan(&cases[lockorder[i]]);
     if (i > 0 && c == case_chan(&cases[lockorder[i - 1]])) continue;
-    rt_unlock(&c->lock);
+    chan_unlock(c);
   }
 }
 
 /* gopark's unlockf: the sudogs on g->waiting are in lock order. */
-static void selparkunlock(g_t *gp, void *arg) {
-  (void)arg;
+static void selparkunlock(g_t *gp) {
   hchan *last = NULL;
-  for (sudog *sd = gp->waiting; sd; sd = sd->waitlink) {
-    if (sd->c != last) rt_unlock(&sd->c->lock);
+  for (sudog *sd = gp->live->waiting; sd; sd = sd->waitlink) {
+    if (sd->c != last) chan_unlock(sd->c);
     last = sd->c;
   }
 }
@@ -64,9 +65,11 @@ static void sort_lockorder(select_case *cases, int32_t *order, int32_t n) {
   }
 }
 
-int32_t selectgo(select_case *cases, int32_t n, int32_t block, select_result *res) {
-  p_t *pp = getp();
-  g_t *gp = pp ? pp->curg : NULL;
+/* Go's selectgo. block: park gp when no case is ready (it must be able to).
+ * Returns RC_OK (res filled; a send case's value goes to res->box),
+ * RC_CLOSED (res->idx is a send case on a closed channel), RC_WOULDBLOCK,
+ * or RC_PARK (each send case's value goes to cases[i].box, then yield). */
+static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bool block, select_result *res) {
   int32_t stackbuf[2 * SELECT_STACK];
   int32_t *pollorder = stackbuf, *lockorder = stackbuf + SELECT_STACK;
   if (n > SELECT_STACK) {
@@ -79,7 +82,7 @@ int32_t selectgo(select_case *cases, int32_t n, int32_t block, select_result *re
   int32_t norder = 0;
   for (int32_t i = 0; i < n; i++) {
     if (cases[i].kind == CASE_NIL || !cases[i].c) continue;
-    int32_t j = (int32_t)(fastrand(pp) % (uint32_t)(norder + 1));
+    int32_t j = (int32_t)(((uint64_t)fastrand(pp) * (uint32_t)(norder + 1)) >> 32);
     pollorder[norder] = pollorder[j];
     pollorder[j] = i;
     norder++;
@@ -137,22 +140,21 @@ int32_t selectgo(select_case *cases, int32_t n, int32_t block, select_result *re
     }
   }
 
-  rc = block ? (gp ? (gp->nonyield ? RC_NOTYIELDABLE : RC_OK) : RC_NOGOROUTINE) : RC_WOULDBLOCK;
-  if (rc != RC_OK) {
+  if (!block) {
     if (norder > 0) selunlock(cases, lockorder, norder);
+    rc = RC_WOULDBLOCK;
     goto out;
   }
 
   /* Pass 2: queue a sudog on every channel, in lock order, and park. */
-  atomic_store(&gp->selectdone, 0);
-  gp->param = NULL;
-  sudog **link = &gp->waiting;
+  atomic_store(&gp->live->selectdone, 0);
+  sudog **link = &gp->live->waiting;
   for (int32_t k = 0; k < norder; k++) {
     int32_t i = lockorder[k];
     hchan *c = case_chan(&cases[i]);
     sudog *sd = acquire_sudog(pp, gp);
     sd->c = c;
-    rt_retain(&c->obj);
+    sd->on = ON_CHAN;
     sd->is_select = true;
     sd->case_idx = i + 1;
     sd->is_send = cases[i].kind == CASE_SEND;
@@ -166,7 +168,8 @@ int32_t selectgo(select_case *cases, int32_t n, int32_t block, select_result *re
     link = &sd->waitlink;
   }
   *link = NULL;
-  gopark(gp, norder ? selparkunlock : NULL, NULL, norder ? WR_SELECT : WR_SELECT_NO_CASES);
+  gp->live->op = norder ? OP_CHAN : OP_NONE;
+  gopark(gp, norder ? selparkunlock : NULL, norder ? WR_SELECT : WR_SELECT_NO_CASES);
   rc = RC_PARK;
 
 out:
@@ -174,13 +177,74 @@ out:
   return rc;
 }
 
+/* FFI: a select that does not block. */
+int32_t selectgo(select_case *cases, int32_t n, select_result *res) {
+  return selectgo_impl(getp(), NULL, cases, n, false, res);
+}
+
+/* C API select(case, ...) -> index, box, ok (box: a received value's, 0 for
+ * none; load it at once), or (ERR, code); a case is
+ * {CASE_RECV, ch} or {CASE_SEND, ch, v}, ch nil for a nil channel.
+ * Upvalues: vals, the channel metatable. May park. */
+int select_block(lua_State *L) {
+  int32_t n = lua_gettop(L);
+  select_case stackcases[SELECT_STACK];
+  select_case *cases = n > SELECT_STACK ? rt_malloc((size_t)n * sizeof *cases) : stackcases;
+  for (int32_t i = 0; i < n; i++) {
+    lua_rawgeti(L, i + 1, 1);
+    lua_rawgeti(L, i + 1, 2);
+    cases[i].kind = (int32_t)lua_tointeger(L, -2);
+    cases[i].c = lua_touserdata(L, -1);
+    cases[i].box = 0;
+    bool is_chan = cases[i].c && lua_getmetatable(L, -1) && lua_rawequal(L, -1, lua_upvalueindex(2));
+    lua_settop(L, n);
+    if (cases[i].c && !is_chan) {
+      if (cases != stackcases) rt_free(cases);
+      return luaL_argerror(L, i + 1, "case on something that is not a channel");
+    }
+    if (!cases[i].c) cases[i].kind = CASE_NIL;
+  }
+  p_t *pp = getp();
+  g_t *gp = pp ? pp->curg : NULL;
+  int32_t can = rt_can_block(L, gp);
+  select_result res;
+  int32_t rc = selectgo_impl(pp, gp, cases, n, can == RC_OK, &res);
+  int nret = 3;
+  if (rc == RC_PARK) {
+    for (int32_t i = 0; i < n; i++) { /* the values of send cases wait in their boxes */
+      if (cases[i].kind != CASE_SEND) continue;
+      lua_rawgeti(L, i + 1, 3);
+      lua_rawseti(L, lua_upvalueindex(1), cases[i].box);
+    }
+    nret = rt_park_yield(L, gp, SHAPE_SELECT);
+  } else if (rc == RC_WOULDBLOCK) {
+    nret = rt_push_err(L, can);
+  } else {
+    lua_pushinteger(L, res.idx);
+    if (rc == RC_CLOSED) {
+      lua_pushinteger(L, 0);
+      lua_pushboolean(L, 0);
+    } else if (cases[res.idx - 1].kind == CASE_SEND) {
+      lua_rawgeti(L, res.idx, 3);
+      lua_rawseti(L, lua_upvalueindex(1), res.box);
+      lua_pushinteger(L, 0);
+      lua_pushboolean(L, 1);
+    } else {
+      lua_pushinteger(L, res.box);
+      lua_pushboolean(L, res.ok);
+    }
+  }
+  if (cases != stackcases) rt_free(cases);
+  return nret;
+}
+
 void selectgo_finish(p_t *pp, g_t *gp) {
-  sudog *first = gp->waiting;
+  sudog *first = gp->live->waiting;
   bool locked = first->is_select || first->inqueue;
   if (locked) { /* Pass 3: leave every queue the select still sits in. */
     hchan *last = NULL;
     for (sudog *sd = first; sd; sd = sd->waitlink) {
-      if (sd->c != last) rt_lock(&sd->c->lock);
+      if (sd->c != last) chan_lock(sd->c);
       last = sd->c;
     }
   }
@@ -189,16 +253,15 @@ void selectgo_finish(p_t *pp, g_t *gp) {
   if (locked) {
     hchan *last = NULL;
     for (sudog *sd = first; sd; sd = sd->waitlink) {
-      if (sd->c != last) rt_unlock(&sd->c->lock);
+      if (sd->c != last) chan_unlock(sd->c);
       last = sd->c;
     }
   }
-  gp->waiting = NULL;
-  gp->param = NULL;
+  gp->live->waiting = NULL;
+  gp->live->op = OP_NONE;
   for (sudog *sd = first; sd;) {
     sudog *next = sd->waitlink;
     if (sd->box) box_free_dirty(pp, sd->box); /* a value nobody took */
-    rt_release(&sd->c->obj);
     release_sudog(pp, sd);
     sd = next;
   }

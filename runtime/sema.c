@@ -28,17 +28,15 @@ static bool cansemacquire(sema *s) {
   return false;
 }
 
-static void sema_unlock_f(g_t *gp, void *arg) {
-  (void)gp;
-  rt_unlock(&((sema *)arg)->lock);
-}
+static void sema_unlock_f(g_t *gp) { rt_unlock(&gp->live->sema.sd->sema->lock); }
 
 int semacquire_step(sema *s, bool lifo, enum waitreason reason, bool resumed) {
   p_t *pp = getp();
   g_t *gp = pp->curg;
   if (resumed) {
-    sudog *sd = gp->semasudog;
-    gp->semasudog = NULL;
+    sudog *sd = gp->live->sema.sd;
+    gp->live->sema.sd = NULL;
+    gp->live->op = OP_NONE;
     bool got = sd->ticket != 0 || cansemacquire(s);
     release_sudog(pp, sd);
     if (got) return RC_OK;
@@ -54,7 +52,7 @@ int semacquire_step(sema *s, bool lifo, enum waitreason reason, bool resumed) {
   }
   sudog *sd = acquire_sudog(pp, gp);
   sd->sema = s;
-  sd->acquiretime = nanotime();
+  sd->on = ON_SEMA;
   if (lifo || !s->head) {
     sd->next = s->head;
     s->head = sd;
@@ -63,8 +61,9 @@ int semacquire_step(sema *s, bool lifo, enum waitreason reason, bool resumed) {
     s->tail->next = sd;
     s->tail = sd;
   }
-  gp->semasudog = sd;
-  gopark(gp, sema_unlock_f, s, reason);
+  gp->live->sema.sd = sd;
+  gp->live->op = OP_SEMA;
+  gopark(gp, sema_unlock_f, reason);
   return RC_PARK;
 }
 
@@ -81,7 +80,7 @@ int semrelease(sema *s, bool handoff) {
     s->head = sd->next;
     if (!s->head) s->tail = NULL;
     sd->next = NULL;
-    sd->sema = NULL;
+    sd->on = ON_NONE;
     atomic_fetch_sub(&s->nwait, 1);
   }
   rt_unlock(&s->lock);
@@ -94,7 +93,7 @@ int semrelease(sema *s, bool handoff) {
 }
 
 void sema_cancel(sudog *sd) {
-  if (sd->sema) {
+  if (sd->on == ON_SEMA) {
     sema *s = sd->sema;
     rt_lock(&s->lock);
     sudog *prev = NULL;
@@ -107,8 +106,8 @@ void sema_cancel(sudog *sd) {
       break;
     }
     rt_unlock(&s->lock);
-    sd->sema = NULL;
-  } else if (sd->nl) {
+    sd->on = ON_NONE;
+  } else if (sd->on == ON_NOTIFYLIST) {
     notifylist *l = sd->nl;
     rt_lock(&l->lock);
     sudog *prev = NULL;
@@ -120,7 +119,7 @@ void sema_cancel(sudog *sd) {
       break;
     }
     rt_unlock(&l->lock);
-    sd->nl = NULL;
+    sd->on = ON_NONE;
   }
 }
 
@@ -128,17 +127,15 @@ uint32_t notifylist_add(notifylist *l) { return atomic_fetch_add(&l->wait, 1); }
 
 static bool ticket_less(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
 
-static void nl_unlock_f(g_t *gp, void *arg) {
-  (void)gp;
-  rt_unlock(&((notifylist *)arg)->lock);
-}
+static void nl_unlock_f(g_t *gp) { rt_unlock(&gp->live->sema.sd->nl->lock); }
 
 int notifylist_wait_step(notifylist *l, uint32_t ticket, bool resumed) {
   p_t *pp = getp();
   g_t *gp = pp->curg;
   if (resumed) {
-    release_sudog(pp, gp->semasudog);
-    gp->semasudog = NULL;
+    release_sudog(pp, gp->live->sema.sd);
+    gp->live->sema.sd = NULL;
+    gp->live->op = OP_NONE;
     return RC_OK;
   }
   rt_lock(&l->lock);
@@ -149,11 +146,13 @@ int notifylist_wait_step(notifylist *l, uint32_t ticket, bool resumed) {
   sudog *sd = acquire_sudog(pp, gp);
   sd->ticket = ticket;
   sd->nl = l;
+  sd->on = ON_NOTIFYLIST;
   if (l->tail) l->tail->next = sd;
   else l->head = sd;
   l->tail = sd;
-  gp->semasudog = sd;
-  gopark(gp, nl_unlock_f, l, WR_SYNC_COND_WAIT);
+  gp->live->sema.sd = sd;
+  gp->live->op = OP_SEMA;
+  gopark(gp, nl_unlock_f, WR_SYNC_COND_WAIT);
   return RC_PARK;
 }
 
@@ -167,7 +166,7 @@ void notifylist_notify_all(notifylist *l) {
   while (sd) {
     sudog *next = sd->next;
     sd->next = NULL;
-    sd->nl = NULL;
+    sd->on = ON_NONE;
     goready(sd->g);
     sd = next;
   }
@@ -189,7 +188,7 @@ void notifylist_notify_one(notifylist *l) {
     if (!sd->next) l->tail = prev;
     rt_unlock(&l->lock);
     sd->next = NULL;
-    sd->nl = NULL;
+    sd->on = ON_NONE;
     goready(sd->g);
     return;
   }

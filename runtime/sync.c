@@ -17,6 +17,8 @@
  *     park); their state across parks lives in the G (mu_*), which can be
  *     in at most one lock loop at a time.
  */
+#include <lauxlib.h>
+
 #include "rt.h"
 
 #define MUTEX_LOCKED 1
@@ -97,13 +99,6 @@ static mutex *mutex_of(rt_object *o) {
   }
 }
 
-static int32_t can_park(void) {
-  g_t *gp = getg();
-  if (!gp) return RC_NOGOROUTINE;
-  if (gp->nonyield) return RC_NOTYIELDABLE;
-  return RC_OK;
-}
-
 /* ---- Mutex ---- */
 
 /* Lock's fast path: 1 if the mutex was free and is now ours. */
@@ -121,28 +116,26 @@ int32_t mutex_try_lock(proxy *px) {
 
 /* After winning the semaphore: true if the mutex was handed to us. */
 static bool mutex_woken(mutex *m, g_t *gp) {
-  gp->mu_starving = gp->mu_starving || nanotime() - gp->mu_waitstart > STARVATION_NS;
+  gp->live->mu_starving = gp->live->mu_starving || nanotime() - gp->live->sema.waitstart > STARVATION_NS;
   int32_t old = atomic_load(&m->state);
   if (old & MUTEX_STARVING) {
     /* Starvation mode: ownership was handed off, the state is ours to fix. */
     if ((old & (MUTEX_LOCKED | MUTEX_WOKEN)) || (old >> MUTEX_WAITER_SHIFT) == 0)
       rt_throw("sync: inconsistent mutex state");
     int32_t delta = MUTEX_LOCKED - (1 << MUTEX_WAITER_SHIFT);
-    if (!gp->mu_starving || (old >> MUTEX_WAITER_SHIFT) == 1) delta -= MUTEX_STARVING;
+    if (!gp->live->mu_starving || (old >> MUTEX_WAITER_SHIFT) == 1) delta -= MUTEX_STARVING;
     atomic_fetch_add(&m->state, delta);
     return true;
   }
-  gp->mu_awoke = true;
+  gp->live->mu_awoke = true;
   return false;
 }
 
 static int32_t mutex_lock_slow(mutex *m, int32_t mode) {
   g_t *gp = getg();
   if (mode == MODE_START) {
-    int32_t rc = can_park();
-    if (rc != RC_OK) return rc;
-    gp->mu_waitstart = 0;
-    gp->mu_starving = gp->mu_awoke = false;
+    gp->live->sema.waitstart = 0;
+    gp->live->mu_starving = gp->live->mu_awoke = false;
   } else {
     if (semacquire_step(&m->sema, true, WR_SYNC_MUTEX_LOCK, true) == RC_PARK) return RC_PARK;
     if (mutex_woken(m, gp)) return RC_OK;
@@ -152,15 +145,15 @@ static int32_t mutex_lock_slow(mutex *m, int32_t mode) {
     int32_t new = old;
     if (!(old & MUTEX_STARVING)) new |= MUTEX_LOCKED; /* don't grab a starving mutex */
     if (old & (MUTEX_LOCKED | MUTEX_STARVING)) new += 1 << MUTEX_WAITER_SHIFT;
-    if (gp->mu_starving && (old & MUTEX_LOCKED)) new |= MUTEX_STARVING;
-    if (gp->mu_awoke) {
+    if (gp->live->mu_starving && (old & MUTEX_LOCKED)) new |= MUTEX_STARVING;
+    if (gp->live->mu_awoke) {
       if (!(new & MUTEX_WOKEN)) rt_throw("sync: inconsistent mutex state");
       new &= ~MUTEX_WOKEN;
     }
     if (!atomic_compare_exchange_weak(&m->state, &old, new)) continue;
     if (!(old & (MUTEX_LOCKED | MUTEX_STARVING))) return RC_OK; /* locked with the CAS */
-    bool lifo = gp->mu_waitstart != 0; /* waited before: to the queue's front */
-    if (!gp->mu_waitstart) gp->mu_waitstart = nanotime();
+    bool lifo = gp->live->sema.waitstart != 0; /* waited before: to the queue's front */
+    if (!gp->live->sema.waitstart) gp->live->sema.waitstart = nanotime();
     if (semacquire_step(&m->sema, lifo, WR_SYNC_MUTEX_LOCK, false) == RC_PARK) return RC_PARK;
     if (mutex_woken(m, gp)) return RC_OK;
     old = atomic_load(&m->state);
@@ -205,8 +198,6 @@ int32_t rw_try_rlock(proxy *px) {
 int32_t rw_rlock_step(proxy *px, int32_t mode) {
   rwmutex_obj *rw = (rwmutex_obj *)px->obj;
   if (mode == MODE_RESUMED) return semacquire_step(&rw->readersem, false, WR_SYNC_RWMUTEX_RLOCK, true);
-  int32_t rc = can_park();
-  if (rc != RC_OK) return rc;
   if (atomic_fetch_add(&rw->readercount, 1) + 1 >= 0) return RC_OK;
   /* A writer is pending: wait for its Unlock. */
   return semacquire_step(&rw->readersem, false, WR_SYNC_RWMUTEX_RLOCK, false);
@@ -287,10 +278,6 @@ int32_t wg_wait_step(proxy *px, int32_t mode) {
     if (rc != RC_OK) return rc;
     return atomic_load(&wg->state) != 0 ? RC_REUSED : RC_OK;
   }
-  if (mode == MODE_START) {
-    int32_t rc = can_park();
-    if (rc != RC_OK) return rc;
-  }
   uint64_t state = atomic_load(&wg->state);
   for (;;) {
     if ((state >> 32) == 0) return RC_OK;
@@ -309,15 +296,60 @@ void once_set_done(proxy *px) { atomic_store(&((once_obj *)px->obj)->done, 1); }
 
 /* ---- Cond ---- */
 
-double cond_add(proxy *px) { return notifylist_add(&((cond_obj *)px->obj)->nl); }
-
-int32_t cond_wait_step(proxy *px, double ticket, int32_t mode) {
-  if (mode == MODE_START) {
-    int32_t rc = can_park();
-    if (rc != RC_OK) return rc;
-  }
-  return notifylist_wait_step(&((cond_obj *)px->obj)->nl, (uint32_t)ticket, mode == MODE_RESUMED);
+static int32_t cond_wait_step(proxy *px, int32_t mode) {
+  g_t *gp = getg();
+  return notifylist_wait_step(&((cond_obj *)px->obj)->nl, gp->live->sema.ticket, mode == MODE_RESUMED);
 }
 
 void cond_signal(proxy *px) { notifylist_notify_one(&((cond_obj *)px->obj)->nl); }
 void cond_broadcast(proxy *px) { notifylist_notify_all(&((cond_obj *)px->obj)->nl); }
+
+/* ---- Blocking entry points (C API) ---- */
+
+enum step_id { STEP_MUTEX_LOCK = 1, STEP_RW_RLOCK, STEP_RW_LOCK, STEP_WG_WAIT, STEP_COND_WAIT };
+
+static const struct {
+  int32_t (*step)(proxy *, int32_t);
+  enum rt_type types[3];
+} steps[] = {
+    [STEP_MUTEX_LOCK] = {mutex_lock_step, {RT_MUTEX, RT_RWMUTEX, RT_ONCE}},
+    [STEP_RW_RLOCK] = {rw_rlock_step, {RT_RWMUTEX}},
+    [STEP_RW_LOCK] = {rw_lock_step, {RT_RWMUTEX}},
+    [STEP_WG_WAIT] = {wg_wait_step, {RT_WAITGROUP}},
+    [STEP_COND_WAIT] = {cond_wait_step, {RT_COND}},
+};
+
+/* C API block(step, obj, mode) -> the step's code, or nothing after a park
+ * (call again with mode 2), or (ERR, code) when the G cannot park. */
+int sync_block(lua_State *L) {
+  lua_Integer id = luaL_checkinteger(L, 1);
+  if (id < STEP_MUTEX_LOCK || id > STEP_COND_WAIT) return luaL_argerror(L, 1, "no such step");
+  proxy *px = NULL;
+  for (int i = 0; i < 3 && steps[id].types[i] && !px; i++)
+    if (rt_to_object(L, 2, steps[id].types[i])) px = lua_touserdata(L, 2);
+  if (!px) return luaL_argerror(L, 2, "wrong object for this step");
+  int32_t mode = (int32_t)luaL_checkinteger(L, 3);
+  p_t *pp = getp();
+  g_t *gp = pp ? pp->curg : NULL;
+  if (mode != MODE_RESUMED) {
+    int32_t can = rt_can_block(L, gp);
+    if (can != RC_OK) return rt_push_err(L, can);
+    mode = MODE_START;
+  }
+  int32_t rc = steps[id].step(px, mode);
+  if (rc == RC_PARK) return rt_park_yield(L, gp, SHAPE_NONE);
+  lua_pushinteger(L, rc);
+  return 1;
+}
+
+/* C API cond_begin(c) -> true once this G holds a ticket, or (ERR, code). */
+int cond_wait_begin(lua_State *L) {
+  rt_object *o = rt_to_object(L, 1, RT_COND);
+  if (!o) return luaL_typerror(L, 1, "cond");
+  g_t *gp = getg();
+  int32_t can = rt_can_block(L, gp);
+  if (can != RC_OK) return rt_push_err(L, can);
+  gp->live->sema.ticket = notifylist_add(&((cond_obj *)o)->nl);
+  lua_pushboolean(L, 1);
+  return 1;
+}

@@ -162,6 +162,8 @@ void time_p_arm(p_t *pp, int64_t now) {
   ev_timer_start(pp->loop, w);
 }
 
+static void timer_obj_fire(p_t *pp, rt_timer *t, int64_t now);
+
 void timers_close(p_t *pp) {
   if (pp->timer_ev) {
     ev_timer_stop(pp->loop, pp->timer_ev);
@@ -171,31 +173,51 @@ void timers_close(p_t *pp) {
   while (pp->ntimers > 0) {
     rt_timer *t = pp->timers[0];
     timerheap_remove(pp, 0);
-    if (t->arg) rt_release(t->arg); /* a Timer object's heap reference */
+    if (t->f == timer_obj_fire) rt_release(t->arg); /* a Timer object's heap reference */
   }
 }
 
 /* ---- time.sleep ---- */
 
 static void sleep_fire(p_t *pp, rt_timer *t, int64_t now) {
-  (void)pp, (void)now;
-  goready((g_t *)((char *)t - offsetof(g_t, timer)));
+  (void)now;
+  g_t *gp = t->arg;
+  gp->live->sleep = NULL;
+  gp->live->op = OP_NONE;
+  t->arg = pp->timerfree;
+  pp->timerfree = t;
+  goready(gp);
 }
 
-/* RC_OK (nothing to wait for), RC_PARK (yield PARK), RC_NOGOROUTINE,
- * RC_NOTYIELDABLE. */
-int32_t time_sleep(double secs) {
-  if (!(secs > 0)) return RC_OK;
+void sleep_cancel(p_t *pp, g_t *gp) {
+  rt_timer *t = gp->live->sleep;
+  timer_del(t);
+  t->arg = pp->timerfree;
+  pp->timerfree = t;
+  gp->live->sleep = NULL;
+  gp->live->op = OP_NONE;
+}
+
+/* C API sleep(secs) -> nothing, or (ERR, code). May park. */
+int time_sleep_block(lua_State *L) {
+  double secs = luaL_checknumber(L, 1);
+  if (!(secs > 0)) return 0;
   p_t *pp = getp();
   g_t *gp = pp ? pp->curg : NULL;
-  if (!gp) return RC_NOGOROUTINE;
-  if (gp->nonyield) return RC_NOTYIELDABLE;
-  gp->timer.f = sleep_fire;
-  gp->timer.arg = NULL;
-  gp->timer.period = 0;
-  timer_add(pp, &gp->timer, when_after(secs));
-  gopark(gp, NULL, NULL, WR_SLEEP);
-  return RC_PARK;
+  int32_t can = rt_can_block(L, gp);
+  if (can != RC_OK) return rt_push_err(L, can);
+  rt_timer *t = pp->timerfree;
+  if (t) pp->timerfree = t->arg;
+  else t = rt_malloc(sizeof *t);
+  t->f = sleep_fire;
+  t->arg = gp;
+  t->period = 0;
+  t->idx = -1;
+  gp->live->sleep = t;
+  gp->live->op = OP_SLEEP;
+  timer_add(pp, t, when_after(secs));
+  gopark(gp, NULL, WR_SLEEP);
+  return rt_park_yield(L, gp, SHAPE_NONE);
 }
 
 /* ---- Timer, Ticker, after_func ---- */

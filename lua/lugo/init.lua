@@ -7,7 +7,8 @@ local I = require "lugo.internal"
 local ffi = require "ffi"
 
 local C, rc, vals, core = I.C, I.rc, I.vals, I.core
-local park, take, argerror, raise, check_block = I.park, I.take, I.argerror, I.raise, I.check_block
+local argerror, raise, ERR = I.argerror, I.raise, I.ERR
+local send_block, recv_block, select_block = core.send, core.recv, core.select
 local getmetatable, type, select = getmetatable, type, select
 local OK, WOULDBLOCK, PARK, CLOSED, PARKBOX = rc.OK, rc.WOULDBLOCK, rc.PARK, rc.CLOSED, rc.PARKBOX
 local CASE_NIL, CASE_RECV, CASE_SEND = rc.CASE_NIL, rc.CASE_RECV, rc.CASE_SEND
@@ -38,48 +39,33 @@ Chan.__index = chan
 
 function chan.send(ch, v)
   if getmetatable(ch) ~= Chan then argerror(1, "send", "channel", ch) end
-  local r = C.chan_send(ch, 0)
+  local r = C.chan_trysend(ch)
   if r > 0 then
     vals[r] = v
     return
   end
   if r == WOULDBLOCK then
-    check_block()
-    r = C.chan_send(ch, 1)
-    if r >= PARKBOX then
-      vals[r - PARKBOX] = v
-      local _, ok = park()
-      if ok then return end
-      r = CLOSED
-    elseif r > 0 then
-      vals[r] = v
-      return
-    end
+    local ok, code = send_block(ch, v)
+    if ok == true then return end
+    if ok == ERR then raise(code) end
   end
-  raise(r)
+  raise(CLOSED)
 end
 
 local function recv(ch)
-  local r = C.chan_recv(ch, 0)
+  local r = C.chan_tryrecv(ch)
   if r > 0 then
     local v = vals[r]
     vals[r] = nil
     return v, true
   end
   if r == CLOSED then return nil, false end
-  check_block()
-  r = C.chan_recv(ch, 1)
-  if r == PARK then
-    local box, ok = park()
-    return take(box), ok
-  elseif r > 0 then
-    local v = vals[r]
-    vals[r] = nil
-    return v, true
-  elseif r == CLOSED then
-    return nil, false
-  end
-  raise(r)
+  local box, ok = recv_block(ch)
+  if box == ERR then raise(ok) end
+  if box == 0 then return nil, ok end
+  local v = vals[box]
+  vals[box] = nil
+  return v, ok
 end
 
 -- recv(): the next value and true, or nil and false once closed and drained.
@@ -120,9 +106,19 @@ local case = {}
 local DEFAULT = setmetatable({}, { __tostring = function() return "case.default" end })
 case.default = DEFAULT
 
+-- A receive case holds nothing but its channel: one per channel serves
+-- every select, so a select loop allocates none (collected with disuse).
+local recv_cases = setmetatable({}, { __mode = "v" })
+local NIL_RECV = { CASE_RECV }
+
 function case.recv(ch)
-  if ch ~= nil and getmetatable(ch) ~= Chan then argerror(1, "recv", "channel or nil", ch) end
-  return { CASE_RECV, ch }
+  if ch == nil then return NIL_RECV end
+  local c = recv_cases[ch]
+  if c then return c end
+  if getmetatable(ch) ~= Chan then argerror(1, "recv", "channel or nil", ch) end
+  c = { CASE_RECV, ch }
+  recv_cases[ch] = c
+  return c
 end
 
 function case.send(ch, v)
@@ -131,19 +127,74 @@ function case.send(ch, v)
 end
 lugo.case = case
 
--- Only used between a selectgo call and the park or return that follows
--- it, with no other goroutine running in between: one per VM is enough.
+-- Only used between a selectgo call and the return that follows it, with
+-- no other goroutine running in between: one per VM is enough.
 local cases, ncases = ffi.new("lugo_select_case[?]", 8), 8
 local result = ffi.new("lugo_select_result")
 
-local function selected(...)
-  local i = result.idx
-  local c = select(i, ...)
+-- Describe case c to selectgo at position i (0-based); true for the default.
+local function fill(i, c, n)
+  local sc = cases[i]
+  if c == DEFAULT then
+    sc.c, sc.kind = nil, CASE_NIL
+    return true
+  end
+  if type(c) ~= "table" or (c[1] ~= CASE_RECV and c[1] ~= CASE_SEND) then
+    argerror(i + 1, "select", "case", c)
+  end
+  local ch = c[2]
+  if ch == nil then
+    sc.c, sc.kind = nil, CASE_NIL
+  else
+    sc.c, sc.kind = ch, c[1]
+  end
+  return false
+end
+
+-- The results of case c (at i), which selectgo chose and did.
+local function chosen(i, c)
   if c[1] == CASE_SEND then
     vals[result.box] = c[3]
     return i
   end
-  return i, take(result.box), result.ok == 1
+  local box = result.box
+  if box == 0 then return i, nil, false end
+  local v = vals[box]
+  vals[box] = nil
+  return i, v, true
+end
+
+-- No case was ready: block in C (unless there is a default).
+local function blocked(default, ...)
+  if default ~= 0 then return default end
+  local i, box, ok = select_block(...)
+  if i == ERR then raise(box) end
+  if (select(i, ...))[1] ~= CASE_SEND then
+    if box == 0 then return i, nil, ok end
+    local v = vals[box]
+    vals[box] = nil
+    return i, v, ok
+  end
+  if not ok then raise(CLOSED) end
+  return i
+end
+
+local function select_many(n, ...)
+  if n > ncases then
+    ncases = n
+    cases = ffi.new("lugo_select_case[?]", n)
+  end
+  local t, default = { ... }, 0
+  for i = 1, n do
+    if fill(i - 1, t[i]) then
+      if default ~= 0 then error("select: multiple defaults", 3) end
+      default = i
+    end
+  end
+  local r = C.selectgo(cases, n, result)
+  if r == OK then return chosen(result.idx, t[result.idx]) end
+  if r == WOULDBLOCK then return blocked(default, ...) end
+  raise(CLOSED)
 end
 
 -- select(case, ...): wait until one case can proceed, and do it. Returns the
@@ -151,51 +202,22 @@ end
 -- cases the choice is random; with case.default, it never blocks.
 function lugo.select(...)
   local n = select("#", ...)
-  if n > ncases then
-    ncases = n
-    cases = ffi.new("lugo_select_case[?]", n)
+  if n > 4 then return select_many(n, ...) end
+  -- Up to four cases without a vararg loop, which the JIT cannot compile.
+  local c1, c2, c3, c4 = ...
+  local default, defaults = 0, 0
+  if n >= 1 and fill(0, c1) then default, defaults = 1, defaults + 1 end
+  if n >= 2 and fill(1, c2) then default, defaults = 2, defaults + 1 end
+  if n >= 3 and fill(2, c3) then default, defaults = 3, defaults + 1 end
+  if n >= 4 and fill(3, c4) then default, defaults = 4, defaults + 1 end
+  if defaults > 1 then error("select: multiple defaults", 2) end
+  local r = C.selectgo(cases, n, result)
+  if r == OK then
+    local i = result.idx
+    return chosen(i, i == 1 and c1 or i == 2 and c2 or i == 3 and c3 or c4)
   end
-  local default = 0
-  for i = 1, n do
-    local c, sc = select(i, ...), cases[i - 1]
-    if c == DEFAULT then
-      if default ~= 0 then error("select: multiple defaults", 2) end
-      default = i
-      sc.c, sc.kind = nil, CASE_NIL
-    else
-      if type(c) ~= "table" or (c[1] ~= CASE_RECV and c[1] ~= CASE_SEND) then
-        argerror(i, "select", "case", c)
-      end
-      local ch = c[2]
-      if ch == nil then
-        sc.c, sc.kind = nil, CASE_NIL
-      else
-        sc.c, sc.kind = ch, c[1]
-      end
-    end
-  end
-  local r = C.selectgo(cases, n, 0, result)
-  if r == OK then return selected(...) end
-  if r == WOULDBLOCK then
-    if default ~= 0 then return default end
-    check_block()
-    r = C.selectgo(cases, n, 1, result)
-    if r == OK then return selected(...) end
-    if r == PARK then
-      for i = 1, n do -- a send case's value waits in its box while we sleep
-        local sc = cases[i - 1]
-        if sc.kind == CASE_SEND then vals[sc.box] = (select(i, ...))[3] end
-      end
-      local box, ok, i = park()
-      if (select(i, ...))[1] == CASE_SEND then
-        if ok then return i end
-        r = CLOSED
-      else
-        return i, take(box), ok
-      end
-    end
-  end
-  raise(r)
+  if r == WOULDBLOCK then return blocked(default, ...) end
+  raise(CLOSED)
 end
 
 -- main(f, ...): run f as the main goroutine from plain luajit, until it

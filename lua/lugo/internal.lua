@@ -25,6 +25,7 @@ local PARK, TOPYIELD = core.PARK, core.TOPYIELD
 local raw = core.raw_coroutine
 local raw_resume, raw_yield, raw_status, raw_create = raw.resume, raw.yield, raw.status, raw.create
 local raw_running, isyieldable = raw.running, raw.isyieldable
+local park_forever = core.park_forever
 local goroutine_coroutines = core.goroutine_coroutines
 local error, type, select, getmetatable, format = error, type, select, getmetatable, string.format
 
@@ -62,44 +63,18 @@ function I.raise(code, what)
   error(what or messages[code] or ("lugo: unexpected runtime code " .. tostring(code)), 3)
 end
 
--- Before an operation that will park: the goroutine must be able to yield
--- all the way up to the scheduler.
-function I.check_block()
-  local code = C.can_park()
-  if code ~= rc.OK then error(messages[code], 3) end
-  if not isyieldable() then error(messages[rc.NOTYIELDABLE], 3) end
-end
+-- What a blocking C function returns, before its code, when it cannot park.
+I.ERR = core.ERR
+local ERR = core.ERR
 
--- Park the goroutine: C has queued it; the scheduler resumes it with the
--- results of the operation (box, ok, case index).
-function I.park() return raw_yield(PARK) end
-
--- Give up the processor (runtime.gosched), or yield to a goroutine that a
--- handoff just woke (local). Where the goroutine cannot yield, it keeps
--- running: that is always allowed.
-function I.yield(loc)
-  if isyieldable() and C.yield(loc and 1 or 0) == rc.PARK then raw_yield(PARK) end
-end
-
--- Run a blocking step function to completion: step(obj, mode) with mode 1
--- to start and 2 after each wake-up; returns its last code.
-local MODE_START, MODE_RESUMED = 1, 2
-function I.wait(step, obj)
-  local r = step(obj, MODE_START)
-  while r == rc.PARK do
-    raw_yield(PARK)
-    r = step(obj, MODE_RESUMED)
-  end
-  return r
-end
-
--- The value a receive got: the box is already free, load it now.
-local vals = core.vals
-function I.take(box)
-  if box <= 0 then return nil end
-  local v = vals[box]
-  vals[box] = nil
-  return v
+-- Run a blocking step of runtime/sync.c to completion: the C function parks
+-- as often as it must, returning nothing after each wake-up. Returns the
+-- step's code, or ERR and the reason it could not park.
+local sync_block = core.sync_block
+function I.block(step, obj)
+  local r, code = sync_block(step, obj, 1)
+  while r == nil do r, code = sync_block(step, obj, 2) end
+  return r, code
 end
 
 -- coroutine.* for user code. A park deep inside user coroutines travels up
@@ -167,7 +142,7 @@ os.exit = function(code)
   if code == nil or code == true then code = 0 elseif code == false then code = 1 end
   if type(code) ~= "number" then I.argerror(1, "exit", "number", code) end
   C.exit(code)
-  if isyieldable() and C.park_forever() == rc.PARK then raw_yield(PARK) end
+  park_forever() -- returns only where this goroutine cannot park
   io.stdout:flush()
   return raw_exit(code)
 end

@@ -7,7 +7,7 @@ local argerror = I.argerror
 local runtime = {}
 
 -- gosched(): let other goroutines run; this one continues soon after.
-function runtime.gosched() I.yield(false) end
+function runtime.gosched() core.gosched(false) end
 
 -- goid(): the current goroutine's id (1 is the main goroutine; 0 outside).
 function runtime.goid() return C.goid() end

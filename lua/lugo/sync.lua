@@ -1,26 +1,32 @@
 -- lugo.sync: Mutex, RWMutex, WaitGroup, Once and Cond, as Go's sync package.
--- The algorithms are in runtime/sync.c and runtime/sema.c.
+-- The algorithms are in runtime/sync.c and runtime/sema.c: fast paths are FFI
+-- calls, blocking paths C functions that park the goroutine (I.block).
 local I = require "lugo.internal"
 
 local C, rc, core = I.C, I.rc, I.core
-local argerror, raise, check_block, wait, yield = I.argerror, I.raise, I.check_block, I.wait, I.yield
+local argerror, raise, block, ERR = I.argerror, I.raise, I.block, I.ERR
 local getmetatable, type, error, pcall = getmetatable, type, error, pcall
-local OK, PARK, YIELD, UNLOCKED = rc.OK, rc.PARK, rc.YIELD, rc.UNLOCKED
+local OK, YIELD, UNLOCKED = rc.OK, rc.YIELD, rc.UNLOCKED
+local gosched, can_block, cond_wait_begin, cond_locker = core.gosched, core.can_block, core.cond_wait_begin, core.cond_locker
+
+-- The steps of runtime/sync.c that block.
+local MUTEX_LOCK, RW_RLOCK, RW_LOCK, WG_WAIT, COND_WAIT = 1, 2, 3, 4, 5
 
 local sync = {}
 
 local Mutex, RWMutex, WaitGroup, Once, Cond = I.mt.mutex, I.mt.rwmutex, I.mt.waitgroup, I.mt.once, I.mt.cond
 
--- The mutex inside m (a Mutex, an RWMutex's writer lock, a Once's lock).
+-- Lock the mutex inside m (a Mutex, an RWMutex's writer lock, a Once's
+-- lock); returns OK, or ERR and why the goroutine could not wait.
 local function lock_mutex(m)
   if C.mutex_lock_fast(m) == 1 then return OK end
-  return wait(C.mutex_lock_step, m)
+  return block(MUTEX_LOCK, m)
 end
 
--- After an unlock that handed the mutex to a waiter: let it run first.
-local function after_unlock(r, what)
+-- After an unlock: when it handed the mutex to a waiter, let that one run.
+local function unlocked(r, what)
   if r == OK then return end
-  if r == YIELD then return yield(true) end
+  if r == YIELD then return gosched(true) end
   error("sync: unlock of unlocked " .. what, 3)
 end
 
@@ -30,15 +36,14 @@ Mutex.__index = mutex
 function mutex.lock(m)
   if getmetatable(m) ~= Mutex then argerror(1, "lock", "mutex", m) end
   if C.mutex_lock_fast(m) == 1 then return end
-  check_block()
-  local r = wait(C.mutex_lock_step, m)
-  if r ~= OK then raise(r) end
+  local r, code = block(MUTEX_LOCK, m)
+  if r ~= OK then raise(code) end
 end
 
 function mutex.unlock(m)
   if getmetatable(m) ~= Mutex then argerror(1, "unlock", "mutex", m) end
   local r = C.mutex_unlock(m)
-  if r ~= OK then after_unlock(r, "mutex") end
+  if r ~= OK then unlocked(r, "mutex") end
 end
 
 function mutex.try_lock(m)
@@ -53,31 +58,30 @@ RWMutex.__index = rwmutex
 
 function rwmutex.lock(rw)
   if getmetatable(rw) ~= RWMutex then argerror(1, "lock", "rwmutex", rw) end
-  check_block()
-  local r = lock_mutex(rw)
-  if r == OK then r = wait(C.rw_lock_step, rw) end
-  if r ~= OK then raise(r) end
+  -- Once the writer lock is ours, waiting for readers must not fail.
+  local r, code = can_block()
+  if r == OK then r, code = lock_mutex(rw) end
+  if r == OK then r, code = block(RW_LOCK, rw) end
+  if r ~= OK then raise(code) end
 end
 
 function rwmutex.unlock(rw)
   if getmetatable(rw) ~= RWMutex then argerror(1, "unlock", "rwmutex", rw) end
   local r = C.rw_unlock(rw)
   if r == UNLOCKED then error("sync: Unlock of unlocked RWMutex", 2) end
-  if r ~= OK then after_unlock(r, "mutex") end
+  if r ~= OK then unlocked(r, "mutex") end
 end
 
 function rwmutex.rlock(rw)
   if getmetatable(rw) ~= RWMutex then argerror(1, "rlock", "rwmutex", rw) end
   if C.rw_try_rlock(rw) == 1 then return end
-  check_block()
-  local r = wait(C.rw_rlock_step, rw)
-  if r ~= OK then raise(r) end
+  local r, code = block(RW_RLOCK, rw)
+  if r ~= OK then raise(code) end
 end
 
 function rwmutex.runlock(rw)
   if getmetatable(rw) ~= RWMutex then argerror(1, "runlock", "rwmutex", rw) end
-  local r = C.rw_runlock(rw)
-  if r == UNLOCKED then error("sync: RUnlock of unlocked RWMutex", 2) end
+  if C.rw_runlock(rw) == UNLOCKED then error("sync: RUnlock of unlocked RWMutex", 2) end
 end
 
 function rwmutex.try_lock(rw)
@@ -95,36 +99,33 @@ function sync.rwmutex() return core.rwmutex() end
 local waitgroup = {}
 WaitGroup.__index = waitgroup
 
-local function wg_add(wg, delta)
-  local r = C.wg_add(wg, delta)
-  if r ~= OK then raise(r) end
-end
-
--- add(n): add n (which may be negative) to the counter.
+-- add([n]): add n (default 1, may be negative) to the counter.
 function waitgroup.add(wg, n)
   if getmetatable(wg) ~= WaitGroup then argerror(1, "add", "waitgroup", wg) end
   if n == nil then n = 1 end
-  if type(n) ~= "number" or n ~= n or n % 1 ~= 0 or n > 0x7fffffff or n < -0x7fffffff then
+  if type(n) ~= "number" or n % 1 ~= 0 or n > 0x7fffffff or n < -0x7fffffff then
     argerror(2, "add", "integer", n)
   end
-  wg_add(wg, n)
+  local r = C.wg_add(wg, n)
+  if r ~= OK then raise(r) end
 end
 
 function waitgroup.done(wg)
   if getmetatable(wg) ~= WaitGroup then argerror(1, "done", "waitgroup", wg) end
-  wg_add(wg, -1)
+  local r = C.wg_add(wg, -1)
+  if r ~= OK then raise(r) end
 end
 
 -- wait(): block until the counter is zero.
 function waitgroup.wait(wg)
   if getmetatable(wg) ~= WaitGroup then argerror(1, "wait", "waitgroup", wg) end
   if C.wg_wait_step(wg, 0) == OK then return end
-  check_block()
-  local r = wait(C.wg_wait_step, wg)
+  local r, code = block(WG_WAIT, wg)
+  if r == ERR then raise(code) end
   if r ~= OK then raise(r) end
 end
 
--- count(): the counter (Go has no such method; handy in tests).
+-- count(): the counter (not in Go's API; handy in tests).
 function waitgroup.count(wg)
   if getmetatable(wg) ~= WaitGroup then argerror(1, "count", "waitgroup", wg) end
   return C.wg_count(wg)
@@ -141,18 +142,12 @@ function once.call(o, f)
   if getmetatable(o) ~= Once then argerror(1, "call", "once", o) end
   if type(f) ~= "function" then argerror(2, "call", "function", f) end
   if C.once_done(o) == 1 then return end
-  if C.mutex_lock_fast(o) ~= 1 then
-    check_block()
-    local r = wait(C.mutex_lock_step, o)
-    if r ~= OK then raise(r) end
-  end
-  if C.once_done(o) == 1 then
-    after_unlock(C.mutex_unlock(o), "mutex")
-    return
-  end
+  local r, code = lock_mutex(o)
+  if r ~= OK then raise(code) end
+  if C.once_done(o) == 1 then return unlocked(C.mutex_unlock(o), "mutex") end
   local ok, err = pcall(f)
   C.once_set_done(o)
-  after_unlock(C.mutex_unlock(o), "mutex")
+  unlocked(C.mutex_unlock(o), "mutex")
   if not ok then error(err, 0) end
 end
 
@@ -165,17 +160,12 @@ Cond.__index = cond
 -- again before returning.
 function cond.wait(c)
   if getmetatable(c) ~= Cond then argerror(1, "wait", "cond", c) end
-  check_block()
-  local ticket = C.cond_add(c)
-  local l = core.cond_locker(c)
+  local ok, code = cond_wait_begin(c)
+  if ok == ERR then raise(code) end
+  local l = cond_locker(c)
   l:unlock()
-  local r = C.cond_wait_step(c, ticket, 1)
-  while r == PARK do
-    I.park()
-    r = C.cond_wait_step(c, ticket, 2)
-  end
+  block(COND_WAIT, c)
   l:lock()
-  if r ~= OK then raise(r) end
 end
 
 function cond.signal(c)
@@ -191,7 +181,7 @@ end
 -- locker(): the mutex or rwmutex the cond was made with (Go's c.L).
 function cond.locker(c)
   if getmetatable(c) ~= Cond then argerror(1, "locker", "cond", c) end
-  return core.cond_locker(c)
+  return cond_locker(c)
 end
 
 -- cond(l): a Cond whose wait unlocks and relocks l, a mutex or an rwmutex.

@@ -3,9 +3,9 @@
 local I = require "lugo.internal"
 
 local C, rc, core, vals = I.C, I.rc, I.core, I.vals
-local argerror, raise, check_block, park = I.argerror, I.raise, I.check_block, I.park
+local argerror, raise, ERR = I.argerror, I.raise, I.ERR
+local sleep = core.sleep
 local type, getmetatable, setmetatable, error = type, getmetatable, setmetatable, error
-local OK, PARK = rc.OK, rc.PARK
 local TIMER, TICKER, FUNC = 0, 1, 2
 
 local time = {}
@@ -18,9 +18,8 @@ end
 function time.sleep(d)
   check_duration(d, 1, "sleep")
   if not (d > 0) then return end
-  check_block()
-  local r = C.time_sleep(d)
-  if r == PARK then park() elseif r ~= OK then raise(r) end
+  local r, code = sleep(d)
+  if r == ERR then raise(code) end
 end
 
 local Timer = { __name = "time.Timer" }
