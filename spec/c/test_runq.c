@@ -1,0 +1,100 @@
+/* The run queues: runnext, the 256-slot local ring, overflow to the global
+ * queue, and taking batches back from it. */
+#include <string.h>
+
+#include "check.h"
+
+#define NG 1000
+
+static g_t gs[NG];
+
+static void init_gs(void) {
+  memset(gs, 0, sizeof gs);
+  for (int i = 0; i < NG; i++) gs[i].goid = i;
+}
+
+static void test_fifo(runtime *rt) {
+  p_t *pp = rt->allp[0];
+  for (int i = 0; i < 10; i++) runqput(pp, &gs[i], false);
+  CHECK_EQ(runqlen(pp), 10);
+  bool inherit = true;
+  for (int i = 0; i < 10; i++) {
+    g_t *gp = runqget(pp, &inherit);
+    CHECK(gp == &gs[i]);
+    CHECK(!inherit);
+  }
+  CHECK(runqget(pp, NULL) == NULL);
+  CHECK(runqempty(pp));
+}
+
+static void test_runnext(runtime *rt) {
+  p_t *pp = rt->allp[0];
+  runqput(pp, &gs[1], false);
+  runqput(pp, &gs[2], true);
+  runqput(pp, &gs[3], true); /* kicks 2 to the tail */
+  bool inherit = false;
+  CHECK(runqget(pp, &inherit) == &gs[3]);
+  CHECK(inherit); /* runnext inherits the time slice */
+  CHECK(runqget(pp, &inherit) == &gs[1]);
+  CHECK(!inherit);
+  CHECK(runqget(pp, &inherit) == &gs[2]);
+  CHECK(runqempty(pp));
+}
+
+static void test_overflow(runtime *rt) {
+  p_t *pp = rt->allp[0];
+  int n = 600;
+  for (int i = 0; i < n; i++) runqput(pp, &gs[i], false);
+  CHECK(runqlen(pp) <= RUNQ_SIZE);
+  CHECK_EQ(runqlen(pp) + (uint32_t)rt->runqsize, n);
+  CHECK(rt->runqsize > 0);
+  /* Every G comes back exactly once, each source in FIFO order. */
+  int seen[NG] = {0};
+  int got = 0, lastlocal = -1;
+  g_t *gp;
+  while ((gp = runqget(pp, NULL))) {
+    CHECK(gp->goid > lastlocal);
+    lastlocal = (int)gp->goid;
+    seen[gp->goid]++;
+    got++;
+  }
+  while (rt->runqsize > 0) {
+    gp = globrunqget(pp, 0); /* one, and a batch into the local queue */
+    CHECK(gp != NULL);
+    seen[gp->goid]++;
+    got++;
+    while ((gp = runqget(pp, NULL))) {
+      seen[gp->goid]++;
+      got++;
+    }
+  }
+  CHECK_EQ(got, n);
+  for (int i = 0; i < n; i++) CHECK_EQ(seen[i], 1);
+  CHECK(rt->runq_head == NULL && rt->runq_tail == NULL);
+}
+
+static void test_global_batch(runtime *rt) {
+  p_t *pp = rt->allp[0];
+  for (int i = 0; i < 10; i++) globrunqput(rt, &gs[i]);
+  CHECK_EQ(rt->runqsize, 10);
+  g_t *gp = globrunqget(pp, 1);
+  CHECK(gp == &gs[0]);
+  CHECK_EQ(rt->runqsize, 9);
+  gp = globrunqget(pp, 0); /* all nine: one returned, eight queued locally */
+  CHECK(gp == &gs[1]);
+  CHECK_EQ(rt->runqsize, 0);
+  CHECK_EQ(runqlen(pp), 8);
+  for (int i = 2; i < 10; i++) CHECK(runqget(pp, NULL) == &gs[i]);
+  CHECK(globrunqget(pp, 0) == NULL);
+}
+
+int main(void) {
+  runtime *rt = test_runtime();
+  init_gs();
+  test_fifo(rt);
+  test_runnext(rt);
+  test_overflow(rt);
+  test_global_batch(rt);
+  test_runtime_free(rt);
+  return check_done("test_runq");
+}

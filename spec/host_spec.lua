@@ -1,0 +1,231 @@
+local helper = require "helper"
+local run = helper.run
+
+describe("the lugo host", function()
+  it("runs a script file with arguments in arg and ...", function()
+    local r = run([[
+      print(arg[0] ~= nil, arg[1], arg[2], select("#", ...), ...)
+      print(arg[-1] ~= nil)
+    ]], { args = { "a", "b c" } })
+    assert.are.equal(0, r.status)
+    assert.are.equal("true\ta\tb c\t2\ta\tb c\ntrue\n", r.stdout)
+  end)
+
+  it("runs -e chunks in order before the script", function()
+    local r = run("print('script', x)", { flags = "-e 'x = 1' -e 'x = x + 1; print(\"e\", x)'" })
+    assert.are.equal(0, r.status)
+    assert.are.equal("e\t2\nscript\t2\n", r.stdout)
+  end)
+
+  it("runs -e alone without waiting for stdin", function()
+    local r = run("", { flags = "-e 'print(42)'", no_script = true })
+    assert.are.equal(0, r.status)
+    assert.are.equal("42\n", r.stdout)
+  end)
+
+  it("requires libraries with -l", function()
+    local r = run("print(package.loaded['lugo.time'] ~= nil)", { flags = "-l lugo.time" })
+    assert.are.equal("true\n", r.stdout)
+  end)
+
+  it("prints its version with -v", function()
+    local r = run("", { flags = "-v", no_script = true })
+    assert.are.equal(0, r.status)
+    assert.matches("^lugo %d+%.%d+%.%d+ %-%- LuaJIT", r.stdout)
+  end)
+
+  it("runs a script from stdin with -", function()
+    local r = run("", { flags = "- x y", no_script = true, stdin = "print('stdin', ...)" })
+    assert.are.equal(0, r.status)
+    assert.are.equal("stdin\tx\ty\n", r.stdout)
+  end)
+
+  it("runs stdin when it is not a terminal and nothing else is asked", function()
+    local r = run("", { no_script = true, stdin = "print(1 + 1)" })
+    assert.are.equal("2\n", r.stdout)
+  end)
+
+  it("evaluates lines with -i", function()
+    local r = run("", { flags = "-i", no_script = true, stdin = "1 + 2\nx = 5\nx * 2\n" })
+    assert.are.equal(0, r.status)
+    assert.matches("3\n", r.stdout)
+    assert.matches("10\n", r.stdout)
+  end)
+
+  it("skips a #! line", function()
+    local r = run("#!/usr/bin/env lugo\nprint('ok')")
+    assert.are.equal("ok\n", r.stdout)
+  end)
+
+  it("runs LUA_INIT first", function()
+    local r = run("print(init)", { env = "LUA_INIT='init = 7'" })
+    assert.are.equal("7\n", r.stdout)
+  end)
+
+  it("finds the lugo modules with no environment set", function()
+    local r = run([[
+      local lugo, time = require "lugo", require "lugo.time"
+      local sync, runtime = require "lugo.sync", require "lugo.runtime"
+      print(type(lugo.go), type(time.sleep), type(sync.mutex), type(runtime.gosched))
+    ]], { env = "env -i" })
+    assert.are.equal(0, r.status)
+    assert.are.equal("function\tfunction\tfunction\tfunction\n", r.stdout)
+  end)
+
+  it("honours LUA_PATH", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    local f = io.open(dir .. "/mymod.lua", "w")
+    f:write("return { answer = 42 }")
+    f:close()
+    local r = run("print(require('mymod').answer)", { env = "LUA_PATH='" .. dir .. "/?.lua;;'" })
+    os.execute("rm -rf " .. dir)
+    assert.are.equal("42\n", r.stdout)
+  end)
+
+  it("reports a script that does not compile with status 1", function()
+    local r = run("local = 1")
+    assert.are.equal(1, r.status)
+    assert.matches("^[^\n]*lugo: .*expected near", r.stderr)
+  end)
+
+  it("reports a missing script with status 1", function()
+    local r = run("", { flags = "/nonexistent/script.lua", no_script = true })
+    assert.are.equal(1, r.status)
+    assert.matches("cannot open", r.stderr)
+  end)
+
+  it("rejects an unknown option with usage and status 1", function()
+    local r = run("", { flags = "-Z", no_script = true })
+    assert.are.equal(1, r.status)
+    assert.matches("usage:", r.stderr)
+  end)
+end)
+
+describe("program lifetime", function()
+  it("exits 0 when main returns, even with goroutines blocked", function()
+    local r = run([[
+      local lugo = require "lugo"
+      local c = lugo.chan()
+      for i = 1, 10 do lugo.go(function() c:recv() end) end
+      lugo.go(function() lugo.select() end)
+      require("lugo.runtime").gosched()
+      print("main done")
+    ]])
+    assert.are.equal(0, r.status)
+    assert.are.equal("main done\n", r.stdout)
+    assert.are.equal("", r.stderr)
+  end)
+
+  it("exits 0 when main returns with goroutines not yet started", function()
+    local r = run([[
+      local lugo = require "lugo"
+      for i = 1, 5 do lugo.go(function() print("never") end) end
+    ]])
+    assert.are.equal(0, r.status)
+    assert.are.equal("", r.stdout)
+  end)
+
+  it("panics with exit status 2 when an error escapes a goroutine", function()
+    local r = run([[
+      local lugo = require "lugo"
+      local function explode() error("boom") end
+      lugo.go(function() explode() end)
+      require("lugo.time").sleep(10)
+    ]])
+    assert.are.equal(2, r.status)
+    assert.matches("^panic: [^\n]*: boom\n\ngoroutine 2 %[running%]:\n", r.stderr)
+    assert.matches("in function 'explode'", r.stderr)
+  end)
+
+  it("panics when an error escapes the main goroutine", function()
+    local r = run("error('main failed')")
+    assert.are.equal(2, r.status)
+    assert.matches("^panic: [^\n]*: main failed\n\ngoroutine 1 %[running%]:", r.stderr)
+  end)
+
+  it("panics with a value that is not a string", function()
+    local r = run("error(setmetatable({}, { __tostring = function() return 'custom' end }))")
+    assert.are.equal(2, r.status)
+    assert.matches("^panic: custom\n", r.stderr)
+    r = run("error()")
+    assert.are.equal(2, r.status)
+    assert.matches("^panic: nil\n", r.stderr)
+  end)
+
+  it("stops other goroutines at the first panic", function()
+    local r = run([[
+      local lugo = require "lugo"
+      local time = require "lugo.time"
+      lugo.go(function() time.sleep(0.2) print("too late") end)
+      lugo.go(function() error("first") end)
+      time.sleep(1)
+    ]])
+    assert.are.equal(2, r.status)
+    assert.are.equal("", r.stdout)
+  end)
+
+  it("reports a deadlock with every goroutine's state and exits 2", function()
+    local r = run([[
+      local lugo = require "lugo"
+      local sync = require "lugo.sync"
+      local c = lugo.chan()
+      local mu = sync.mutex()
+      mu:lock()
+      lugo.go(function() c:send(1) end)
+      lugo.go(function() mu:lock() end)
+      local wg = sync.waitgroup()
+      wg:add(1)
+      wg:wait()
+    ]])
+    assert.are.equal(2, r.status)
+    assert.matches("^fatal error: all goroutines are asleep %- deadlock!\n", r.stderr)
+    assert.matches("goroutine 1 %[sync.WaitGroup.Wait%]:", r.stderr)
+    assert.matches("goroutine 2 %[chan send%]:", r.stderr)
+    assert.matches("goroutine 3 %[sync.Mutex.Lock%]:", r.stderr)
+  end)
+
+  it("reports a deadlock of the main goroutine alone", function()
+    local r = run("require('lugo').chan():recv()")
+    assert.are.equal(2, r.status)
+    assert.matches("goroutine 1 %[chan receive%]:", r.stderr)
+  end)
+
+  it("does not report a deadlock while a timer can still wake someone", function()
+    local r = run([[
+      local lugo, time = require "lugo", require "lugo.time"
+      local c = lugo.chan()
+      time.after_func(0.05, function() c:send("woken") end)
+      print((c:recv()))
+    ]])
+    assert.are.equal(0, r.status)
+    assert.are.equal("woken\n", r.stdout)
+  end)
+
+  it("exits with os.exit's status, running no more goroutines", function()
+    local r = run([[
+      local lugo, time = require "lugo", require "lugo.time"
+      lugo.go(function() time.sleep(0.1) print("too late") end)
+      io.stdout:write("bye\n")
+      os.exit(3)
+    ]])
+    assert.are.equal(3, r.status)
+    assert.are.equal("bye\n", r.stdout)
+    assert.are.equal(1, run("os.exit(false)").status)
+    assert.are.equal(0, run("os.exit(true)").status)
+  end)
+
+  it("exits from os.exit called inside a goroutine", function()
+    local r = run([[
+      local lugo = require "lugo"
+      lugo.go(function() os.exit(7) end)
+      lugo.chan():recv()
+    ]])
+    assert.are.equal(7, r.status)
+  end)
+
+  it("exits non-zero when a script raises nil (how busted fails on 5.1)", function()
+    assert.are_not.equal(0, run("error()").status)
+  end)
+end)
