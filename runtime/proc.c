@@ -809,6 +809,7 @@ lugo_runtime *lugo_new(const lugo_options *opts) {
   luaL_openlibs(L);
   lugo_preload(L);
   rt_vm_bind(pp, L);
+  rt_tls_m = &rt->m0;
   return rt;
 }
 
@@ -830,10 +831,13 @@ static void destroy_all_gs(runtime *rt) {
   rt->runqsize = 0;
 }
 
+/* This thread holds P0 from now on, so that the VM may use channels that do
+ * not block even before lugo.main runs. */
 runtime *rt_adopt(lua_State *L) {
   runtime *rt = runtime_new(1);
   rt->adopted_vm = true;
   rt_vm_bind(rt->allp[0], L);
+  rt_tls_m = &rt->m0;
   return rt;
 }
 

@@ -169,7 +169,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
   }
   *link = NULL;
   gp->live->op = norder ? OP_CHAN : OP_NONE;
-  gopark(gp, norder ? selparkunlock : NULL, norder ? WR_SELECT : WR_SELECT_NO_CASES);
+  gopark(gp, norder ? selparkunlock : NULL, n ? WR_SELECT : WR_SELECT_NO_CASES);
   rc = RC_PARK;
 
 out:

@@ -16,6 +16,6 @@ foreach(spec IN LISTS LUGO_SPECS)
            COMMAND ${BUSTED} --lua=$<TARGET_FILE:lugo> -o utfTerminal ${spec}
            WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(spec/${name} PROPERTIES
-    ENVIRONMENT "LUGO_BIN=$<TARGET_FILE:lugo>;LUA_PATH=${CMAKE_SOURCE_DIR}/spec/?.lua\;\;"
+    ENVIRONMENT "LUGO_BIN=$<TARGET_FILE:lugo>;LUGO_CORE_DIR=${CMAKE_BINARY_DIR}/lib;LUGO_SANITIZED=$<BOOL:${LUGO_SANITIZE}>;LUA_PATH=${CMAKE_SOURCE_DIR}/spec/?.lua\;\;"
     TIMEOUT 300)
 endforeach()

@@ -140,7 +140,7 @@ local function fill(i, c, n)
     return true
   end
   if type(c) ~= "table" or (c[1] ~= CASE_RECV and c[1] ~= CASE_SEND) then
-    argerror(i + 1, "select", "case", c)
+    argerror(i + 1, "select", "case", c, 4) -- fill < select (or select_many, a tail call) < caller
   end
   local ch = c[2]
   if ch == nil then
@@ -187,7 +187,7 @@ local function select_many(n, ...)
   local t, default = { ... }, 0
   for i = 1, n do
     if fill(i - 1, t[i]) then
-      if default ~= 0 then error("select: multiple defaults", 3) end
+      if default ~= 0 then error("select: multiple defaults", 2) end -- reached by a tail call
       default = i
     end
   end

@@ -41,9 +41,11 @@ local function typename(v)
 end
 I.typename = typename
 
--- Raise luaL_argerror's message at the caller of the API function.
-function I.argerror(n, fname, expected, v)
-  error(format("bad argument #%d to '%s' (%s expected, got %s)", n, fname, expected, typename(v)), 3)
+-- Raise luaL_argerror's message at the caller of the API function (level:
+-- where that caller is, counted from here; 3 when the API function itself
+-- calls argerror).
+function I.argerror(n, fname, expected, v, level)
+  error(format("bad argument #%d to '%s' (%s expected, got %s)", n, fname, expected, typename(v)), level or 3)
 end
 
 local block_hint = "inside a table.sort comparator, a string.gsub callback, a metamethod called "
