@@ -599,9 +599,64 @@ int rt_park_yield(lua_State *L, g_t *gp, enum res_shape shape) {
   return lua_yield(L, 1);
 }
 
+/* Is the function on top of L's stack `lib.name` (or the global `name`)? */
+static bool is_library_function(lua_State *L, const char *lib, const char *name) {
+  lua_getglobal(L, lib ? lib : name);
+  if (lib) {
+    if (lua_istable(L, -1)) lua_getfield(L, -1, name);
+    else lua_pushnil(L);
+    lua_remove(L, -2);
+  }
+  bool same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 1);
+  return same;
+}
+
+/* [-0, +1] why L cannot yield here: the C function it was called from. */
+static void push_unyieldable_reason(lua_State *L, g_t *gp) {
+  static const struct { const char *lib, *name, *what; } known[] = {
+      {"table", "sort", "a table.sort comparator"},
+      {"string", "gsub", "a string.gsub callback"},
+      {NULL, "require", "a chunk being required"},
+      {NULL, "load", "a load reader"},
+  };
+  if (gp && gp->live->nonyield) {
+    lua_pushliteral(L, "inside a coroutine resumed where Lua cannot yield");
+    return;
+  }
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    if (!lua_getinfo(L, "Snf", &ar)) continue;
+    if (ar.what[0] != 'C' || is_library_function(L, NULL, "pcall") || is_library_function(L, NULL, "xpcall")) {
+      lua_pop(L, 1); /* pcall and xpcall let LuaJIT yield across them */
+      continue;
+    }
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++) {
+      if (is_library_function(L, known[i].lib, known[i].name)) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "inside %s", known[i].what);
+        return;
+      }
+    }
+    lua_pop(L, 1);
+    if (ar.name) lua_pushfstring(L, "inside a call from the C function '%s' (a metamethod or a callback)", ar.name);
+    else lua_pushliteral(L, "inside a call from a C function (a metamethod or a callback)");
+    return;
+  }
+  lua_pushliteral(L, "inside a C call (a __gc metamethod, a hook or a callback)");
+}
+
 int rt_push_err(lua_State *L, int32_t code) {
   lua_pushlightuserdata(L, (void *)&rt_mark_err);
-  lua_pushinteger(L, code);
+  if (code == RC_NOTYIELDABLE) {
+    push_unyieldable_reason(L, getg());
+    lua_pushfstring(L, "cannot block here: %s; Lua cannot yield across a C call", lua_tostring(L, -1));
+    lua_remove(L, -2);
+  } else if (code == RC_NOGOROUTINE) {
+    lua_pushliteral(L, "cannot block outside a goroutine (run the program with lugo, or inside lugo.main)");
+  } else {
+    lua_pushfstring(L, "lugo: unexpected runtime code %d", (int)code);
+  }
   return 2;
 }
 
@@ -743,7 +798,10 @@ static void g_destroy(p_t *pp, g_t *gp) {
     switch (l->op) {
     case OP_CHAN: selectgo_finish(pp, gp); break;
     case OP_SEMA:
-      if (l->sema.sd) sema_cancel(l->sema.sd);
+      if (l->sema.sd) {
+        sema_cancel(l->sema.sd);
+        release_sudog(pp, l->sema.sd);
+      }
       break;
     case OP_SLEEP: sleep_cancel(pp, gp); break;
     }

@@ -483,7 +483,8 @@ int32_t rt_can_block(lua_State *L, g_t *gp);
 /* [-0, +0] after gopark: yield PARK; the scheduler's results come back as
  * this C function's results, shaped as `shape` says. */
 int rt_park_yield(lua_State *L, g_t *gp, enum res_shape shape);
-/* [-0, +2] return (ERR, code) from a blocking C API function. */
+/* [-0, +2] return (ERR, message) from a blocking C API function that
+ * cannot park (code RC_NOGOROUTINE or RC_NOTYIELDABLE). */
 int rt_push_err(lua_State *L, int32_t code);
 runtime *rt_adopt(lua_State *L); /* a runtime whose P0 runs in an embedder's VM */
 void rt_exit_request(runtime *rt, int code);

@@ -47,7 +47,7 @@ function chan.send(ch, v)
   if r == WOULDBLOCK then
     local ok, code = send_block(ch, v)
     if ok == true then return end
-    if ok == ERR then raise(code) end
+    if ok == ERR then raise(nil, code) end
   end
   raise(CLOSED)
 end
@@ -61,7 +61,7 @@ local function recv(ch)
   end
   if r == CLOSED then return nil, false end
   local box, ok = recv_block(ch)
-  if box == ERR then raise(ok) end
+  if box == ERR then raise(nil, ok) end
   if box == 0 then return nil, ok end
   local v = vals[box]
   vals[box] = nil
@@ -168,7 +168,7 @@ end
 local function blocked(default, ...)
   if default ~= 0 then return default end
   local i, box, ok = select_block(...)
-  if i == ERR then raise(box) end
+  if i == ERR then raise(nil, box) end
   if (select(i, ...))[1] ~= CASE_SEND then
     if box == 0 then return i, nil, ok end
     local v = vals[box]

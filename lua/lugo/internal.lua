@@ -48,30 +48,26 @@ function I.argerror(n, fname, expected, v, level)
   error(format("bad argument #%d to '%s' (%s expected, got %s)", n, fname, expected, typename(v)), level or 3)
 end
 
-local block_hint = "inside a table.sort comparator, a string.gsub callback, a metamethod called "
-  .. "from C, a chunk being required, or a coroutine resumed from one of these"
-
 local messages = {
   [rc.CLOSED] = "send on closed channel",
-  [rc.NOGOROUTINE] = "cannot block outside a goroutine (run the program with lugo, or inside lugo.main)",
-  [rc.NOTYIELDABLE] = "cannot block here: Lua cannot yield across this C call (" .. block_hint .. ")",
   [rc.NEGATIVE] = "sync: negative WaitGroup counter",
   [rc.MISUSE] = "sync: WaitGroup misuse: Add called concurrently with Wait",
   [rc.REUSED] = "sync: WaitGroup is reused before previous Wait has returned",
 }
 
--- Raise the error a return code stands for, at the API function's caller.
+-- Raise the error a return code stands for (or the message `what`), at the
+-- API function's caller.
 function I.raise(code, what)
   error(what or messages[code] or ("lugo: unexpected runtime code " .. tostring(code)), 3)
 end
 
--- What a blocking C function returns, before its code, when it cannot park.
+-- What a blocking C function returns, before the reason, when it cannot park.
 I.ERR = core.ERR
 local ERR = core.ERR
 
 -- Run a blocking step of runtime/sync.c to completion: the C function parks
 -- as often as it must, returning nothing after each wake-up. Returns the
--- step's code, or ERR and the reason it could not park.
+-- step's code, or ERR and the message saying why it could not park.
 local sync_block = core.sync_block
 function I.block(step, obj)
   local r, code = sync_block(step, obj, 1)

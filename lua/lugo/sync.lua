@@ -36,8 +36,8 @@ Mutex.__index = mutex
 function mutex.lock(m)
   if getmetatable(m) ~= Mutex then argerror(1, "lock", "mutex", m) end
   if C.mutex_lock_fast(m) == 1 then return end
-  local r, code = block(MUTEX_LOCK, m)
-  if r ~= OK then raise(code) end
+  local r, why = block(MUTEX_LOCK, m)
+  if r ~= OK then raise(nil, why) end
 end
 
 function mutex.unlock(m)
@@ -58,11 +58,12 @@ RWMutex.__index = rwmutex
 
 function rwmutex.lock(rw)
   if getmetatable(rw) ~= RWMutex then argerror(1, "lock", "rwmutex", rw) end
+  if C.rw_try_lock(rw) == 1 then return end
   -- Once the writer lock is ours, waiting for readers must not fail.
-  local r, code = can_block()
-  if r == OK then r, code = lock_mutex(rw) end
-  if r == OK then r, code = block(RW_LOCK, rw) end
-  if r ~= OK then raise(code) end
+  local r, why = can_block()
+  if r == OK then r, why = lock_mutex(rw) end
+  if r == OK then r, why = block(RW_LOCK, rw) end
+  if r ~= OK then raise(nil, why) end
 end
 
 function rwmutex.unlock(rw)
@@ -75,8 +76,8 @@ end
 function rwmutex.rlock(rw)
   if getmetatable(rw) ~= RWMutex then argerror(1, "rlock", "rwmutex", rw) end
   if C.rw_try_rlock(rw) == 1 then return end
-  local r, code = block(RW_RLOCK, rw)
-  if r ~= OK then raise(code) end
+  local r, why = block(RW_RLOCK, rw)
+  if r ~= OK then raise(nil, why) end
 end
 
 function rwmutex.runlock(rw)
@@ -120,8 +121,8 @@ end
 function waitgroup.wait(wg)
   if getmetatable(wg) ~= WaitGroup then argerror(1, "wait", "waitgroup", wg) end
   if C.wg_wait_step(wg, 0) == OK then return end
-  local r, code = block(WG_WAIT, wg)
-  if r == ERR then raise(code) end
+  local r, why = block(WG_WAIT, wg)
+  if r == ERR then raise(nil, why) end
   if r ~= OK then raise(r) end
 end
 
@@ -142,8 +143,8 @@ function once.call(o, f)
   if getmetatable(o) ~= Once then argerror(1, "call", "once", o) end
   if type(f) ~= "function" then argerror(2, "call", "function", f) end
   if C.once_done(o) == 1 then return end
-  local r, code = lock_mutex(o)
-  if r ~= OK then raise(code) end
+  local r, why = lock_mutex(o)
+  if r ~= OK then raise(nil, why) end
   if C.once_done(o) == 1 then return unlocked(C.mutex_unlock(o), "mutex") end
   local ok, err = pcall(f)
   C.once_set_done(o)
@@ -160,8 +161,8 @@ Cond.__index = cond
 -- again before returning.
 function cond.wait(c)
   if getmetatable(c) ~= Cond then argerror(1, "wait", "cond", c) end
-  local ok, code = cond_wait_begin(c)
-  if ok == ERR then raise(code) end
+  local ok, why = cond_wait_begin(c)
+  if ok == ERR then raise(nil, why) end
   local l = cond_locker(c)
   l:unlock()
   block(COND_WAIT, c)

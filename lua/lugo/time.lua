@@ -19,7 +19,7 @@ function time.sleep(d)
   check_duration(d, 1, "sleep")
   if not (d > 0) then return end
   local r, code = sleep(d)
-  if r == ERR then raise(code) end
+  if r == ERR then raise(nil, code) end
 end
 
 local Timer = { __name = "time.Timer" }
