@@ -33,6 +33,7 @@ static const char trampoline_src[] =
     "local yield, unpack = coroutine.yield, unpack\n"
     "local function run(f, args, n)\n"
     "  if args then f(unpack(args, 2, n)) else f() end\n"
+    "  f, args = nil, nil -- a pooled coroutine keeps nothing alive\n"
     "  return run(yield(EXIT))\n"
     "end\n"
     "return run\n";

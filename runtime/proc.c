@@ -779,6 +779,7 @@ static p_t *p_new(runtime *rt, int32_t id) {
   p_t *pp = rt_calloc(1, sizeof *pp);
   pp->id = id;
   pp->rt = rt;
+  pp->schedtick = 1; /* the first findrunnable need not start with the global queue */
   pp->rand = (uint64_t)nanotime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)pp;
   pp->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
   if (!pp->loop) rt_throw("runtime: cannot create an event loop");

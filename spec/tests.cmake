@@ -9,6 +9,11 @@ foreach(src IN LISTS LUGO_C_TESTS)
 endforeach()
 
 find_program(BUSTED busted REQUIRED)
+if(LUGO_SANITIZE)
+  set(LUGO_SANITIZED 1)
+else()
+  set(LUGO_SANITIZED 0)
+endif()
 file(GLOB LUGO_SPECS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/*_spec.lua)
 foreach(spec IN LISTS LUGO_SPECS)
   get_filename_component(name ${spec} NAME_WE)
@@ -16,6 +21,6 @@ foreach(spec IN LISTS LUGO_SPECS)
            COMMAND ${BUSTED} --lua=$<TARGET_FILE:lugo> -o utfTerminal ${spec}
            WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(spec/${name} PROPERTIES
-    ENVIRONMENT "LUGO_BIN=$<TARGET_FILE:lugo>;LUGO_CORE_DIR=${CMAKE_BINARY_DIR}/lib;LUGO_SANITIZED=$<BOOL:${LUGO_SANITIZE}>;LUA_PATH=${CMAKE_SOURCE_DIR}/spec/?.lua\;\;"
+    ENVIRONMENT "LUGO_BIN=$<TARGET_FILE:lugo>;LUGO_CORE_DIR=${CMAKE_BINARY_DIR}/lib;LUGO_SANITIZED=${LUGO_SANITIZED};LUA_PATH=${CMAKE_SOURCE_DIR}/spec/?.lua\;\;"
     TIMEOUT 300)
 endforeach()

@@ -11,7 +11,7 @@ local TIMER, TICKER, FUNC = 0, 1, 2
 local time = {}
 
 local function check_duration(d, n, fname)
-  if type(d) ~= "number" then argerror(n, fname, "number", d) end
+  if type(d) ~= "number" then argerror(n, fname, "number", d, 4) end -- at the API function's caller
 end
 
 -- sleep(d): pause the goroutine for at least d seconds.
