@@ -46,8 +46,6 @@ const char *rt_waitreason_string(enum waitreason r) {
   case WR_NONE: return "";
   case WR_CHAN_RECEIVE: return "chan receive";
   case WR_CHAN_SEND: return "chan send";
-  case WR_CHAN_RECEIVE_NIL: return "chan receive (nil chan)";
-  case WR_CHAN_SEND_NIL: return "chan send (nil chan)";
   case WR_SELECT: return "select";
   case WR_SELECT_NO_CASES: return "select (no cases)";
   case WR_SLEEP: return "sleep";
@@ -94,16 +92,7 @@ uint32_t fastrand(p_t *pp) {
 /* ------------------------------------------------------------------ */
 /* Run queues                                                          */
 
-void globrunqput(runtime *rt, g_t *gp) {
-  rt_lock(&rt->sched_lock);
-  gp->schedlink = NULL;
-  if (rt->runq_tail) rt->runq_tail->schedlink = gp;
-  else rt->runq_head = gp;
-  rt->runq_tail = gp;
-  rt->runqsize++;
-  rt_unlock(&rt->sched_lock);
-}
-
+/* Append the n Gs linked from head to tail to the global queue. */
 static void globrunqputbatch(runtime *rt, g_t *head, g_t *tail, int32_t n) {
   rt_lock(&rt->sched_lock);
   tail->schedlink = NULL;
@@ -113,6 +102,8 @@ static void globrunqputbatch(runtime *rt, g_t *head, g_t *tail, int32_t n) {
   rt->runqsize += n;
   rt_unlock(&rt->sched_lock);
 }
+
+void globrunqput(runtime *rt, g_t *gp) { globrunqputbatch(rt, gp, gp, 1); }
 
 /* Move half of the full local ring, plus gp, to the global queue. */
 static bool runqputslow(p_t *pp, g_t *gp, uint32_t h, uint32_t t) {
@@ -815,31 +806,24 @@ static void g_destroy(p_t *pp, g_t *gp) {
   rt_free(gp);
 }
 
+/* Free every node of a cache list whose link sits at offset `link`. */
+static void free_list(void *head, size_t link) {
+  while (head) {
+    void *next = *(void **)((char *)head + link);
+    rt_free(head);
+    head = next;
+  }
+}
+
 static void p_free(p_t *pp) {
   timers_close(pp);
   ev_async_stop(pp->loop, (ev_async *)pp->wake_ev);
   ev_loop_destroy(pp->loop);
   rt_free(pp->wake_ev);
-  while (pp->gfree) {
-    g_t *gp = pp->gfree;
-    pp->gfree = gp->schedlink;
-    rt_free(gp);
-  }
-  while (pp->livefree) {
-    g_live *l = pp->livefree;
-    pp->livefree = l->next;
-    rt_free(l);
-  }
-  while (pp->timerfree) {
-    rt_timer *t = pp->timerfree;
-    pp->timerfree = t->arg;
-    rt_free(t);
-  }
-  while (pp->sudogcache) {
-    sudog *sd = pp->sudogcache;
-    pp->sudogcache = sd->next;
-    rt_free(sd);
-  }
+  free_list(pp->gfree, offsetof(g_t, schedlink));
+  free_list(pp->livefree, offsetof(g_live, next));
+  free_list(pp->timerfree, offsetof(rt_timer, arg));
+  free_list(pp->sudogcache, offsetof(sudog, next));
   rt_free(pp->boxes.free);
   rt_free(pp->boxes.dirty);
   rt_free(pp->copool);

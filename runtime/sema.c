@@ -92,35 +92,31 @@ int semrelease(sema *s, bool handoff) {
   return sd->ticket == 1 ? RC_YIELD : RC_OK;
 }
 
+/* Unlink sd from a singly linked queue; false if it was not there. */
+static bool queue_remove(sudog **head, sudog **tail, sudog *sd) {
+  for (sudog *prev = NULL, *x = *head; x; prev = x, x = x->next) {
+    if (x != sd) continue;
+    if (prev) prev->next = x->next;
+    else *head = x->next;
+    if (*tail == x) *tail = prev;
+    return true;
+  }
+  return false;
+}
+
 void sema_cancel(sudog *sd) {
   if (sd->on == ON_SEMA) {
     sema *s = sd->sema;
     rt_lock(&s->lock);
-    sudog *prev = NULL;
-    for (sudog *x = s->head; x; prev = x, x = x->next) {
-      if (x != sd) continue;
-      if (prev) prev->next = x->next;
-      else s->head = x->next;
-      if (s->tail == x) s->tail = prev;
-      atomic_fetch_sub(&s->nwait, 1);
-      break;
-    }
+    if (queue_remove(&s->head, &s->tail, sd)) atomic_fetch_sub(&s->nwait, 1);
     rt_unlock(&s->lock);
-    sd->on = ON_NONE;
   } else if (sd->on == ON_NOTIFYLIST) {
     notifylist *l = sd->nl;
     rt_lock(&l->lock);
-    sudog *prev = NULL;
-    for (sudog *x = l->head; x; prev = x, x = x->next) {
-      if (x != sd) continue;
-      if (prev) prev->next = x->next;
-      else l->head = x->next;
-      if (l->tail == x) l->tail = prev;
-      break;
-    }
+    queue_remove(&l->head, &l->tail, sd);
     rt_unlock(&l->lock);
-    sd->on = ON_NONE;
   }
+  sd->on = ON_NONE;
 }
 
 uint32_t notifylist_add(notifylist *l) { return atomic_fetch_add(&l->wait, 1); }
@@ -181,11 +177,9 @@ void notifylist_notify_one(notifylist *l) {
     return;
   }
   atomic_store(&l->notify, t + 1);
-  for (sudog *prev = NULL, *sd = l->head; sd; prev = sd, sd = sd->next) {
+  for (sudog *sd = l->head; sd; sd = sd->next) {
     if (sd->ticket != t) continue;
-    if (prev) prev->next = sd->next;
-    else l->head = sd->next;
-    if (!sd->next) l->tail = prev;
+    queue_remove(&l->head, &l->tail, sd);
     rt_unlock(&l->lock);
     sd->next = NULL;
     sd->on = ON_NONE;

@@ -9,48 +9,23 @@ local sync = require "lugo.sync"
 local helper = require "helper"
 
 local case = lugo.case
+local settle, error_of, here = helper.settle, helper.error_of, helper.here
+local go_pcall, can_recv, can_send = helper.go_pcall, helper.can_recv, helper.can_send
 
--- Let every goroutine that can run do so until it blocks: the main goroutine
--- yields, then sleeps, leaving the one processor to the others.
-local function settle()
-  runtime.gosched()
-  time.sleep(0.002)
+-- Receive from ch and assert that it gives exactly v (nil and false
+-- included) and ok.
+local function assert_recv(ch, v, ok)
+  local got, got_ok = ch:recv()
+  assert.are.equal(v, got)
+  assert.are.equal(ok, got_ok)
 end
 
--- The error that f(...) raises; fails the test if it raises none.
-local function error_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
-
--- "file:line:" of the line calling here(), as Lua prefixes an error raised
--- for that line.
-local function here()
-  local info = debug.getinfo(2, "Sl")
-  return info.short_src .. ":" .. info.currentline .. ": "
-end
-
--- Start f(...) in a goroutine; the returned channel receives the packed
--- results of pcall(f, ...) once f ends ({ n = count, ok, ... }).
-local function spawn(f, ...)
-  local res = lugo.chan(1)
-  lugo.go(function(...)
-    local function pack(...) return { n = select("#", ...), ... } end
-    res:send(pack(pcall(f, ...)))
-  end, ...)
-  return res
-end
-
--- Whether ch has a value (or a waiting sender, or is closed) right now;
--- takes the value if so.
-local function can_recv(ch)
-  return (lugo.select(case.recv(ch), case.default)) == 1
-end
-
--- Whether a send on ch would proceed right now; sends v if so.
-local function can_send(ch, v)
-  return (lugo.select(case.send(ch, v), case.default)) == 1
+-- Assert that the goroutine behind res (from go_pcall) ended with the error
+-- 'send on closed channel'.
+local function assert_send_on_closed(res)
+  local r = res:recv()
+  assert.is_false(r[1])
+  assert.matches("send on closed channel$", r[2])
 end
 
 describe("lugo.chan makes an unbuffered channel by default", function()
@@ -114,9 +89,7 @@ describe("an unbuffered send hands the value over to a receiver", function()
     settle()
     assert.is_false(sent)
     assert.are.equal(0, ch:len())
-    local v, ok = ch:recv()
-    assert.are.equal("hello", v)
-    assert.is_true(ok)
+    assert_recv(ch, "hello", true)
     settle()
     assert.is_true(sent)
   end)
@@ -266,19 +239,15 @@ describe("nil and false are ordinary values", function()
     ch:send(false)
     ch:send() -- no argument sends nil
     assert.are.equal(3, ch:len())
-    local v, ok = ch:recv()
-    assert.is_nil(v)
-    assert.is_true(ok)
-    v, ok = ch:recv()
-    assert.is_false(v)
-    assert.is_true(ok)
+    assert_recv(ch, nil, true)
+    assert_recv(ch, false, true)
     assert.are.equal(2, select("#", ch:recv()))
     assert.are.equal(0, ch:len())
   end)
 
   it("pass through an unbuffered channel to a waiting receiver", function()
     local ch = lugo.chan()
-    local res = spawn(function()
+    local res = go_pcall(function()
       local a, aok = ch:recv()
       local b, bok = ch:recv()
       return a, aok, b, bok
@@ -297,12 +266,8 @@ describe("nil and false are ordinary values", function()
   it("pass from a waiting sender to a receiver", function()
     local ch = lugo.chan()
     lugo.go(function() ch:send(nil); ch:send(false) end)
-    local v, ok = ch:recv()
-    assert.is_nil(v)
-    assert.is_true(ok)
-    v, ok = ch:recv()
-    assert.is_false(v)
-    assert.is_true(ok)
+    assert_recv(ch, nil, true)
+    assert_recv(ch, false, true)
   end)
 end)
 
@@ -351,11 +316,7 @@ describe("recv after close returns the buffered values, then nil, false", functi
     assert.are.equal(3, ch:len())
     assert.are.equal(3, ch:cap())
     for i = 1, 3 do assert.are.same({ i, true }, { ch:recv() }) end
-    for _ = 1, 3 do
-      local v, ok = ch:recv()
-      assert.is_nil(v)
-      assert.is_false(ok)
-    end
+    for _ = 1, 3 do assert_recv(ch, nil, false) end
     assert.are.equal(2, select("#", ch:recv()))
     assert.are.equal(0, ch:len())
   end)
@@ -363,9 +324,7 @@ describe("recv after close returns the buffered values, then nil, false", functi
   it("returns nil, false at once from a closed unbuffered channel", function()
     local ch = lugo.chan()
     ch:close()
-    local v, ok = ch:recv()
-    assert.is_nil(v)
-    assert.is_false(ok)
+    assert_recv(ch, nil, false)
   end)
 end)
 
@@ -375,10 +334,7 @@ describe("close wakes every blocked receiver", function()
       local ch = lugo.chan(cap)
       local results = lugo.chan(5)
       for _ = 1, 5 do
-        lugo.go(function()
-          local function pack(...) return { n = select("#", ...), ... } end
-          results:send(pack(ch:recv()))
-        end)
+        lugo.go(function() results:send(helper.pack(ch:recv())) end)
       end
       settle()
       assert.are.equal(0, results:len())
@@ -414,15 +370,11 @@ describe("close makes every blocked sender raise 'send on closed channel'", func
   it("raises in each sender blocked on an unbuffered channel", function()
     local ch = lugo.chan()
     local results = {}
-    for i = 1, 5 do results[i] = spawn(function() ch:send(i) end) end
+    for i = 1, 5 do results[i] = go_pcall(function() ch:send(i) end) end
     settle()
     for i = 1, 5 do assert.are.equal(0, results[i]:len()) end
     ch:close()
-    for i = 1, 5 do
-      local r = results[i]:recv()
-      assert.is_false(r[1])
-      assert.matches("send on closed channel$", r[2])
-    end
+    for i = 1, 5 do assert_send_on_closed(results[i]) end
     assert.are.same({ nil, false }, { ch:recv() })
   end)
 
@@ -431,14 +383,10 @@ describe("close makes every blocked sender raise 'send on closed channel'", func
     ch:send("a")
     ch:send("b")
     local results = {}
-    for i = 1, 3 do results[i] = spawn(function() ch:send(i) end) end
+    for i = 1, 3 do results[i] = go_pcall(function() ch:send(i) end) end
     settle()
     ch:close()
-    for i = 1, 3 do
-      local r = results[i]:recv()
-      assert.is_false(r[1])
-      assert.matches("send on closed channel$", r[2])
-    end
+    for i = 1, 3 do assert_send_on_closed(results[i]) end
     assert.are.equal(2, ch:len())
     assert.are.same({ "a", true }, { ch:recv() })
     assert.are.same({ "b", true }, { ch:recv() })
@@ -448,7 +396,7 @@ describe("close makes every blocked sender raise 'send on closed channel'", func
   it("reports the error at the line of the send", function()
     local ch = lugo.chan()
     local where
-    local res = spawn(function() where = here(); ch:send(1) end)
+    local res = go_pcall(function() where = here(); ch:send(1) end)
     settle()
     ch:close()
     local r = res:recv()
@@ -757,9 +705,7 @@ describe("a program blocked on a channel with nothing to wake it deadlocks", fun
       ch:recv()
       print("not reached")
     ]])
-    assert.are.equal(2, r.status)
-    assert.are.equal("", r.stdout)
-    assert.matches("fatal error: all goroutines are asleep - deadlock!", r.stderr, 1, true)
+    helper.assert_deadlock(r)
     assert.matches("goroutine 1 [chan receive]:", r.stderr, 1, true)
   end)
 
@@ -770,9 +716,7 @@ describe("a program blocked on a channel with nothing to wake it deadlocks", fun
         for i = 1, 2 do ch:send(i) end
         print("not reached")
       ]], cap))
-      assert.are.equal(2, r.status)
-      assert.are.equal("", r.stdout)
-      assert.matches("fatal error: all goroutines are asleep - deadlock!", r.stderr, 1, true)
+      helper.assert_deadlock(r)
       assert.matches("goroutine 1 [chan send]:", r.stderr, 1, true)
     end
   end)
@@ -885,8 +829,6 @@ describe("blocking where Lua cannot yield raises 'cannot block here'", function(
       lugo.go(function() ch:send("still works") end)
       print((ch:recv()))
     ]])
-    assert.are.equal(0, r.status)
-    assert.are.equal("still works\n", r.stdout)
-    assert.are.equal("", r.stderr)
+    helper.assert_clean_run(r, "still works\n")
   end)
 end)

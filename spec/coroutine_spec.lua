@@ -8,34 +8,13 @@ local lugo = require "lugo"
 local sync = require "lugo.sync"
 local time = require "lugo.time"
 local runtime = require "lugo.runtime"
+local helper = require "helper"
 
 local case = lugo.case
 local gosched = runtime.gosched
+local settle, recv, pack, go_pcall = helper.settle, helper.recv, helper.pack, helper.go_pcall
 
 local NOT_YIELDABLE = "cannot block here: "
-
--- Let every goroutine that can run do so until it blocks.
-local function settle()
-  for _ = 1, 5 do gosched() end
-  time.sleep(0.005)
-end
-
--- Receive from ch, failing instead of hanging if nothing comes in 2 s.
-local function recv(ch, what)
-  local i, v, ok = lugo.select(case.recv(ch), case.recv(time.after(2)))
-  assert(i == 1, "timed out waiting for " .. (what or "a value"))
-  return v, ok
-end
-
-local function pack(...) return { n = select("#", ...), ... } end
-
--- Run f in a new goroutine under pcall; the channel returned receives
--- pack(pcall(f)) when it ends.
-local function go_pcall(f)
-  local res = lugo.chan(1)
-  lugo.go(function() res:send(pack(pcall(f))) end)
-  return res
-end
 
 -- Sort two elements with cmp as the comparator (it is called at least once).
 local function sort_with(cmp)

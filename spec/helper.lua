@@ -1,5 +1,9 @@
--- Helpers shared by the specs: running the lugo host as a child process
--- (for exit statuses, panics and deadlocks) and small timing utilities.
+-- Helpers shared by the specs: running the lugo host (or plain luajit) as a
+-- child process, letting goroutines run, receiving with a timeout guard and
+-- checking errors. lugo's modules are required when a helper is called, so
+-- loading this file needs nothing but Lua and busted's luassert.
+local luassert = require "luassert"
+
 local helper = {}
 
 -- The lugo binary under test (ctest sets LUGO_BIN).
@@ -20,6 +24,23 @@ local function shell_quote(s)
 end
 helper.shell_quote = shell_quote
 
+-- A new temporary file holding text; returns its name.
+local function write_temp(text)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- Run a shell command line; returns its exit status.
+local function shell_status(cmd)
+  local p = assert(io.popen(cmd .. "; echo $?"))
+  local status = tonumber(p:read("*a"):match("(%d+)%s*$"))
+  p:close()
+  return status
+end
+
 -- Run `code` (a Lua chunk) with the lugo host in a child process.
 -- opts.args: extra script arguments; opts.flags: host options before the
 -- script; opts.stdin: text for its standard input; opts.env: a prefix such
@@ -27,23 +48,15 @@ helper.shell_quote = shell_quote
 -- Returns { status = exit status, stdout = ..., stderr = ... }.
 function helper.run(code, opts)
   opts = opts or {}
-  local script = os.tmpname()
-  local f = assert(io.open(script, "wb"))
-  f:write(code)
-  f:close()
-  local out, err, inp = os.tmpname(), os.tmpname(), os.tmpname()
-  f = assert(io.open(inp, "wb"))
-  f:write(opts.stdin or "")
-  f:close()
+  local script = write_temp(code)
+  local out, err, inp = os.tmpname(), os.tmpname(), write_temp(opts.stdin or "")
   local args = {}
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = shell_quote(a) end
-  local cmd = string.format("%s %s %s %s %s <%s >%s 2>%s; echo $?",
+  local cmd = string.format("%s %s %s %s %s <%s >%s 2>%s",
     opts.env or "", shell_quote(helper.lugo_bin()), opts.flags or "",
     opts.no_script and "" or shell_quote(script), table.concat(args, " "), inp, out, err)
   if opts.ulimit_n then cmd = "ulimit -n " .. opts.ulimit_n .. "; " .. cmd end
-  local p = assert(io.popen(cmd))
-  local status = tonumber(p:read("*a"):match("(%d+)%s*$"))
-  p:close()
+  local status = shell_status(cmd)
   local r = { status = status, stdout = slurp(out), stderr = slurp(err), script = script }
   os.remove(out)
   os.remove(err)
@@ -52,9 +65,125 @@ function helper.run(code, opts)
   return r
 end
 
+-- Whether plain luajit can load the built lugo/core.so: ctest sets
+-- LUGO_CORE_DIR, and plain luajit cannot load an ASan build of it.
+function helper.has_plain_luajit()
+  return os.getenv("LUGO_CORE_DIR") ~= nil and os.getenv("LUGO_SANITIZED") ~= "1"
+end
+
+-- Run `code` with plain luajit, using the built lugo/core.so and lua/lugo.
+-- Returns the exit status and the output (stdout and stderr together).
+function helper.run_luajit(code)
+  local script, out = write_temp(code), os.tmpname()
+  local status = shell_status(string.format("LUA_CPATH=%s LUA_PATH=%s luajit %s >%s 2>&1",
+    shell_quote(os.getenv("LUGO_CORE_DIR") .. "/?.so;;"), shell_quote("lua/?.lua;lua/?/init.lua;;"),
+    shell_quote(script), out))
+  local output = slurp(out)
+  os.remove(script)
+  os.remove(out)
+  return status, output
+end
+
+-- Assert that a helper.run result exited 0 having printed exactly stdout and
+-- nothing on stderr.
+function helper.assert_clean_run(r, stdout)
+  luassert.are.equal("", r.stderr)
+  luassert.are.equal(0, r.status)
+  luassert.are.equal(stdout, r.stdout)
+end
+
+-- Assert that a helper.run result is Go's deadlock: status 2, nothing on
+-- stdout, the fatal error on stderr.
+function helper.assert_deadlock(r)
+  luassert.are.equal(2, r.status)
+  luassert.are.equal("", r.stdout)
+  luassert.matches("fatal error: all goroutines are asleep - deadlock!", r.stderr, 1, true)
+end
+
 -- Seconds of monotonic-ish wall time for measuring durations in specs.
 function helper.clock()
   return require("lugo.time").now()
+end
+
+-- The arguments as a table with their count in n (nils kept).
+local function pack(...) return { n = select("#", ...), ... } end
+helper.pack = pack
+
+-- Let every goroutine that can run do so until it blocks: yield a few times,
+-- then park on a short timer so that nothing but blocked goroutines is left.
+function helper.settle()
+  local gosched = require("lugo.runtime").gosched
+  for _ = 1, 5 do gosched() end
+  require("lugo.time").sleep(0.005)
+end
+
+-- Receive from ch, or give up after `limit` seconds: v, ok or nil, "timeout".
+function helper.recv_within(ch, limit)
+  local lugo = require "lugo"
+  local i, v, ok = lugo.select(lugo.case.recv(ch), lugo.case.recv(require("lugo.time").after(limit)))
+  if i == 1 then return v, ok end
+  return nil, "timeout"
+end
+
+-- Receive from ch, failing the test instead of hanging if nothing arrives
+-- within 2 s; `what` names the awaited value in the failure message.
+function helper.recv(ch, what)
+  local v, ok = helper.recv_within(ch, 2)
+  luassert(ok ~= "timeout", "timed out waiting for " .. (what or "a value"))
+  return v, ok
+end
+
+-- Whether ch has a value, a waiting sender or is closed right now (without
+-- blocking); takes the value if so.
+function helper.can_recv(ch)
+  local lugo = require "lugo"
+  return (lugo.select(lugo.case.recv(ch), lugo.case.default)) == 1
+end
+
+-- Whether a send of v on ch would proceed right now; sends v if so.
+function helper.can_send(ch, v)
+  local lugo = require "lugo"
+  return (lugo.select(lugo.case.send(ch, v), lugo.case.default)) == 1
+end
+
+-- Run f(...) in a new goroutine under pcall; the channel returned receives
+-- pack(pcall(f, ...)) ({ n = count, ok, results or error... }) when f ends.
+function helper.go_pcall(f, ...)
+  local lugo = require "lugo"
+  local res = lugo.chan(1)
+  lugo.go(function(...) res:send(pack(pcall(f, ...))) end, ...)
+  return res
+end
+
+-- The error value that f(...) raises; fails the test if it raises none.
+function helper.error_of(f, ...)
+  local ok, err = pcall(f, ...)
+  luassert.is_false(ok, "expected an error")
+  return err
+end
+
+-- The error that f(...) raises, as a string; fails the test if it raises none.
+function helper.error_message(f, ...)
+  return tostring(helper.error_of(f, ...))
+end
+
+-- "file:line: " of the line calling here(), as Lua prefixes an error raised
+-- for that line.
+function helper.here()
+  local info = debug.getinfo(2, "Sl")
+  return info.short_src .. ":" .. info.currentline .. ": "
+end
+
+-- The state of each goroutine in a runtime.stack(true) trace, by id.
+function helper.goroutine_states(trace)
+  local t = {}
+  for id, state in trace:gmatch("goroutine (%d+) %[([^%]]+)%]:") do t[tonumber(id)] = state end
+  return t
+end
+
+-- Assert that the string haystack contains needle (plain text, no pattern).
+function helper.assert_contains(haystack, needle)
+  luassert(haystack:find(needle, 1, true), ("expected %q to contain %q"):format(haystack, needle))
 end
 
 return helper

@@ -1,30 +1,9 @@
 -- lugo.main: the rock's way in, from plain luajit with lugo/core.so.
 local helper = require "helper"
 
-local core_dir = os.getenv("LUGO_CORE_DIR") -- where lugo/core.so was built
-local sanitized = os.getenv("LUGO_SANITIZED") == "1" -- plain luajit cannot load an ASan module
+local luajit = helper.run_luajit -- plain luajit with the built lugo/core.so and lua/lugo
 
--- Run `code` with plain luajit, using the built lugo/core.so and lua/lugo.
-local function luajit(code)
-  local script = os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write(code)
-  f:close()
-  local out = os.tmpname()
-  local cmd = string.format("LUA_CPATH='%s/?.so;;' LUA_PATH='lua/?.lua;lua/?/init.lua;;' luajit %s >%s 2>&1; echo $?",
-    core_dir, script, out)
-  local p = assert(io.popen(cmd))
-  local status = tonumber(p:read("*a"):match("(%d+)%s*$"))
-  p:close()
-  f = io.open(out)
-  local output = f:read("*a")
-  f:close()
-  os.remove(script)
-  os.remove(out)
-  return status, output
-end
-
-local describe_main = (core_dir and not sanitized) and describe or pending
+local describe_main = helper.has_plain_luajit() and describe or pending
 
 describe_main("lugo.main from plain luajit", function()
   it("runs the main goroutine with its arguments until it returns", function()

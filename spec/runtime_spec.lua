@@ -7,26 +7,18 @@ local sync = require "lugo.sync"
 local helper = require "helper"
 
 local recv, default = lugo.case.recv, lugo.case.default
+local settle, recv_within = helper.settle, helper.recv_within
+local assert_contains, states = helper.assert_contains, helper.goroutine_states
 local HANG = 5 -- seconds; only against hangs
 
 local function is_integer(n)
   return type(n) == "number" and n == math.floor(n) and n > -math.huge and n < math.huge
 end
 
--- Receive from ch, or give up after `limit` seconds: v, ok or nil, "timeout".
-local function recv_within(ch, limit)
-  local i, v, ok = lugo.select(recv(ch), recv(time.after(limit)))
-  if i == 1 then return v, ok end
-  return nil, "timeout"
-end
-
-local function ready(ch)
-  return (lugo.select(recv(ch), default)) == 1
-end
-
--- Let every runnable goroutine run until it blocks (a timer wakes us).
-local function settle()
-  time.sleep(0.005)
+-- Assert that n is an integer of at least 1.
+local function assert_positive_integer(n)
+  assert.is_true(is_integer(n))
+  assert.is_true(n >= 1)
 end
 
 -- Compiled traces may hold the very closures they were recorded through
@@ -52,17 +44,6 @@ local function collected(make, pass)
   return weak[1] == nil
 end
 
--- The states runtime.stack(true) reports, by goroutine id.
-local function states(trace)
-  local t = {}
-  for id, state in trace:gmatch("goroutine (%d+) %[([^%]]+)%]:") do t[tonumber(id)] = state end
-  return t
-end
-
-local function assert_contains(haystack, needle)
-  assert(haystack:find(needle, 1, true), ("expected %q to contain %q"):format(haystack, needle))
-end
-
 describe("runtime.gosched lets other goroutines run", function()
   it("runs a goroutine started just before it, at program start", function()
     local r = helper.run([[
@@ -72,9 +53,7 @@ describe("runtime.gosched lets other goroutines run", function()
       runtime.gosched()
       print(ran)
     ]])
-    assert.are.equal("", r.stderr)
-    assert.are.equal(0, r.status)
-    assert.are.equal("true\n", r.stdout)
+    helper.assert_clean_run(r, "true\n")
   end)
 
   it("runs a runnable goroutine, and then the caller continues", function()
@@ -199,20 +178,13 @@ describe("runtime.goid identifies the goroutine", function()
 
   -- Plain luajit loads lugo/core.so from LUGO_CORE_DIR (set by ctest); it
   -- cannot load an ASan build of it.
-  local core_dir = os.getenv("LUGO_CORE_DIR")
-  local plain = (core_dir and os.getenv("LUGO_SANITIZED") ~= "1") and it or pending
+  local plain = helper.has_plain_luajit() and it or pending
   plain("is 0 outside any goroutine (plain luajit), 1 in lugo.main", function()
-    local cmd = ("LUA_CPATH=%s LUA_PATH=%s luajit -e %s 2>&1"):format(
-      helper.shell_quote(core_dir .. "/?.so;;"),
-      helper.shell_quote("lua/?.lua;lua/?/init.lua;;"),
-      helper.shell_quote([[
-        local runtime = require "lugo.runtime"
-        io.write(runtime.goid(), " ")
-        require("lugo").main(function() io.write(runtime.goid()) end)
-      ]]))
-    local p = assert(io.popen(cmd))
-    local out = p:read("*a")
-    p:close()
+    local _, out = helper.run_luajit([[
+      local runtime = require "lugo.runtime"
+      io.write(runtime.goid(), " ")
+      require("lugo").main(function() io.write(runtime.goid()) end)
+    ]])
     assert.are.equal("0 1", out)
   end)
 end)
@@ -226,7 +198,7 @@ describe("runtime.num_goroutine counts the goroutines that exist", function()
   it("counts started, not-yet-started, blocked and sleeping goroutines, and drops as they end", function()
     settle()
     local base = runtime.num_goroutine()
-    assert.is_true(is_integer(base) and base >= 1)
+    assert_positive_integer(base)
     local gate = lugo.chan()
     for _ = 1, 5 do lugo.go(function() gate:recv() end) end
     assert.are.equal(base + 5, runtime.num_goroutine(), "not-yet-started goroutines")
@@ -263,8 +235,7 @@ end)
 describe("runtime.gomaxprocs is fixed for a run", function()
   it("returns a positive integer, the same every time", function()
     local n = runtime.gomaxprocs()
-    assert.is_true(is_integer(n))
-    assert.is_true(n >= 1)
+    assert_positive_integer(n)
     assert.are.equal(n, runtime.gomaxprocs())
   end)
 
@@ -293,8 +264,7 @@ end)
 describe("runtime.numcpu", function()
   it("is a positive integer", function()
     local n = runtime.numcpu()
-    assert.is_true(is_integer(n))
-    assert.is_true(n >= 1)
+    assert_positive_integer(n)
   end)
 
   it("is the number of CPUs the process may use", function()
@@ -742,9 +712,7 @@ describe("collection does not disturb goroutines", function()
       end
       print(runtime.num_goroutine())
     ]])
-    assert.are.equal("", r.stderr)
-    assert.are.equal(0, r.status)
-    assert.are.equal("201\n", r.stdout)
+    helper.assert_clean_run(r, "201\n")
   end)
 
   it("survives collections while many goroutines churn through channels", function()

@@ -3,49 +3,11 @@
 -- lugo.go runs when the test body blocks or yields.
 local lugo = require "lugo"
 local time = require "lugo.time"
-local runtime = require "lugo.runtime"
 local helper = require "helper"
 
 local case, select_ = lugo.case, lugo.select
-
--- Let every goroutine that can run do so until it blocks.
-local function settle()
-  runtime.gosched()
-  time.sleep(0.002)
-end
-
--- The error that f(...) raises; fails the test if it raises none.
-local function error_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
-
--- "file:line: " of the line calling here().
-local function here()
-  local info = debug.getinfo(2, "Sl")
-  return info.short_src .. ":" .. info.currentline .. ": "
-end
-
-local function pack(...) return { n = select("#", ...), ... } end
-
--- Start f(...) in a goroutine; the returned channel receives
--- pack(pcall(f, ...)) once f ends.
-local function spawn(f, ...)
-  local res = lugo.chan(1)
-  lugo.go(function(...) res:send(pack(pcall(f, ...))) end, ...)
-  return res
-end
-
--- Whether ch has a value, a waiting sender or is closed; takes it if so.
-local function can_recv(ch)
-  return (select_(case.recv(ch), case.default)) == 1
-end
-
--- Whether a send on ch would proceed now; sends v if so.
-local function can_send(ch, v)
-  return (select_(case.send(ch, v), case.default)) == 1
-end
+local settle, error_of, here, pack = helper.settle, helper.error_of, helper.here, helper.pack
+local go_pcall, can_recv, can_send = helper.go_pcall, helper.can_recv, helper.can_send
 
 -- n channels, closed: their receive cases are always ready.
 local function closed_chans(n)
@@ -55,6 +17,16 @@ local function closed_chans(n)
     t[i]:close()
   end
   return t
+end
+
+-- n new channels of capacity cap, and a receive case on each.
+local function recv_cases(n, cap)
+  local chans, cases = {}, {}
+  for i = 1, n do
+    chans[i] = lugo.chan(cap)
+    cases[i] = case.recv(chans[i])
+  end
+  return chans, cases
 end
 
 describe("a ready receive case is chosen with its value and ok", function()
@@ -79,7 +51,7 @@ describe("a ready receive case is chosen with its value and ok", function()
 
   it("takes the value of a waiting sender on an unbuffered channel", function()
     local ch = lugo.chan()
-    local res = spawn(function() ch:send("from sender"); return "sender done" end)
+    local res = go_pcall(function() ch:send("from sender"); return "sender done" end)
     settle()
     assert.are.same({ n = 3, 2, "from sender", true }, pack(select_(case.default, case.recv(ch))))
     assert.are.same({ n = 2, true, "sender done" }, res:recv())
@@ -99,7 +71,7 @@ describe("a ready receive case is chosen with its value and ok", function()
   it("moves a waiting sender's value into the buffer it frees", function()
     local ch = lugo.chan(1)
     ch:send("a")
-    local res = spawn(function() ch:send("b") end)
+    local res = go_pcall(function() ch:send("b") end)
     settle()
     assert.are.same({ n = 3, 1, "a", true }, pack(select_(case.recv(ch))))
     assert.are.equal(1, ch:len())
@@ -120,7 +92,7 @@ describe("a ready send case is chosen", function()
 
   it("hands the value to a waiting receiver", function()
     local ch = lugo.chan()
-    local res = spawn(function() return ch:recv() end)
+    local res = go_pcall(function() return ch:recv() end)
     settle()
     assert.are.equal(1, (select_(case.send(ch, "hi"), case.default)))
     assert.are.same({ n = 3, true, "hi", true }, res:recv())
@@ -277,7 +249,7 @@ describe("a case on a nil channel never fires", function()
   end)
 
   it("blocks a select whose only cases are on nil channels", function()
-    local res = spawn(function() return select_(case.recv(nil), case.send(nil, 1)) end)
+    local res = go_pcall(function() return select_(case.recv(nil), case.send(nil, 1)) end)
     settle()
     assert.are.equal(0, res:len())
     local r = helper.run([[
@@ -285,9 +257,7 @@ describe("a case on a nil channel never fires", function()
       lugo.select(lugo.case.recv(nil), lugo.case.send(nil, 1))
       print("not reached")
     ]])
-    assert.are.equal(2, r.status)
-    assert.are.equal("", r.stdout)
-    assert.matches("fatal error: all goroutines are asleep - deadlock!", r.stderr, 1, true)
+    helper.assert_deadlock(r)
   end)
 end)
 
@@ -303,7 +273,7 @@ describe("select blocks until a case becomes ready", function()
 
   it("waits for a receiver to take a send case's value", function()
     local a, b = lugo.chan(), lugo.chan()
-    local res = spawn(function() return select_(case.send(a, "to a"), case.send(b, "to b")) end)
+    local res = go_pcall(function() return select_(case.send(a, "to a"), case.send(b, "to b")) end)
     settle()
     assert.are.equal(0, res:len())
     assert.are.equal("to b", b:recv())
@@ -318,7 +288,7 @@ describe("select blocks until a case becomes ready", function()
 
   it("takes its value from the first sender into a buffered channel", function()
     local ch = lugo.chan(4)
-    local res = spawn(function() return select_(case.recv(ch)) end)
+    local res = go_pcall(function() return select_(case.recv(ch)) end)
     settle()
     ch:send("x")
     ch:send("y")
@@ -329,7 +299,7 @@ describe("select blocks until a case becomes ready", function()
 
   it("leaves no waiter on the other channels once woken", function()
     local a, b, c = lugo.chan(), lugo.chan(), lugo.chan()
-    local res = spawn(function() return select_(case.recv(a), case.recv(b), case.send(c, "stale")) end)
+    local res = go_pcall(function() return select_(case.recv(a), case.recv(b), case.send(c, "stale")) end)
     settle()
     a:send("woke")
     assert.are.same({ n = 4, true, 1, "woke", true }, res:recv())
@@ -339,10 +309,10 @@ describe("select blocks until a case becomes ready", function()
 
   it("is woken once even when all its channels become ready together", function()
     local a, b = lugo.chan(), lugo.chan()
-    local res = spawn(function() return select_(case.recv(a), case.recv(b)) end)
+    local res = go_pcall(function() return select_(case.recv(a), case.recv(b)) end)
     settle()
-    local sa = spawn(function() a:send("A") end)
-    local sb = spawn(function() b:send("B") end)
+    local sa = go_pcall(function() a:send("A") end)
+    local sb = go_pcall(function() b:send("B") end)
     settle()
     local r = res:recv()
     assert.is_true(r[1])
@@ -362,7 +332,7 @@ end)
 describe("closing a channel wakes a select blocked on it", function()
   it("fires a blocked receive case with nil, false", function()
     local a, b = lugo.chan(), lugo.chan()
-    local res = spawn(function() return select_(case.recv(a), case.recv(b)) end)
+    local res = go_pcall(function() return select_(case.recv(a), case.recv(b)) end)
     settle()
     b:close()
     assert.are.same({ n = 4, true, 2, nil, false }, res:recv())
@@ -372,7 +342,7 @@ describe("closing a channel wakes a select blocked on it", function()
   it("wakes every select blocked on it", function()
     local ch, other = lugo.chan(), lugo.chan()
     local res = {}
-    for i = 1, 5 do res[i] = spawn(function() return select_(case.recv(other), case.recv(ch)) end) end
+    for i = 1, 5 do res[i] = go_pcall(function() return select_(case.recv(other), case.recv(ch)) end) end
     settle()
     ch:close()
     for i = 1, 5 do assert.are.same({ n = 4, true, 2, nil, false }, res[i]:recv()) end
@@ -381,7 +351,7 @@ describe("closing a channel wakes a select blocked on it", function()
   it("makes a blocked send case raise 'send on closed channel'", function()
     local a, b = lugo.chan(), lugo.chan()
     local where
-    local res = spawn(function()
+    local res = go_pcall(function()
       where = here(); local i = select_(case.recv(a), case.send(b, 1))
       return i -- not a tail call: the caller's frame stays for the error position
     end)
@@ -430,7 +400,7 @@ describe("a send case on a closed channel raises 'send on closed channel'", func
     local cases = {}
     for i = 1, 5 do cases[i] = case.recv(chans[i]) end
     cases[6] = case.send(chans[6], "x")
-    local res = spawn(function() return select_(unpack(cases)) end)
+    local res = go_pcall(function() return select_(unpack(cases)) end)
     settle()
     chans[6]:close()
     local r = res:recv()
@@ -462,11 +432,11 @@ describe("the same channel in several cases fires only one case per select", fun
 
   it("receives one value when blocked, leaving the next sender waiting", function()
     local ch = lugo.chan()
-    local res = spawn(function() return select_(case.recv(ch), case.recv(ch), case.recv(ch)) end)
+    local res = go_pcall(function() return select_(case.recv(ch), case.recv(ch), case.recv(ch)) end)
     settle()
-    local s1 = spawn(function() ch:send(1) end)
+    local s1 = go_pcall(function() ch:send(1) end)
     settle()
-    local s2 = spawn(function() ch:send(2) end)
+    local s2 = go_pcall(function() ch:send(2) end)
     settle()
     local r = res:recv()
     assert.is_true(r[1])
@@ -479,7 +449,7 @@ describe("the same channel in several cases fires only one case per select", fun
 
   it("sends one value when blocked with several send cases on one channel", function()
     local ch = lugo.chan()
-    local res = spawn(function() return select_(case.send(ch, "x"), case.send(ch, "y"), case.send(ch, "z")) end)
+    local res = go_pcall(function() return select_(case.send(ch, "x"), case.send(ch, "y"), case.send(ch, "z")) end)
     settle()
     local v = ch:recv()
     local r = res:recv()
@@ -492,11 +462,11 @@ describe("the same channel in several cases fires only one case per select", fun
     local ch = lugo.chan()
     local cases = {}
     for i = 1, 7 do cases[i] = case.recv(ch) end
-    local res = spawn(function() return select_(unpack(cases)) end)
+    local res = go_pcall(function() return select_(unpack(cases)) end)
     settle()
-    local s1 = spawn(function() ch:send("one") end)
+    local s1 = go_pcall(function() ch:send("one") end)
     settle()
-    local s2 = spawn(function() ch:send("two") end)
+    local s2 = go_pcall(function() ch:send("two") end)
     settle()
     local r = res:recv()
     assert.are.same({ "one", true }, { r[3], r[4] })
@@ -509,11 +479,11 @@ describe("the same channel in several cases fires only one case per select", fun
     local ch = lugo.chan()
     assert.are.equal(3, (select_(case.send(ch, 1), case.recv(ch), case.default)))
     -- blocked on both ends: the other side's goroutine completes one of them
-    local res = spawn(function() return select_(case.send(ch, "mine"), case.recv(ch)) end)
+    local res = go_pcall(function() return select_(case.send(ch, "mine"), case.recv(ch)) end)
     settle()
     assert.are.equal("mine", ch:recv())
     assert.are.same({ n = 2, true, 1 }, res:recv())
-    res = spawn(function() return select_(case.send(ch, "mine"), case.recv(ch)) end)
+    res = go_pcall(function() return select_(case.send(ch, "mine"), case.recv(ch)) end)
     settle()
     ch:send("yours")
     assert.are.same({ n = 4, true, 2, "yours", true }, res:recv())
@@ -565,11 +535,7 @@ describe("select with more than 4 cases", function()
   it("chooses the one ready case at any position", function()
     for n = 5, 9 do
       for pos = 1, n do
-        local chans, cases = {}, {}
-        for i = 1, n do
-          chans[i] = lugo.chan(1)
-          cases[i] = case.recv(chans[i])
-        end
+        local chans, cases = recv_cases(n, 1)
         chans[pos]:send(pos * 10)
         assert.are.same({ n = 3, pos, pos * 10, true }, pack(select_(unpack(cases))))
       end
@@ -594,11 +560,7 @@ describe("select with more than 4 cases", function()
   end)
 
   it("blocks until one of 64 channels receives a value", function()
-    local chans, cases = {}, {}
-    for i = 1, 64 do
-      chans[i] = lugo.chan()
-      cases[i] = case.recv(chans[i])
-    end
+    local chans, cases = recv_cases(64)
     for _, pos in ipairs({ 1, 5, 33, 64 }) do
       lugo.go(function()
         time.sleep(0.001)
@@ -610,12 +572,8 @@ describe("select with more than 4 cases", function()
   end)
 
   it("fires a blocked receive case with nil, false on close", function()
-    local chans, cases = {}, {}
-    for i = 1, 6 do
-      chans[i] = lugo.chan()
-      cases[i] = case.recv(chans[i])
-    end
-    local res = spawn(function() return select_(unpack(cases)) end)
+    local chans, cases = recv_cases(6)
+    local res = go_pcall(function() return select_(unpack(cases)) end)
     settle()
     chans[5]:close()
     assert.are.same({ n = 4, true, 5, nil, false }, res:recv())
@@ -744,9 +702,7 @@ describe("lugo.select() with no cases blocks forever", function()
       require("lugo").select()
       print("not reached")
     ]])
-    assert.are.equal(2, r.status)
-    assert.are.equal("", r.stdout)
-    assert.matches("fatal error: all goroutines are asleep - deadlock!", r.stderr, 1, true)
+    helper.assert_deadlock(r)
     assert.matches("select (no cases)", r.stderr, 1, true)
   end)
 

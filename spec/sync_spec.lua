@@ -8,63 +8,60 @@ local lugo = require "lugo"
 local sync = require "lugo.sync"
 local time = require "lugo.time"
 local runtime = require "lugo.runtime"
+local helper = require "helper"
 
-local case = lugo.case
 local gosched = runtime.gosched
 
--- Let every goroutine that can run do so until it blocks: yield a few times,
--- then park on a short timer so that nothing but blocked goroutines is left.
-local function settle()
-  for _ = 1, 5 do gosched() end
-  time.sleep(0.005)
+local settle, recv, go_pcall, error_of = helper.settle, helper.recv, helper.go_pcall, helper.error_of
+
+-- Assert that f(...) raises an error whose message contains text (plain).
+local function assert_raises(text, f, ...)
+  assert.matches(text, error_of(f, ...), 1, true)
 end
 
--- Receive from ch, failing the test instead of hanging if nothing arrives
--- within a generous bound.
-local function recv(ch, what)
-  local i, v, ok = lugo.select(case.recv(ch), case.recv(time.after(2)))
-  assert(i == 1, "timed out waiting for " .. (what or "a value"))
-  return v, ok
+-- Receive n values from ch (failing if one takes over 2 s), sorted.
+local function recv_sorted(ch, n, what)
+  local seen = {}
+  for _ = 1, n do seen[#seen + 1] = recv(ch, what) end
+  table.sort(seen)
+  return seen
 end
 
--- Run f(...) in a new goroutine under pcall; the channel returned receives
--- { ok, results or error... } when it ends.
-local function go_pcall(f, ...)
-  local res = lugo.chan(1)
-  local args = { n = select("#", ...), ... }
-  lugo.go(function()
-    res:send({ pcall(f, unpack(args, 1, args.n)) })
-  end)
-  return res
+-- Start n goroutines that each k times lock, read the shared counter, yield,
+-- write it back plus one and unlock (then call between(), if given); wait
+-- for all of them. Returns the counter and the most goroutines ever inside.
+local function count_under_lock(lock, unlock, n, k, between)
+  local wg = sync.waitgroup()
+  local counter, inside, max_inside = 0, 0, 0
+  for _ = 1, n do
+    wg:add(1)
+    lugo.go(function()
+      for _ = 1, k do
+        lock()
+        inside = inside + 1
+        if inside > max_inside then max_inside = inside end
+        local v = counter
+        gosched()
+        counter = v + 1
+        inside = inside - 1
+        unlock()
+        if between then between() end
+      end
+      wg:done()
+    end)
+  end
+  local finished = lugo.chan(1)
+  lugo.go(function() wg:wait() finished:send(true) end)
+  assert.is_true(recv(finished, "the lockers"))
+  return counter, max_inside
 end
 
 describe("sync.mutex", function()
   describe("excludes every other goroutine from the critical section", function()
     it("loses no update of a counter read and written around a yield", function()
       local m = sync.mutex()
-      local wg = sync.waitgroup()
-      local counter, inside, max_inside = 0, 0, 0
       local N, K = 20, 25
-      for _ = 1, N do
-        wg:add(1)
-        lugo.go(function()
-          for _ = 1, K do
-            m:lock()
-            inside = inside + 1
-            if inside > max_inside then max_inside = inside end
-            local v = counter
-            gosched()
-            counter = v + 1
-            inside = inside - 1
-            m:unlock()
-            gosched()
-          end
-          wg:done()
-        end)
-      end
-      local finished = lugo.chan(1)
-      lugo.go(function() wg:wait() finished:send(true) end)
-      assert.is_true(recv(finished, "the workers"))
+      local counter, max_inside = count_under_lock(function() m:lock() end, function() m:unlock() end, N, K, gosched)
       assert.are.equal(N * K, counter)
       assert.are.equal(1, max_inside)
     end)
@@ -125,9 +122,7 @@ describe("sync.mutex", function()
       settle()
       assert.are.equal(0, got:len())
       m:unlock()
-      local seen = {}
-      for _ = 1, 5 do seen[#seen + 1] = recv(got, "a locker") end
-      table.sort(seen)
+      local seen = recv_sorted(got, 5, "a locker")
       assert.are.same({ 1, 2, 3, 4, 5 }, seen)
     end)
   end)
@@ -135,18 +130,14 @@ describe("sync.mutex", function()
   describe("unlock of an unlocked mutex", function()
     it("raises Go's error", function()
       local m = sync.mutex()
-      local ok, err = pcall(m.unlock, m)
-      assert.is_false(ok)
-      assert.matches("sync: unlock of unlocked mutex", err, 1, true)
+      assert_raises("sync: unlock of unlocked mutex", m.unlock, m)
     end)
 
     it("raises after a lock was already released", function()
       local m = sync.mutex()
       m:lock()
       m:unlock()
-      local ok, err = pcall(m.unlock, m)
-      assert.is_false(ok)
-      assert.matches("sync: unlock of unlocked mutex", err, 1, true)
+      assert_raises("sync: unlock of unlocked mutex", m.unlock, m)
     end)
 
     it("leaves the mutex working", function()
@@ -187,69 +178,68 @@ describe("sync.mutex", function()
   end)
 
   describe("starvation mode hands the mutex to a waiter of more than 1 ms", function()
-    it("lets a long waiter in before a goroutine that keeps re-locking", function()
-      local m = sync.mutex()
-      local b_got = false
-      m:lock()
+    -- Start B, a goroutine that locks m, notes that it got it and unlocks it.
+    -- Returns a function telling whether B has had the mutex yet.
+    local function start_locker(m)
+      local got = false
       lugo.go(function()
         m:lock()
-        b_got = true
+        got = true
         m:unlock()
       end)
-      settle() -- B is now blocked in lock
-      assert.is_false(b_got)
-      time.sleep(0.005) -- hold the mutex while B waits for more than 1 ms
-      m:unlock()
-      -- Keep re-locking at once; yield while holding the mutex so that B gets
-      -- to run, fail to get it, and switch the mutex to starvation mode.
-      local reacquired, limit, held = 0, 500, false
-      while reacquired < limit do
+      return function() return got end
+    end
+
+    -- Lock m again at once, up to 500 times, yielding while holding it so
+    -- that B runs, finds it held and keeps waiting, until b_got(). Returns
+    -- how many times m was taken before B had it.
+    local function relock_until(m, b_got)
+      local n, held = 0, false
+      while n < 500 do
         m:lock()
         held = true
-        if b_got then break end
-        reacquired = reacquired + 1
+        if b_got() then break end
+        n = n + 1
         gosched()
         m:unlock()
         held = false
       end
       if held then m:unlock() end
-      assert.is_true(b_got, "the waiter never got the mutex")
+      return n
+    end
+
+    it("lets a long waiter in before a goroutine that keeps re-locking", function()
+      local m = sync.mutex()
+      m:lock()
+      local b_got = start_locker(m)
+      settle() -- B is now blocked in lock
+      assert.is_false(b_got())
+      time.sleep(0.005) -- hold the mutex while B waits for more than 1 ms
+      m:unlock()
+      -- Keep re-locking at once; yield while holding the mutex so that B gets
+      -- to run, fail to get it, and switch the mutex to starvation mode.
+      local reacquired = relock_until(m, b_got)
+      assert.is_true(b_got(), "the waiter never got the mutex")
       assert.is_true(reacquired <= 3, "re-acquired " .. reacquired .. " times before the waiter")
     end)
 
     it("lets a long waiter in before a newcomer goroutine", function()
       local m = sync.mutex()
-      local b_got = false
       m:lock()
-      lugo.go(function()
-        m:lock()
-        b_got = true
-        m:unlock()
-      end)
+      local b_got = start_locker(m)
       settle() -- B is now blocked in lock
       -- The newcomer waits on a channel, not on the mutex, until it is free.
       local gate, done = lugo.chan(), lugo.chan(1)
       lugo.go(function()
         gate:recv()
-        local n, held = 0, false
-        while n < 500 do
-          m:lock()
-          held = true
-          if b_got then break end
-          n = n + 1
-          gosched() -- B runs, finds the mutex held and keeps waiting
-          m:unlock()
-          held = false
-        end
-        if held then m:unlock() end
-        done:send(n)
+        done:send(relock_until(m, b_got))
       end)
       settle() -- the newcomer is blocked on the gate
       time.sleep(0.005) -- B has now waited for more than 1 ms
       m:unlock() -- wakes B ...
       gate:send(true) -- ... and the newcomer, which runs first
       local n = recv(done, "the newcomer")
-      assert.is_true(b_got, "the waiter never got the mutex")
+      assert.is_true(b_got(), "the waiter never got the mutex")
       assert.is_true(n <= 3, "the newcomer got the mutex " .. n .. " times first")
     end)
   end)
@@ -257,27 +247,30 @@ describe("sync.mutex", function()
   describe("rejects a self that is not a mutex", function()
     it("names the method and the type given", function()
       local m = sync.mutex()
-      local ok, err = pcall(m.lock, {})
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'lock' (mutex expected, got table)", err, 1, true)
-      ok, err = pcall(m.unlock, 42)
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'unlock' (mutex expected, got number)", err, 1, true)
-      ok, err = pcall(m.try_lock)
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'try_lock' (mutex expected, got nil)", err, 1, true)
+      assert_raises("bad argument #1 to 'lock' (mutex expected, got table)", m.lock, {})
+      assert_raises("bad argument #1 to 'unlock' (mutex expected, got number)", m.unlock, 42)
+      assert_raises("bad argument #1 to 'try_lock' (mutex expected, got nil)", m.try_lock)
     end)
 
     it("rejects another sync object", function()
       local m = sync.mutex()
-      local ok, err = pcall(m.lock, sync.rwmutex())
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'lock' (mutex expected", err, 1, true)
+      assert_raises("bad argument #1 to 'lock' (mutex expected", m.lock, sync.rwmutex())
     end)
   end)
 end)
 
 describe("sync.rwmutex", function()
+  -- Start a goroutine that takes rw (a read lock if `read`, else the write
+  -- lock), appends name to log, releases rw and sends true on done.
+  local function start_logged(rw, read, log, name, done)
+    lugo.go(function()
+      if read then rw:rlock() else rw:lock() end
+      log[#log + 1] = name
+      if read then rw:runlock() else rw:unlock() end
+      done:send(true)
+    end)
+  end
+
   describe("several readers hold it at once", function()
     it("lets every reader in while the others still hold it", function()
       local rw = sync.rwmutex()
@@ -313,20 +306,8 @@ describe("sync.rwmutex", function()
       local log = {}
       local done = lugo.chan(10)
       rw:lock()
-      for i = 1, 2 do
-        lugo.go(function()
-          rw:rlock()
-          log[#log + 1] = "reader" .. i
-          rw:runlock()
-          done:send(true)
-        end)
-      end
-      lugo.go(function()
-        rw:lock()
-        log[#log + 1] = "writer"
-        rw:unlock()
-        done:send(true)
-      end)
+      for i = 1, 2 do start_logged(rw, true, log, "reader" .. i, done) end
+      start_logged(rw, false, log, "writer", done)
       settle()
       assert.are.same({}, log)
       assert.is_false(rw:try_rlock())
@@ -363,27 +344,7 @@ describe("sync.rwmutex", function()
 
     it("lets writers in one at a time", function()
       local rw = sync.rwmutex()
-      local wg = sync.waitgroup()
-      local counter, inside, max_inside = 0, 0, 0
-      for _ = 1, 10 do
-        wg:add(1)
-        lugo.go(function()
-          for _ = 1, 10 do
-            rw:lock()
-            inside = inside + 1
-            if inside > max_inside then max_inside = inside end
-            local v = counter
-            gosched()
-            counter = v + 1
-            inside = inside - 1
-            rw:unlock()
-          end
-          wg:done()
-        end)
-      end
-      local finished = lugo.chan(1)
-      lugo.go(function() wg:wait() finished:send(true) end)
-      recv(finished, "the writers")
+      local counter, max_inside = count_under_lock(function() rw:lock() end, function() rw:unlock() end, 10, 10)
       assert.are.equal(100, counter)
       assert.are.equal(1, max_inside)
     end)
@@ -395,19 +356,9 @@ describe("sync.rwmutex", function()
       local log = {}
       local done = lugo.chan(10)
       rw:rlock() -- the old reader
-      lugo.go(function()
-        rw:lock()
-        log[#log + 1] = "writer"
-        rw:unlock()
-        done:send(true)
-      end)
+      start_logged(rw, false, log, "writer", done)
       settle() -- the writer is pending
-      lugo.go(function()
-        rw:rlock()
-        log[#log + 1] = "new reader"
-        rw:runlock()
-        done:send(true)
-      end)
+      start_logged(rw, true, log, "new reader", done)
       settle()
       assert.are.same({}, log)
       assert.is_false(rw:try_rlock())
@@ -439,43 +390,31 @@ describe("sync.rwmutex", function()
   describe("unlocking what is not locked", function()
     it("raises Go's error for unlock", function()
       local rw = sync.rwmutex()
-      local ok, err = pcall(rw.unlock, rw)
-      assert.is_false(ok)
-      assert.matches("sync: Unlock of unlocked RWMutex", err, 1, true)
+      assert_raises("sync: Unlock of unlocked RWMutex", rw.unlock, rw)
       rw:lock()
       rw:unlock()
-      ok, err = pcall(rw.unlock, rw)
-      assert.is_false(ok)
-      assert.matches("sync: Unlock of unlocked RWMutex", err, 1, true)
+      assert_raises("sync: Unlock of unlocked RWMutex", rw.unlock, rw)
     end)
 
     it("raises Go's error for unlock while only read-locked", function()
       local rw = sync.rwmutex()
       rw:rlock()
-      local ok, err = pcall(rw.unlock, rw)
-      assert.is_false(ok)
-      assert.matches("sync: Unlock of unlocked RWMutex", err, 1, true)
+      assert_raises("sync: Unlock of unlocked RWMutex", rw.unlock, rw)
       rw:runlock()
     end)
 
     it("raises Go's error for runlock", function()
       local rw = sync.rwmutex()
-      local ok, err = pcall(rw.runlock, rw)
-      assert.is_false(ok)
-      assert.matches("sync: RUnlock of unlocked RWMutex", err, 1, true)
+      assert_raises("sync: RUnlock of unlocked RWMutex", rw.runlock, rw)
       rw:rlock()
       rw:runlock()
-      ok, err = pcall(rw.runlock, rw)
-      assert.is_false(ok)
-      assert.matches("sync: RUnlock of unlocked RWMutex", err, 1, true)
+      assert_raises("sync: RUnlock of unlocked RWMutex", rw.runlock, rw)
     end)
 
     it("raises Go's error for runlock while write-locked", function()
       local rw = sync.rwmutex()
       rw:lock()
-      local ok, err = pcall(rw.runlock, rw)
-      assert.is_false(ok)
-      assert.matches("sync: RUnlock of unlocked RWMutex", err, 1, true)
+      assert_raises("sync: RUnlock of unlocked RWMutex", rw.runlock, rw)
       rw:unlock()
     end)
 
@@ -503,13 +442,9 @@ describe("sync.rwmutex", function()
     it("names the method and the type given", function()
       local rw = sync.rwmutex()
       for _, name in ipairs({ "lock", "unlock", "rlock", "runlock", "try_lock", "try_rlock" }) do
-        local ok, err = pcall(rw[name], {})
-        assert.is_false(ok)
-        assert.matches("bad argument #1 to '" .. name .. "' (rwmutex expected, got table)", err, 1, true)
+        assert_raises("bad argument #1 to '" .. name .. "' (rwmutex expected, got table)", rw[name], {})
       end
-      local ok, err = pcall(rw.lock, sync.mutex())
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'lock' (rwmutex expected", err, 1, true)
+      assert_raises("bad argument #1 to 'lock' (rwmutex expected", rw.lock, sync.mutex())
     end)
   end)
 end)
@@ -579,9 +514,7 @@ describe("sync.waitgroup", function()
       settle()
       assert.are.equal(0, woke:len())
       wg:done()
-      local seen = {}
-      for _ = 1, 5 do seen[#seen + 1] = recv(woke, "a waiter") end
-      table.sort(seen)
+      local seen = recv_sorted(woke, 5, "a waiter")
       assert.are.same({ 1, 2, 3, 4, 5 }, seen)
     end)
   end)
@@ -616,9 +549,7 @@ describe("sync.waitgroup", function()
     it("raises a bad-argument error for a non-integer", function()
       local wg = sync.waitgroup()
       for _, bad in ipairs({ 1.5, -0.5, "1", {}, true }) do
-        local ok, err = pcall(wg.add, wg, bad)
-        assert.is_false(ok)
-        assert.matches("bad argument #2 to 'add' (integer expected, got " .. type(bad) .. ")", err, 1, true)
+        assert_raises("bad argument #2 to 'add' (integer expected, got " .. type(bad) .. ")", wg.add, wg, bad)
       end
       for _, bad in ipairs({ 0 / 0, math.huge, -math.huge, 2 ^ 31, 2 ^ 53 }) do
         local ok, err = pcall(wg.add, wg, bad)
@@ -632,17 +563,13 @@ describe("sync.waitgroup", function()
   describe("a negative counter", function()
     it("raises Go's error from done at zero", function()
       local wg = sync.waitgroup()
-      local ok, err = pcall(wg.done, wg)
-      assert.is_false(ok)
-      assert.matches("sync: negative WaitGroup counter", err, 1, true)
+      assert_raises("sync: negative WaitGroup counter", wg.done, wg)
     end)
 
     it("raises Go's error from add", function()
       local wg = sync.waitgroup()
       wg:add(1)
-      local ok, err = pcall(wg.add, wg, -2)
-      assert.is_false(ok)
-      assert.matches("sync: negative WaitGroup counter", err, 1, true)
+      assert_raises("sync: negative WaitGroup counter", wg.add, wg, -2)
     end)
 
     it("leaves the counter as it was and usable", function()
@@ -683,9 +610,7 @@ describe("sync.waitgroup", function()
     it("names the method and the type given", function()
       local wg = sync.waitgroup()
       for _, name in ipairs({ "add", "done", "wait", "count" }) do
-        local ok, err = pcall(wg[name], {})
-        assert.is_false(ok)
-        assert.matches("bad argument #1 to '" .. name .. "' (waitgroup expected, got table)", err, 1, true)
+        assert_raises("bad argument #1 to '" .. name .. "' (waitgroup expected, got table)", wg[name], {})
       end
     end)
   end)
@@ -763,9 +688,7 @@ describe("sync.once", function()
   describe("an error in f", function()
     it("propagates to the caller, and later calls do nothing", function()
       local o = sync.once()
-      local ok, err = pcall(o.call, o, function() error("boom") end)
-      assert.is_false(ok)
-      assert.matches("boom", err, 1, true)
+      assert_raises("boom", o.call, o, function() error("boom") end)
       local called = false
       o:call(function() called = true end)
       assert.is_false(called)
@@ -801,15 +724,9 @@ describe("sync.once", function()
   describe("rejects bad arguments", function()
     it("wants a once and a function", function()
       local o = sync.once()
-      local ok, err = pcall(o.call, o, 1)
-      assert.is_false(ok)
-      assert.matches("bad argument #2 to 'call' (function expected, got number)", err, 1, true)
-      ok, err = pcall(o.call, o)
-      assert.is_false(ok)
-      assert.matches("bad argument #2 to 'call' (function expected, got nil)", err, 1, true)
-      ok, err = pcall(o.call, {}, function() end)
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'call' (once expected, got table)", err, 1, true)
+      assert_raises("bad argument #2 to 'call' (function expected, got number)", o.call, o, 1)
+      assert_raises("bad argument #2 to 'call' (function expected, got nil)", o.call, o)
+      assert_raises("bad argument #1 to 'call' (once expected, got table)", o.call, {}, function() end)
       -- A rejected call does not use up the once.
       local called = false
       o:call(function() called = true end)
@@ -887,9 +804,7 @@ describe("sync.cond", function()
       settle()
       assert.are.equal(0, woke:len())
       c:broadcast()
-      local seen = {}
-      for _ = 1, 5 do seen[#seen + 1] = recv(woke, "a waiter") end
-      table.sort(seen)
+      local seen = recv_sorted(woke, 5, "a waiter")
       assert.are.same({ 1, 2, 3, 4, 5 }, seen)
     end)
   end)
@@ -963,9 +878,7 @@ describe("sync.cond", function()
     it("raises the locker's unlock error", function()
       local m = sync.mutex()
       local c = sync.cond(m)
-      local ok, err = pcall(c.wait, c)
-      assert.is_false(ok)
-      assert.matches("sync: unlock of unlocked mutex", err, 1, true)
+      assert_raises("sync: unlock of unlocked mutex", c.wait, c)
     end)
   end)
 
@@ -986,26 +899,18 @@ describe("sync.cond", function()
   describe("rejects bad arguments", function()
     it("wants a mutex or an rwmutex", function()
       for _, bad in ipairs({ {}, 1, "m" }) do
-        local ok, err = pcall(sync.cond, bad)
-        assert.is_false(ok)
-        assert.matches("bad argument #1 to 'cond' (mutex or rwmutex expected, got " .. type(bad) .. ")", err, 1, true)
+        assert_raises("bad argument #1 to 'cond' (mutex or rwmutex expected, got " .. type(bad) .. ")", sync.cond, bad)
       end
-      local ok, err = pcall(sync.cond)
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'cond' (mutex or rwmutex expected, got nil)", err, 1, true)
+      assert_raises("bad argument #1 to 'cond' (mutex or rwmutex expected, got nil)", sync.cond)
       for _, bad in ipairs({ sync.waitgroup(), sync.once(), sync.cond(sync.mutex()) }) do
-        ok, err = pcall(sync.cond, bad)
-        assert.is_false(ok)
-        assert.matches("bad argument #1 to 'cond' (mutex or rwmutex expected", err, 1, true)
+        assert_raises("bad argument #1 to 'cond' (mutex or rwmutex expected", sync.cond, bad)
       end
     end)
 
     it("wants a cond as self", function()
       local c = sync.cond(sync.mutex())
       for _, name in ipairs({ "wait", "signal", "broadcast", "locker" }) do
-        local ok, err = pcall(c[name], {})
-        assert.is_false(ok)
-        assert.matches("bad argument #1 to '" .. name .. "' (cond expected, got table)", err, 1, true)
+        assert_raises("bad argument #1 to '" .. name .. "' (cond expected, got table)", c[name], {})
       end
     end)
   end)
