@@ -1,23 +1,29 @@
 /*
  * chan.c — channels, after Go's chan.go.
  *
- * Invariants (c->lock guards every field):
+ * Invariants (c->lock guards every field, once the channel is shared):
  *   - At least one of recvq and sendq is empty, except when a single G
  *     waits on both sides of the same channel through a select.
  *   - A buffered channel with waiting receivers has an empty buffer; with
  *     waiting senders, a full one.
- *   - A value in flight is a box of the owner VM: buf[] holds the boxes of
- *     buffered values, a parked sender's sudog the box of its value. Taking
- *     a value moves its box number; the Lua side loads vals[box] at once.
- *   - A waiter is readied with its results in g->res_*, by the one op that
- *     dequeued its sudog (for a select, the one that won selectdone).
+ *   - A local channel (shared false) is held by its owner's VM only, so only
+ *     the owner's thread touches it and no lock is taken. Its values are
+ *     boxes of the owner's VM (see rt.h, struct val).
+ *   - A shared channel's values carry a copy for receivers in other VMs and
+ *     the sender's box for receivers in the sender's VM, who get the value
+ *     by reference, as within one VM. The sender copies before locking (a
+ *     copy may fail: the error is the sender's); the taker frees the part it
+ *     does not use; a box of another VM is freed by that VM's thread.
+ *   - A waiter is readied with its results in g->res_* (and g->live->
+ *     res_blob), by the one op that dequeued its sudog (for a select, the one
+ *     that won selectdone).
  *   - A parked G's Lua stack holds the proxy of every channel it waits on,
  *     which keeps the channels alive: sudogs take no reference.
  *
  * The FFI entry points (chan_trysend, chan_tryrecv, ...) never block and
- * never touch Lua: they return a box for the caller to store into or load
- * from, or a code. The blocking entry points are C API functions, which can
- * yield the goroutine's coroutine (chan_send_block, chan_recv_block).
+ * never touch Lua: on a local channel they return a box for the caller to
+ * store into or load from, or a code (RC_SHARED: use the C API). The C API
+ * functions (chan_send_block, chan_recv_block) do everything else.
  */
 #include <string.h>
 
@@ -29,15 +35,29 @@ hchan *chan_make(p_t *owner, uint32_t size) {
   hchan *c = rt_calloc(1, sizeof *c);
   rt_object_init(&c->obj, RT_CHAN);
   c->dataqsiz = size;
-  if (size) c->buf = rt_malloc((size_t)size * sizeof *c->buf);
+  if (size) c->buf = rt_calloc(size, sizeof *c->buf);
   c->owner = owner;
   return c;
 }
 
+void val_free(runtime *rt, val v) {
+  if (v.blob) blob_free(v.blob);
+  if (v.box) box_free_dirty(rt->allp[v.vm], v.box);
+}
+
+int32_t val_take(p_t *pp, val v, rt_blob **blob) {
+  if (v.box && v.vm == pp->id) {
+    if (v.blob) blob_free(v.blob);
+    *blob = NULL;
+    return v.box;
+  }
+  if (v.box) box_free_dirty(pp->rt->allp[v.vm], v.box);
+  *blob = v.blob;
+  return 0;
+}
+
 void chan_free(hchan *c) {
-  /* Buffered values still sit in the owner's vals: clear them on reuse. */
-  for (uint32_t i = 0; i < c->qcount; i++)
-    box_free_dirty(c->owner, c->buf[(c->recvx + i) % c->dataqsiz]);
+  for (uint32_t i = 0; i < c->qcount; i++) val_free(c->owner->rt, c->buf[(c->recvx + i) % c->dataqsiz]);
   rt_free(c->buf);
   rt_free(c);
 }
@@ -76,26 +96,35 @@ sudog *waitq_dequeue(waitq *q) {
   }
 }
 
-void chan_deliver(hchan *c, sudog *sd, int32_t box, bool ok) {
+void chan_deliver(hchan *c, sudog *sd, val v, bool ok) {
   (void)c;
   g_t *gp = sd->g;
+  rt_blob *blob = NULL;
   sd->success = ok;
   gp->res_kind = RES_VALUE;
-  gp->res_box = box;
+  gp->res_box = ok ? val_take(gp->p, v, &blob) : 0;
+  gp->live->res_blob = blob;
   gp->res_ok = ok;
   gp->res_idx = sd->case_idx;
   goready(gp);
 }
 
+/* The value a sender in pp puts on c: a new box of pp (to be stored into by
+ * the caller), and for a shared channel the copy made before locking. */
+static val new_val(hchan *c, p_t *pp, rt_blob *copy) {
+  (void)c;
+  return (val){copy, box_alloc(pp), pp->id};
+}
+
 static void chan_unlock_f(g_t *gp) { chan_unlock(gp->live->waiting->c); }
 
-/* Queue the current G on q and ask it to park; c stays locked until it has.
- * No reference is taken: the parked G's stack holds the channel's proxy. */
-static void chan_park(p_t *pp, g_t *gp, hchan *c, waitq *q, int32_t box, enum waitreason reason) {
+/* Queue the current G on q and ask it to park; c stays locked until it has. */
+static void chan_park(p_t *pp, g_t *gp, hchan *c, waitq *q, val v, enum waitreason reason) {
   sudog *sd = acquire_sudog(pp, gp);
   sd->c = c;
   sd->on = ON_CHAN;
-  sd->box = box;
+  sd->box = v.box;
+  sd->blob = v.blob;
   sd->is_send = q == &c->sendq;
   gp->live->waiting = sd;
   gp->live->op = OP_CHAN;
@@ -103,67 +132,76 @@ static void chan_park(p_t *pp, g_t *gp, hchan *c, waitq *q, int32_t box, enum wa
   gopark(gp, chan_unlock_f, reason);
 }
 
-/* Go's chansend. Returns the box the caller must store its value into (the
- * value has then been sent), that box | RC_PARKBOX when gp is set to park
- * (store, then yield), RC_CLOSED, or RC_WOULDBLOCK when !block. */
-static int32_t chansend(hchan *c, p_t *pp, g_t *gp, bool block) {
+static bool is_shared(hchan *c) { return atomic_load_explicit(&c->shared, memory_order_relaxed); }
+
+/* Go's chansend, for a sender in pp (gp parks when block). copy: the
+ * sender's copy of its value, for a shared channel (consumed). Returns the
+ * box the caller must store its value into (the value has then been sent),
+ * that box | RC_PARKBOX when gp is set to park (store, then yield),
+ * RC_CLOSED, or RC_WOULDBLOCK when !block. */
+static int32_t chansend(hchan *c, p_t *pp, g_t *gp, bool block, rt_blob *copy) {
   chan_lock(c);
   if (c->closed) {
     chan_unlock(c);
+    if (copy) blob_free(copy);
     return RC_CLOSED;
   }
   sudog *sd = waitq_dequeue(&c->recvq);
   if (sd) { /* hand the value straight to a waiting receiver */
-    int32_t box = box_alloc(pp);
-    chan_deliver(c, sd, box, true);
+    val v = new_val(c, pp, copy);
+    int32_t box = v.box;
+    chan_deliver(c, sd, v, true);
     chan_unlock(c);
     return box;
   }
   if (c->qcount < c->dataqsiz) {
-    int32_t box = box_alloc(pp);
-    c->buf[c->sendx] = box;
+    val v = new_val(c, pp, copy);
+    c->buf[c->sendx] = v;
     if (++c->sendx == c->dataqsiz) c->sendx = 0;
     c->qcount++;
     chan_unlock(c);
-    return box;
+    return v.box;
   }
   if (!block) {
     chan_unlock(c);
+    if (copy) blob_free(copy);
     return RC_WOULDBLOCK;
   }
-  int32_t box = box_alloc(pp);
-  chan_park(pp, gp, c, &c->sendq, box, WR_CHAN_SEND);
-  return box | RC_PARKBOX;
+  val v = new_val(c, pp, copy);
+  chan_park(pp, gp, c, &c->sendq, v, WR_CHAN_SEND);
+  return v.box | RC_PARKBOX;
 }
 
-/* Take the value for a receiver from sender sd (c locked): the box to load. */
-int32_t recv_from_sender_locked(hchan *c, sudog *sd) {
-  int32_t box;
+val recv_from_sender_locked(hchan *c, sudog *sd, p_t *pp) {
+  val v;
   if (c->dataqsiz == 0) {
-    box = sd->box;
+    v = (val){sd->blob, sd->box, sd->g->p->id};
   } else {
     /* Full buffer: take its head, put the sender's value at its tail. */
-    box = c->buf[c->recvx];
-    c->buf[c->recvx] = sd->box;
+    v = c->buf[c->recvx];
+    c->buf[c->recvx] = (val){sd->blob, sd->box, sd->g->p->id};
     if (++c->recvx == c->dataqsiz) c->recvx = 0;
     c->sendx = c->recvx;
   }
-  sd->box = 0; /* consumed */
-  chan_deliver(c, sd, 0, true);
-  return box;
+  (void)pp;
+  sd->box = 0; /* taken: the sender has nothing left to free */
+  sd->blob = NULL;
+  chan_deliver(c, sd, (val){0}, true);
+  return v;
 }
 
-/* Go's chanrecv. Returns the box to load the value from (already freed:
- * load it now), RC_CLOSED (closed and drained: nil, false), RC_PARK (gp is
+/* Go's chanrecv, for a receiver in pp (gp parks when block). On success
+ * *v is the value (the caller takes it with val_take) and RC_OK is
+ * returned; else RC_CLOSED (closed and drained: nil, false), RC_PARK (gp is
  * set to park), or RC_WOULDBLOCK when !block. */
-static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block) {
+static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
   chan_lock(c);
-  int32_t box;
   sudog *sd = waitq_dequeue(&c->sendq);
   if (sd) {
-    box = recv_from_sender_locked(c, sd);
+    *v = recv_from_sender_locked(c, sd, pp);
   } else if (c->qcount > 0) {
-    box = c->buf[c->recvx];
+    *v = c->buf[c->recvx];
+    c->buf[c->recvx] = (val){0};
     if (++c->recvx == c->dataqsiz) c->recvx = 0;
     c->qcount--;
   } else if (c->closed) {
@@ -173,19 +211,32 @@ static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block) {
     chan_unlock(c);
     return RC_WOULDBLOCK;
   } else {
-    chan_park(pp, gp, c, &c->recvq, 0, WR_CHAN_RECEIVE);
+    chan_park(pp, gp, c, &c->recvq, (val){0}, WR_CHAN_RECEIVE);
     return RC_PARK;
   }
   chan_unlock(c);
-  box_free(pp, box);
-  return box;
+  return RC_OK;
 }
 
-/* FFI: a send that does not block (see chansend). */
-int32_t chan_trysend(proxy *px) { return chansend((hchan *)px->obj, getp(), NULL, false); }
+/* FFI: a send that does not block, on a local channel (see chansend). */
+int32_t chan_trysend(proxy *px) {
+  hchan *c = (hchan *)px->obj;
+  if (is_shared(c)) return RC_SHARED;
+  return chansend(c, getp(), NULL, false, NULL);
+}
 
-/* FFI: a receive that does not block (see chanrecv). */
-int32_t chan_tryrecv(proxy *px) { return chanrecv((hchan *)px->obj, getp(), NULL, false); }
+/* FFI: a receive that does not block, on a local channel: the box to load
+ * (already freed: load it now), or a code. */
+int32_t chan_tryrecv(proxy *px) {
+  hchan *c = (hchan *)px->obj;
+  if (is_shared(c)) return RC_SHARED;
+  val v;
+  p_t *pp = getp();
+  int32_t r = chanrecv(c, pp, NULL, false, &v);
+  if (r != RC_OK) return r;
+  box_free(pp, v.box);
+  return v.box;
+}
 
 static proxy *check_chan(lua_State *L, int idx) {
   proxy *px = lua_touserdata(L, idx);
@@ -195,15 +246,18 @@ static proxy *check_chan(lua_State *L, int idx) {
   return px;
 }
 
-/* C API send(ch, v) -> true, false (closed), or (ERR, code). Upvalues:
+/* C API send(ch, v) -> true, false (closed), or (ERR, message). Upvalues:
  * vals, the channel metatable. May park. */
 int chan_send_block(lua_State *L) {
   proxy *px = check_chan(L, 1);
   lua_settop(L, 2);
+  hchan *c = (hchan *)px->obj;
+  rt_blob *copy = NULL;
+  if (is_shared(c) && !(copy = value_encode(L, 2, 1, "value"))) return lua_error(L);
   p_t *pp = getp();
   g_t *gp = pp ? pp->curg : NULL;
   int32_t can = rt_can_block(L, gp);
-  int32_t r = chansend((hchan *)px->obj, pp, gp, can == RC_OK);
+  int32_t r = chansend(c, pp, gp, can == RC_OK, copy);
   if (r == RC_CLOSED) {
     lua_pushboolean(L, 0);
     return 1;
@@ -216,18 +270,38 @@ int chan_send_block(lua_State *L) {
   return 1;
 }
 
+int32_t take_box(lua_State *L, p_t *pp, int32_t box, rt_blob *blob, int vals) {
+  if (!blob) return box;
+  int n = value_decode_safe(L, blob);
+  blob_free(blob);
+  if (n < 0) return -1;
+  box = box_alloc(pp);
+  lua_rawseti(L, vals, box);
+  return box;
+}
+
 /* C API recv(ch) -> box, ok (the value's box, 0 for none; load it at once),
- * or (ERR, code). Upvalues as for send. */
+ * or (ERR, message). Upvalues as for send. */
 int chan_recv_block(lua_State *L) {
   proxy *px = check_chan(L, 1);
   p_t *pp = getp();
   g_t *gp = pp ? pp->curg : NULL;
   int32_t can = rt_can_block(L, gp);
-  int32_t r = chanrecv((hchan *)px->obj, pp, gp, can == RC_OK);
+  val v;
+  int32_t r = chanrecv((hchan *)px->obj, pp, gp, can == RC_OK, &v);
   if (r == RC_PARK) return rt_park_yield(L, gp, SHAPE_RECV);
   if (r == RC_WOULDBLOCK) return rt_push_err(L, can);
-  lua_pushinteger(L, r == RC_CLOSED ? 0 : r);
-  lua_pushboolean(L, r != RC_CLOSED);
+  if (r == RC_CLOSED) {
+    lua_pushinteger(L, 0);
+    lua_pushboolean(L, 0);
+    return 2;
+  }
+  rt_blob *blob;
+  int32_t box = take_box(L, pp, val_take(pp, v, &blob), blob, lua_upvalueindex(1));
+  if (box < 0) return rt_push_msg_err(L);
+  box_free(pp, box); /* loaded at once by the caller */
+  lua_pushinteger(L, box);
+  lua_pushboolean(L, 1);
   return 2;
 }
 
@@ -242,8 +316,8 @@ int32_t chan_close(proxy *px) {
   }
   c->closed = true;
   sudog *sd;
-  while ((sd = waitq_dequeue(&c->recvq))) chan_deliver(c, sd, 0, false);
-  while ((sd = waitq_dequeue(&c->sendq))) chan_deliver(c, sd, 0, false);
+  while ((sd = waitq_dequeue(&c->recvq))) chan_deliver(c, sd, (val){0}, false);
+  while ((sd = waitq_dequeue(&c->sendq))) chan_deliver(c, sd, (val){0}, false);
   chan_unlock(c);
   return RC_OK;
 }
@@ -258,7 +332,7 @@ int32_t chan_len(proxy *px) {
 
 int32_t chan_cap(proxy *px) { return (int32_t)((hchan *)px->obj)->dataqsiz; }
 
-bool chan_offer(hchan *c, int32_t box) {
+bool chan_offer(hchan *c, val v) {
   chan_lock(c);
   if (c->closed) {
     chan_unlock(c);
@@ -266,9 +340,9 @@ bool chan_offer(hchan *c, int32_t box) {
   }
   sudog *sd = waitq_dequeue(&c->recvq);
   if (sd) {
-    chan_deliver(c, sd, box, true);
+    chan_deliver(c, sd, v, true);
   } else if (c->qcount < c->dataqsiz) {
-    c->buf[c->sendx] = box;
+    c->buf[c->sendx] = v;
     if (++c->sendx == c->dataqsiz) c->sendx = 0;
     c->qcount++;
   } else {
@@ -282,9 +356,39 @@ bool chan_offer(hchan *c, int32_t box) {
 void chan_drain(hchan *c) {
   chan_lock(c);
   while (c->qcount > 0) {
-    box_free_dirty(c->owner, c->buf[c->recvx]);
+    val_free(c->owner->rt, c->buf[c->recvx]);
+    c->buf[c->recvx] = (val){0};
     if (++c->recvx == c->dataqsiz) c->recvx = 0;
     c->qcount--;
   }
   chan_unlock(c);
+}
+
+/* [-0, +0] a copy of the value in box `box` of L's VM; NULL with a message
+ * pushed if it cannot be copied. */
+static rt_blob *copy_box(lua_State *L, p_t *pp, int32_t box) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+  lua_rawgeti(L, -1, box);
+  rt_blob *b = value_encode(L, -1, 1, "a value in the channel");
+  if (!b) {
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return NULL;
+  }
+  lua_pop(L, 2);
+  return b;
+}
+
+int chan_share(hchan *c, lua_State *L) {
+  if (is_shared(c)) return 0;
+  p_t *pp = c->owner;
+  /* Copy everything waiting before anyone else can see it. */
+  for (uint32_t i = 0; i < c->qcount; i++) {
+    val *v = &c->buf[(c->recvx + i) % c->dataqsiz];
+    if (!v->blob && !(v->blob = copy_box(L, pp, v->box))) return -1;
+  }
+  for (sudog *sd = c->sendq.first; sd; sd = sd->next)
+    if (!sd->blob && sd->box && !(sd->blob = copy_box(L, pp, sd->box))) return -1;
+  atomic_store_explicit(&c->shared, true, memory_order_release);
+  return 0;
 }

@@ -336,8 +336,8 @@ static const ffi_entry ffi_entries[] = {
 #undef P
 
 static const char ffi_cdef[] =
-    "typedef struct { void *c; int32_t kind; int32_t box; } lugo_select_case;\n"
-    "typedef struct { int32_t idx; int32_t box; int32_t ok; } lugo_select_result;\n";
+    "typedef struct { void *c; int32_t kind; int32_t box; void *blob; } lugo_select_case;\n"
+    "typedef struct { int32_t idx; int32_t box; int32_t ok; void *blob; } lugo_select_result;\n";
 
 static void set_int(lua_State *L, const char *k, lua_Integer v) {
   lua_pushinteger(L, v);
@@ -427,6 +427,7 @@ int luaopen_lugo_core(lua_State *L) {
   set_int(L, "YIELD", RC_YIELD);
   set_int(L, "REUSED", RC_REUSED);
   set_int(L, "PARKBOX", RC_PARKBOX);
+  set_int(L, "SHARED", RC_SHARED);
   set_int(L, "CASE_NIL", CASE_NIL);
   set_int(L, "CASE_RECV", CASE_RECV);
   set_int(L, "CASE_SEND", CASE_SEND);

@@ -251,7 +251,21 @@ void box_free(p_t *pp, int32_t box) {
   b->free[b->nfree++] = box;
 }
 
+static void int32_push(int32_t **a, int32_t *n, int32_t *cap, int32_t v) {
+  if (*n == *cap) {
+    *cap = *cap ? *cap * 2 : 64;
+    *a = rt_realloc(*a, (size_t)*cap * sizeof **a);
+  }
+  (*a)[(*n)++] = v;
+}
+
 void box_free_dirty(p_t *pp, int32_t box) {
+  if (getp() != pp) { /* pp's VM is another thread's: it clears the box itself */
+    rt_lock(&pp->remote_lock);
+    int32_push(&pp->remote_dirty, &pp->nremote_dirty, &pp->remote_dirtycap, box);
+    rt_unlock(&pp->remote_lock);
+    return;
+  }
   box_pool *b = &pp->boxes;
   if (b->ndirty == b->dirtycap) {
     b->dirtycap = b->dirtycap ? b->dirtycap * 2 : 64;
@@ -264,6 +278,12 @@ void box_free_dirty(p_t *pp, int32_t box) {
 static void boxes_clean(p_t *pp) {
   box_pool *b = &pp->boxes;
   lua_State *L = pp->L;
+  if (pp->nremote_dirty) {
+    rt_lock(&pp->remote_lock);
+    for (int32_t i = 0; i < pp->nremote_dirty; i++) box_free_dirty(pp, pp->remote_dirty[i]);
+    pp->nremote_dirty = 0;
+    rt_unlock(&pp->remote_lock);
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
   while (b->ndirty) {
     int32_t box = b->dirty[--b->ndirty];
@@ -545,7 +565,7 @@ static void park_m(p_t *pp, g_t *gp) {
  * dequeued by its waker; a select leaves the queues it still sits in. */
 static void release_waiting(p_t *pp, g_t *gp) {
   sudog *sd = gp->live->waiting;
-  if (sd->is_select || sd->inqueue || sd->box) {
+  if (sd->is_select || sd->inqueue || sd->box || sd->blob) {
     selectgo_finish(pp, gp);
     return;
   }
@@ -570,6 +590,20 @@ static int push_results(p_t *pp, g_t *gp, lua_State *co) {
   if (shape == SHAPE_OK) {
     lua_pushboolean(co, gp->res_ok);
     return 1;
+  }
+  rt_blob *blob = gp->live->res_blob;
+  if (blob) { /* a value copied from another VM: decode it into a box of ours */
+    gp->live->res_blob = NULL;
+    lua_State *L = pp->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+    gp->res_box = take_box(L, pp, 0, blob, lua_gettop(L));
+    if (gp->res_box < 0) { /* (ERR, message), for the op to raise */
+      lua_pushlightuserdata(co, (void *)&rt_mark_err);
+      lua_xmove(L, co, 1);
+      lua_pop(L, 1);
+      return 2;
+    }
+    lua_pop(L, 1);
   }
   if (gp->res_box > 0) box_free(pp, gp->res_box);
   if (shape == SHAPE_SELECT) lua_pushinteger(co, gp->res_idx);
@@ -635,6 +669,12 @@ static void push_unyieldable_reason(lua_State *L, g_t *gp) {
     return;
   }
   lua_pushliteral(L, "inside a C call (a __gc metamethod, a hook or a callback)");
+}
+
+int rt_push_msg_err(lua_State *L) {
+  lua_pushlightuserdata(L, (void *)&rt_mark_err);
+  lua_insert(L, -2);
+  return 2;
 }
 
 int rt_push_err(lua_State *L, int32_t code) {
@@ -735,7 +775,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
   runtime *rt = pp->rt;
   for (;;) {
     if (atomic_load_explicit(&rt->exiting, memory_order_relaxed)) return NULL;
-    if (pp->boxes.ndirty) boxes_clean(pp);
+    if (pp->boxes.ndirty || pp->nremote_dirty) boxes_clean(pp);
     int64_t when = atomic_load_explicit(&pp->timer0when, memory_order_relaxed);
     if (when && nanotime() >= when) timers_run(pp, nanotime());
     *inherit_time = false;
@@ -826,6 +866,7 @@ static void p_free(p_t *pp) {
   free_list(pp->sudogcache, offsetof(sudog, next));
   rt_free(pp->boxes.free);
   rt_free(pp->boxes.dirty);
+  rt_free(pp->remote_dirty);
   rt_free(pp->copool);
   rt_free(pp->timers);
   rt_vm_arena_free(pp->arena);

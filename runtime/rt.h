@@ -39,6 +39,7 @@ typedef struct sudog sudog;
 typedef struct hchan hchan;
 typedef struct rt_timer rt_timer;
 typedef struct rt_object rt_object;
+typedef struct rt_blob rt_blob;
 
 /* ---- lock_futex.c: a three-state futex lock, Go's lock_futex.go ---- */
 
@@ -172,6 +173,7 @@ enum {
   RC_UNLOCKED = -8,     /* unlock of unlocked mutex */
   RC_YIELD = -9,        /* done, and the caller should yield its P (handoff) */
   RC_REUSED = -10,      /* WaitGroup is reused before previous Wait has returned */
+  RC_SHARED = -11,      /* a shared channel: values must be copied, use the C API */
 };
 /* A box number ORed with this means "store the value, then park". */
 #define RC_PARKBOX 0x40000000
@@ -196,9 +198,12 @@ struct sudog {
     struct notifylist *nl;
   };
   sudog *waitlink; /* g->live->waiting, in lock order */
-  int32_t box;     /* a sender's value; 0 for a receiver or once taken */
-  int32_t case_idx; /* select case (1-based), 0 for a plain op */
-  uint32_t ticket;  /* semaphore handoff / notify list ticket */
+  rt_blob *blob;   /* a sender's value, copied, on a shared channel */
+  int32_t box;     /* a sender's value in its own VM; 0 for a receiver or once taken */
+  union {
+    int32_t case_idx; /* select case (1-based), 0 for a plain op */
+    uint32_t ticket;  /* semaphore handoff / notify list ticket */
+  };
   uint8_t on;       /* enum sudog_on */
   bool is_select, is_send, inqueue;
   bool success; /* the op completed with a value, not with the close */
@@ -218,7 +223,10 @@ typedef struct g_live {
     struct g_live *next; /* in the P's free list */
   };
   lua_State *co;
-  void (*unlockf)(g_t *gp); /* run by the scheduler once parked */
+  union {
+    void (*unlockf)(g_t *gp); /* from gopark until the scheduler has parked the G */
+    rt_blob *res_blob;        /* then: a value copied from another VM, for the next resume */
+  };
   uint8_t op;               /* enum live_op */
   bool mu_starving, mu_awoke; /* sync.Mutex lockSlow state kept across parks */
   _Atomic uint32_t selectdone;
@@ -303,6 +311,9 @@ struct p {
   rt_timer *timerfree; /* time.sleep's timers */
   sudog *sudogcache;
   box_pool boxes;
+  rtlock remote_lock; /* guards remote_dirty: boxes freed by other threads */
+  int32_t *remote_dirty;
+  int32_t nremote_dirty, remote_dirtycap;
   lua_State **copool; /* idle coroutines, parked in the trampoline */
   int32_t ncopool, copoolcap;
 
@@ -361,7 +372,7 @@ void release_sudog(p_t *pp, sudog *sd);
 
 int32_t box_alloc(p_t *pp);
 void box_free(p_t *pp, int32_t box);       /* the value was already cleared */
-void box_free_dirty(p_t *pp, int32_t box); /* clear vals[box] before reuse */
+void box_free_dirty(p_t *pp, int32_t box); /* clear vals[box] before reuse; any thread */
 
 /* runq (exported for the C unit tests) */
 void runqput(p_t *pp, g_t *gp, bool next);
@@ -377,6 +388,17 @@ typedef struct waitq {
   sudog *first, *last;
 } waitq;
 
+/* A value in flight on a channel. A local channel carries boxes of its
+ * owner's VM. A shared channel carries, for each value, a copy (blob) for a
+ * receiver in another VM and the box in the sender's VM (vm: its P's id),
+ * which a receiver in that same VM takes by reference. The taker frees
+ * whichever it does not use. */
+typedef struct val {
+  rt_blob *blob;
+  int32_t box;
+  int32_t vm;
+} val;
+
 struct hchan {
   rt_object obj;
   /* False while only the owner VM holds the channel: then only the owner's
@@ -386,7 +408,7 @@ struct hchan {
   _Atomic bool shared;
   rtlock lock; /* guards every field below, once shared */
   uint32_t qcount, dataqsiz, sendx, recvx;
-  int32_t *buf; /* ring of boxes, dataqsiz long */
+  val *buf;     /* ring of values, dataqsiz long */
   p_t *owner;   /* the VM holding the buffered boxes */
   bool closed;
   waitq recvq, sendq;
@@ -406,13 +428,26 @@ sudog *waitq_dequeue(waitq *q);
 void waitq_remove(waitq *q, sudog *sd);
 /* Non-blocking send of the value already in `box` (used by timers).
  * Returns false (the box untouched) when nobody can take it now. */
-bool chan_offer(hchan *c, int32_t box);
+bool chan_offer(hchan *c, val v);
 /* Receive and drop everything buffered (Timer.Stop/Reset). */
 void chan_drain(hchan *c);
-/* Give the value in sender box `box` to receiver sd and ready it (lock held). */
-void chan_deliver(hchan *c, sudog *sd, int32_t box, bool ok);
-/* A receiver takes sender sd's value (c locked): the box to load. */
-int32_t recv_from_sender_locked(hchan *c, sudog *sd);
+/* Give v to receiver sd (c locked) and ready it: a box of sd's VM, or a
+ * copy (the other part of v is freed). ok false: woken by close. */
+void chan_deliver(hchan *c, sudog *sd, val v, bool ok);
+/* A receiver in pp takes sender sd's value (c locked). */
+val recv_from_sender_locked(hchan *c, sudog *sd, p_t *pp);
+/* The part of v a receiver in pp uses: its box (returned), or its copy
+ * (*blob, returning 0); the other part is freed. */
+int32_t val_take(p_t *pp, val v, rt_blob **blob);
+void val_free(runtime *rt, val v); /* a value nobody will take */
+/* The box holding a value taken in pp: box itself, or, for a copy (blob,
+ * which is freed), a new box it is decoded into; -1 with an error message
+ * pushed if it cannot be decoded. vals: the stack index of pp's vals. */
+int32_t take_box(lua_State *L, p_t *pp, int32_t box, rt_blob *blob, int vals);
+/* Make a channel shared before it crosses into another VM (on the thread
+ * holding its owner's VM, L): its buffered and waiting values get copies.
+ * Returns -1 with an error message on L's stack if one cannot be copied. */
+int chan_share(hchan *c, lua_State *L);
 
 /* ---- select.c ---- */
 enum { CASE_NIL = 0, CASE_RECV = 1, CASE_SEND = 2 };
@@ -421,12 +456,14 @@ typedef struct select_case { /* filled by Lua through the FFI */
   proxy *c;                    /* NULL: a nil channel or the default */
   int32_t kind;                /* CASE_* */
   int32_t box;                 /* out: where a send case's value goes */
+  rt_blob *blob;               /* a send case's copy, for a shared channel */
 } select_case;
 
 typedef struct select_result {
   int32_t idx; /* chosen case, 1-based */
   int32_t box; /* recv: box to load now (0: nil); send: box to store into */
   int32_t ok;
+  rt_blob *blob; /* recv: or a copy to decode */
 } select_result;
 
 int32_t selectgo(select_case *cases, int32_t n, select_result *res);
@@ -484,11 +521,28 @@ int rt_park_yield(lua_State *L, g_t *gp, enum res_shape shape);
 /* [-0, +2] return (ERR, message) from a blocking C API function that
  * cannot park (code RC_NOGOROUTINE or RC_NOTYIELDABLE). */
 int rt_push_err(lua_State *L, int32_t code);
+/* [-1, +2] return (ERR, message) with the message on top of the stack. */
+int rt_push_msg_err(lua_State *L);
 runtime *rt_adopt(lua_State *L); /* a runtime whose P0 runs in an embedder's VM */
 void rt_exit_request(runtime *rt, int code);
 void rt_gosched(g_t *gp);
 void rt_goyield(g_t *gp);
 void rt_push_stack(lua_State *L, p_t *pp, g_t *self, bool all);
+
+/* ---- value.c ---- */
+/* [-0, +0 or +1] encode n values from idx; NULL with a message pushed on
+ * failure (`what` names them in it: "argument", "value"). */
+rt_blob *value_encode(lua_State *L, int idx, int n, const char *what);
+/* [-0, +n, e] push the values of b (b stays valid). */
+int value_decode(lua_State *L, const rt_blob *b);
+/* [-0, +n or +1] value_decode in protected mode: the count, or -1 with a
+ * message pushed. */
+int value_decode_safe(lua_State *L, const rt_blob *b);
+rt_blob *blob_number(double v);
+int32_t blob_nvalues(const rt_blob *b);
+void blob_free(rt_blob *b);
+void value_vm_init(lua_State *L);
+void value_names_changed(lua_State *L);
 
 /* ---- module.c: the lugo.core Lua module ---- */
 int rt_vm_bind(p_t *pp, lua_State *L); /* install the runtime in a VM */

@@ -77,6 +77,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
     lockorder = pollorder + n;
   }
   int32_t rc = RC_OK;
+  res->blob = NULL;
 
   /* Random poll order over the cases that can fire (Fisher-Yates, inside out). */
   int32_t norder = 0;
@@ -99,22 +100,24 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
     res->idx = i + 1;
     if (cases[i].kind == CASE_RECV) {
       sudog *sd = waitq_dequeue(&c->sendq);
+      val v = {0};
       if (sd) {
-        res->box = recv_from_sender_locked(c, sd);
+        v = recv_from_sender_locked(c, sd, pp);
         res->ok = 1;
       } else if (c->qcount > 0) {
-        res->box = c->buf[c->recvx];
+        v = c->buf[c->recvx];
+        c->buf[c->recvx] = (val){0};
         if (++c->recvx == c->dataqsiz) c->recvx = 0;
         c->qcount--;
         res->ok = 1;
       } else if (c->closed) {
-        res->box = 0;
         res->ok = 0;
       } else {
         continue;
       }
       selunlock(cases, lockorder, norder);
-      if (res->box) box_free(pp, res->box);
+      res->box = res->ok ? val_take(pp, v, &res->blob) : 0;
+      if (res->box) box_free(pp, res->box); /* loaded at once by the caller */
       goto out;
     } else {
       if (c->closed) {
@@ -123,16 +126,16 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
         goto out;
       }
       sudog *sd = waitq_dequeue(&c->recvq);
+      if (!sd && c->qcount >= c->dataqsiz) continue;
+      val v = {cases[i].blob, box_alloc(pp), pp->id};
+      cases[i].blob = NULL; /* consumed */
+      res->box = v.box;
       if (sd) {
-        res->box = box_alloc(pp);
-        chan_deliver(c, sd, res->box, true);
-      } else if (c->qcount < c->dataqsiz) {
-        res->box = box_alloc(pp);
-        c->buf[c->sendx] = res->box;
+        chan_deliver(c, sd, v, true);
+      } else {
+        c->buf[c->sendx] = v;
         if (++c->sendx == c->dataqsiz) c->sendx = 0;
         c->qcount++;
-      } else {
-        continue;
       }
       res->ok = 1;
       selunlock(cases, lockorder, norder);
@@ -160,6 +163,8 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
     sd->is_send = cases[i].kind == CASE_SEND;
     if (sd->is_send) {
       sd->box = cases[i].box = box_alloc(pp);
+      sd->blob = cases[i].blob;
+      cases[i].blob = NULL;
       waitq_enqueue(&c->sendq, sd);
     } else {
       waitq_enqueue(&c->recvq, sd);
@@ -177,63 +182,98 @@ out:
   return rc;
 }
 
-/* FFI: a select that does not block. */
+/* FFI: a select that does not block, over local channels. */
 int32_t selectgo(select_case *cases, int32_t n, select_result *res) {
+  for (int32_t i = 0; i < n; i++)
+    if (cases[i].c && atomic_load_explicit(&case_chan(&cases[i])->shared, memory_order_relaxed))
+      return RC_SHARED;
   return selectgo_impl(getp(), NULL, cases, n, false, res);
 }
 
-/* C API select(case, ...) -> index, box, ok (box: a received value's, 0 for
- * none; load it at once), or (ERR, code); a case is
- * {CASE_RECV, ch} or {CASE_SEND, ch, v}, ch nil for a nil channel.
- * Upvalues: vals, the channel metatable. May park. */
+/* C API select(block, case, ...) -> index, box, ok (box: a received value's,
+ * 0 for none; load it at once), or (ERR, message), or 0 when nothing is
+ * ready and block is false. A case is {CASE_RECV, ch} or {CASE_SEND, ch, v},
+ * ch nil for a nil channel. Upvalues: vals, the channel metatable. May park. */
 int select_block(lua_State *L) {
-  int32_t n = lua_gettop(L);
+  bool block = lua_toboolean(L, 1);
+  int32_t n = lua_gettop(L) - 1;
   select_case stackcases[SELECT_STACK];
   select_case *cases = n > SELECT_STACK ? rt_malloc((size_t)n * sizeof *cases) : stackcases;
   for (int32_t i = 0; i < n; i++) {
-    lua_rawgeti(L, i + 1, 1);
-    lua_rawgeti(L, i + 1, 2);
+    int arg = i + 2;
+    lua_rawgeti(L, arg, 1);
+    lua_rawgeti(L, arg, 2);
     cases[i].kind = (int32_t)lua_tointeger(L, -2);
     cases[i].c = lua_touserdata(L, -1);
     cases[i].box = 0;
+    cases[i].blob = NULL;
     bool is_chan = cases[i].c && lua_getmetatable(L, -1) && lua_rawequal(L, -1, lua_upvalueindex(2));
-    lua_settop(L, n);
+    lua_settop(L, n + 1);
     if (cases[i].c && !is_chan) {
       if (cases != stackcases) rt_free(cases);
-      return luaL_argerror(L, i + 1, "case on something that is not a channel");
+      return luaL_argerror(L, arg, "case on something that is not a channel");
     }
     if (!cases[i].c) cases[i].kind = CASE_NIL;
   }
+  /* A send on a shared channel is copied before any channel is locked. */
+  for (int32_t i = 0; i < n; i++) {
+    if (cases[i].kind != CASE_SEND || !atomic_load(&case_chan(&cases[i])->shared)) continue;
+    lua_rawgeti(L, i + 2, 3);
+    cases[i].blob = value_encode(L, -1, 1, "value");
+    if (!cases[i].blob) {
+      for (int32_t j = 0; j < i; j++) blob_free(cases[j].blob);
+      if (cases != stackcases) rt_free(cases);
+      return lua_error(L);
+    }
+    lua_pop(L, 1);
+  }
   p_t *pp = getp();
   g_t *gp = pp ? pp->curg : NULL;
-  int32_t can = rt_can_block(L, gp);
+  int32_t can = block ? rt_can_block(L, gp) : RC_WOULDBLOCK;
   select_result res;
   int32_t rc = selectgo_impl(pp, gp, cases, n, can == RC_OK, &res);
   int nret = 3;
   if (rc == RC_PARK) {
     for (int32_t i = 0; i < n; i++) { /* the values of send cases wait in their boxes */
       if (cases[i].kind != CASE_SEND) continue;
-      lua_rawgeti(L, i + 1, 3);
+      lua_rawgeti(L, i + 2, 3);
       lua_rawseti(L, lua_upvalueindex(1), cases[i].box);
     }
     nret = rt_park_yield(L, gp, SHAPE_SELECT);
   } else if (rc == RC_WOULDBLOCK) {
-    nret = rt_push_err(L, can);
+    if (block) {
+      nret = rt_push_err(L, can);
+    } else {
+      lua_pushinteger(L, 0);
+      nret = 1;
+    }
   } else {
     lua_pushinteger(L, res.idx);
     if (rc == RC_CLOSED) {
       lua_pushinteger(L, 0);
       lua_pushboolean(L, 0);
     } else if (cases[res.idx - 1].kind == CASE_SEND) {
-      lua_rawgeti(L, res.idx, 3);
+      lua_rawgeti(L, res.idx + 1, 3);
       lua_rawseti(L, lua_upvalueindex(1), res.box);
       lua_pushinteger(L, 0);
       lua_pushboolean(L, 1);
+    } else if (res.ok) {
+      /* selectgo freed a box for an immediate load; a copy needs a new one */
+      int32_t box = take_box(L, pp, res.box, res.blob, lua_upvalueindex(1));
+      if (box < 0) {
+        lua_remove(L, -2); /* the index */
+        nret = rt_push_msg_err(L);
+      } else {
+        if (res.blob) box_free(pp, box);
+        lua_pushinteger(L, box);
+        lua_pushboolean(L, 1);
+      }
     } else {
-      lua_pushinteger(L, res.box);
-      lua_pushboolean(L, res.ok);
+      lua_pushinteger(L, 0);
+      lua_pushboolean(L, 0);
     }
   }
+  for (int32_t i = 0; i < n; i++) blob_free(cases[i].blob); /* copies no case took */
   if (cases != stackcases) rt_free(cases);
   return nret;
 }
@@ -262,6 +302,7 @@ void selectgo_finish(p_t *pp, g_t *gp) {
   for (sudog *sd = first; sd;) {
     sudog *next = sd->waitlink;
     if (sd->box) box_free_dirty(pp, sd->box); /* a value nobody took */
+    if (sd->blob) blob_free(sd->blob);
     release_sudog(pp, sd);
     sd = next;
   }

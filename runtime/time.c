@@ -244,12 +244,15 @@ static void timer_obj_fire(p_t *pp, rt_timer *t, int64_t now) {
     lua_rawseti(L, -2, box);
     newproc(pp, box, 0);
   } else {
-    lua_pushnumber(L, walltime());
+    double t = walltime();
+    lua_pushnumber(L, t);
     lua_rawseti(L, -2, box);
-    if (!chan_offer(to->c, box)) { /* a ticker whose reader is behind: drop */
+    val v = {atomic_load(&to->c->shared) ? blob_number(t) : NULL, box, pp->id};
+    if (!chan_offer(to->c, v)) { /* a ticker whose reader is behind: drop */
       lua_pushnil(L);
       lua_rawseti(L, -2, box);
       box_free(pp, box);
+      if (v.blob) blob_free(v.blob);
     }
   }
   lua_pop(L, 1);

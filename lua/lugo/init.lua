@@ -10,7 +10,7 @@ local C, rc, vals, core = I.C, I.rc, I.vals, I.core
 local argerror, raise, ERR = I.argerror, I.raise, I.ERR
 local send_block, recv_block, select_block = core.send, core.recv, core.select
 local getmetatable, type, select = getmetatable, type, select
-local OK, WOULDBLOCK, PARK, CLOSED, PARKBOX = rc.OK, rc.WOULDBLOCK, rc.PARK, rc.CLOSED, rc.PARKBOX
+local OK, WOULDBLOCK, CLOSED, SHARED = rc.OK, rc.WOULDBLOCK, rc.CLOSED, rc.SHARED
 local CASE_NIL, CASE_RECV, CASE_SEND = rc.CASE_NIL, rc.CASE_RECV, rc.CASE_SEND
 
 local Chan = I.mt.channel
@@ -44,10 +44,10 @@ function chan.send(ch, v)
     vals[r] = v
     return
   end
-  if r == WOULDBLOCK then
-    local ok, code = send_block(ch, v)
+  if r == WOULDBLOCK or r == SHARED then
+    local ok, why = send_block(ch, v)
     if ok == true then return end
-    if ok == ERR then raise(nil, code) end
+    if ok == ERR then raise(nil, why) end
   end
   raise(CLOSED)
 end
@@ -164,10 +164,11 @@ local function chosen(i, c)
   return i, v, true
 end
 
--- No case was ready: block in C (unless there is a default).
+-- Nothing was ready, or a channel is shared: the C select does it all
+-- (and blocks, unless there is a default).
 local function blocked(default, ...)
-  if default ~= 0 then return default end
-  local i, box, ok = select_block(...)
+  local i, box, ok = select_block(default == 0, ...)
+  if i == 0 then return default end
   if i == ERR then raise(nil, box) end
   if (select(i, ...))[1] ~= CASE_SEND then
     if box == 0 then return i, nil, ok end
@@ -193,7 +194,7 @@ local function select_many(n, ...)
   end
   local r = C.selectgo(cases, n, result)
   if r == OK then return chosen(result.idx, t[result.idx]) end
-  if r == WOULDBLOCK then return blocked(default, ...) end
+  if r == WOULDBLOCK or r == SHARED then return blocked(default, ...) end
   raise(CLOSED)
 end
 
@@ -216,7 +217,7 @@ function lugo.select(...)
     local i = result.idx
     return chosen(i, i == 1 and c1 or i == 2 and c2 or i == 3 and c3 or c4)
   end
-  if r == WOULDBLOCK then return blocked(default, ...) end
+  if r == WOULDBLOCK or r == SHARED then return blocked(default, ...) end
   raise(CLOSED)
 end
 

@@ -63,8 +63,8 @@ static void test_offer_drain(runtime *rt) {
   p_t *pp = rt->allp[0];
   hchan *c = chan_make(pp, 1);
   int32_t b1 = box_alloc(pp), b2 = box_alloc(pp);
-  CHECK(chan_offer(c, b1));
-  CHECK(!chan_offer(c, b2)); /* full: the caller keeps its box */
+  CHECK(chan_offer(c, (val){NULL, b1, pp->id}));
+  CHECK(!chan_offer(c, (val){NULL, b2, pp->id})); /* full: the caller keeps its box */
   chan_drain(c);
   CHECK_EQ(c->qcount, 0);
   CHECK_EQ(pp->boxes.ndirty, 1); /* b1's value must be cleared before reuse */
