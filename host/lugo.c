@@ -87,6 +87,7 @@ static void usage(const char *message) {
           "usage: %s [options]... [script [args]...].\n"
           "Available options are:\n"
           "  -e chunk  Execute string 'chunk'.\n"
+          "  -p n      Run with n processors (default: LUGO_MAXPROCS, else the CPUs).\n"
           "  -l name   Require library 'name'.\n"
           "  -b ...    Save or list bytecode.\n"
           "  -j cmd    Perform LuaJIT control command.\n"
@@ -126,6 +127,7 @@ int main(int argc, char **argv) {
   if (argv[0] && argv[0][0]) progname = argv[0];
   /* Options: everything before the script. */
   int script = 0; /* index of the script in argv, 0 if none */
+  lugo_options opts = {0};
   bool has_e = false, has_v = false, interactive = false, has_b = false;
   int i;
   for (i = 1; i < argc; i++) {
@@ -140,8 +142,16 @@ int main(int argc, char **argv) {
     case 'e':
     case 'l':
     case 'j':
+    case 'p':
       if (a[2] == '\0' && ++i >= argc) usage("option requires an argument");
       if (a[1] == 'e') has_e = true;
+      if (a[1] == 'p') {
+        const char *v = a[2] ? a + 2 : argv[i];
+        char *end;
+        long n = strtol(v, &end, 10);
+        if (*end || n < 1 || n > 256) usage("-p needs a number of processors from 1 to 256");
+        opts.maxprocs = (int)n;
+      }
       break;
     case 'O': break;
     case 'i':
@@ -159,7 +169,7 @@ int main(int argc, char **argv) {
   }
   if (!has_b && i < argc) script = i;
 
-  lugo_runtime *rt = lugo_new(NULL);
+  lugo_runtime *rt = lugo_new(&opts);
   lua_State *L = lugo_vm(rt);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "lugo.internal");
@@ -197,6 +207,7 @@ int main(int argc, char **argv) {
       add_step(L, steps, "b");
       break;
     }
+    if (opt == 'p' && a[2] == '\0') k++; /* its number */
     if (opt != 'e' && opt != 'l' && opt != 'j' && opt != 'O') continue;
     const char *v = a + 2;
     if ((opt == 'e' || opt == 'l' || opt == 'j') && *v == '\0') v = argv[++k];

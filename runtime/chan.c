@@ -297,7 +297,8 @@ int chan_recv_block(lua_State *L) {
     return 2;
   }
   rt_blob *blob;
-  int32_t box = take_box(L, pp, val_take(pp, v, &blob), blob, lua_upvalueindex(1));
+  int32_t box = val_take(pp, v, &blob);
+  box = take_box(L, pp, box, blob, lua_upvalueindex(1));
   if (box < 0) return rt_push_msg_err(L);
   box_free(pp, box); /* loaded at once by the caller */
   lua_pushinteger(L, box);

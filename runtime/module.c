@@ -66,6 +66,7 @@ int rt_vm_bind(p_t *pp, lua_State *L) {
   lua_call(L, 1, 1);
   pp->trampoline_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   rt_objects_open(L);
+  value_vm_init(L);
   return 0;
 }
 
@@ -156,6 +157,16 @@ static int l_stack(lua_State *L) {
   return 1;
 }
 
+/* spawn(f, ...): f and its arguments, copied, start on any P. */
+static int l_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  p_t *pp = vm_p(L);
+  rt_blob *blob = value_encode(L, 1, lua_gettop(L), "argument");
+  if (!blob) return lua_error(L);
+  newproc_spawn(pp->rt, blob);
+  return 0;
+}
+
 static int l_main(lua_State *L) {
   p_t *pp = vm_p(L);
   runtime *rt = pp->rt;
@@ -163,7 +174,7 @@ static int l_main(lua_State *L) {
   if (rt->maing) return luaL_error(L, "lugo.main: already running");
   luaL_checktype(L, 1, LUA_TFUNCTION);
   int code = lugo_run(rt, lua_gettop(L) - 1);
-  if (!rt->main_done) { /* a panic, a deadlock or os.exit: the process ends, as in Go */
+  if (!rt->main_done || rt->exit_code != 0) { /* a panic, a deadlock or os.exit: the process ends, as in Go */
     fflush(NULL);
     exit(code);
   }
@@ -359,6 +370,7 @@ int luaopen_lugo_core(lua_State *L) {
       {"chan", l_chan},         {"timer", l_timer},   {"cond_locker", l_cond_locker},
       {"stack", l_stack},       {"main", l_main},     {"memstats", l_memstats},
       {"numcpu", l_numcpu},     {"gosched", l_gosched}, {"park_forever", l_park_forever},
+      {"spawn", l_spawn},
       {"can_block", l_can_block},
       {"sync_block", sync_block}, {"cond_wait_begin", cond_wait_begin},
       {"sleep", time_sleep_block}, {NULL, NULL},

@@ -105,18 +105,34 @@ static void globrunqputbatch(runtime *rt, g_t *head, g_t *tail, int32_t n) {
 
 void globrunqput(runtime *rt, g_t *gp) { globrunqputbatch(rt, gp, gp, 1); }
 
-/* Move half of the full local ring, plus gp, to the global queue. */
+void overflowput(p_t *pp, g_t *gp) {
+  gp->schedlink = NULL;
+  if (pp->overflow_tail) pp->overflow_tail->schedlink = gp;
+  else pp->overflow_head = gp;
+  pp->overflow_tail = gp;
+  pp->noverflow++;
+}
+
+g_t *overflowget(p_t *pp) {
+  g_t *gp = pp->overflow_head;
+  if (!gp) return NULL;
+  pp->overflow_head = gp->schedlink;
+  if (!pp->overflow_head) pp->overflow_tail = NULL;
+  pp->noverflow--;
+  return gp;
+}
+
+/* Move half of the full local ring, plus gp, to the overflow list. */
 static bool runqputslow(p_t *pp, g_t *gp, uint32_t h, uint32_t t) {
-  g_t *batch[RUNQ_SIZE / 2 + 1];
+  g_t *batch[RUNQ_SIZE / 2];
   uint32_t n = (t - h) / 2;
   for (uint32_t i = 0; i < n; i++)
     batch[i] = atomic_load_explicit(&pp->runq[(h + i) % RUNQ_SIZE], memory_order_relaxed);
   if (!atomic_compare_exchange_strong_explicit(&pp->runqhead, &h, h + n, memory_order_release,
                                                memory_order_relaxed))
     return false;
-  batch[n] = gp;
-  for (uint32_t i = 0; i < n; i++) batch[i]->schedlink = batch[i + 1];
-  globrunqputbatch(pp->rt, batch[0], batch[n], (int32_t)n + 1);
+  for (uint32_t i = 0; i < n; i++) overflowput(pp, batch[i]);
+  overflowput(pp, gp);
   return true;
 }
 
@@ -191,7 +207,13 @@ g_t *globrunqget(p_t *pp, int32_t max) {
   return gp;
 }
 
-/* Inbox: Gs readied by other threads, resumed only by the owner. */
+/* Wake the M of an idle P (from any thread; ev_async_send coalesces). */
+static void p_wake(p_t *pp) { ev_async_send(pp->loop, (ev_async *)pp->wake_ev); }
+
+/* Inbox: Gs readied by other threads, resumed only by the owner. The
+ * putter publishes inbox_pending, then reads the owner's status; the owner
+ * publishes P_IDLE, then reads inbox_pending (both sequentially
+ * consistent): one of them sees the other, so no put is slept through. */
 static void inbox_put(p_t *pp, g_t *gp) {
   rt_lock(&pp->inbox_lock);
   gp->schedlink = NULL;
@@ -199,12 +221,14 @@ static void inbox_put(p_t *pp, g_t *gp) {
   else pp->inbox_head = gp;
   pp->inbox_tail = gp;
   rt_unlock(&pp->inbox_lock);
-  ev_async_send(pp->loop, (ev_async *)pp->wake_ev);
+  atomic_store(&pp->inbox_pending, true);
+  if (atomic_load(&pp->status) != P_RUNNING) p_wake(pp);
 }
 
 static g_t *inbox_get(p_t *pp) {
-  if (!pp->inbox_head) return NULL; /* racy peek; the lock decides */
+  if (!atomic_load_explicit(&pp->inbox_pending, memory_order_acquire)) return NULL;
   rt_lock(&pp->inbox_lock);
+  atomic_store(&pp->inbox_pending, false);
   g_t *list = pp->inbox_head;
   pp->inbox_head = pp->inbox_tail = NULL;
   rt_unlock(&pp->inbox_lock);
@@ -216,6 +240,47 @@ static g_t *inbox_get(p_t *pp) {
     gp = next;
   }
   return first;
+}
+
+/* Take up to half of victim's queue, from its head, as long as the Gs
+ * there are spawned ones not started yet: those are the only ones another
+ * VM can run. Returns one and queues the rest on pp. */
+static g_t *runqsteal(p_t *pp, p_t *victim) {
+  for (;;) {
+    uint32_t h = atomic_load_explicit(&victim->runqhead, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&victim->runqtail, memory_order_acquire);
+    uint32_t n = t - h;
+    n -= n / 2;
+    if (n == 0 || n > RUNQ_SIZE / 2) return NULL; /* empty, or a torn read */
+    g_t *batch[RUNQ_SIZE / 2];
+    uint32_t m = 0;
+    for (; m < n; m++) {
+      g_t *gp = atomic_load_explicit(&victim->runq[(h + m) % RUNQ_SIZE], memory_order_relaxed);
+      if (atomic_load_explicit(&gp->p, memory_order_relaxed)) break;
+      batch[m] = gp;
+    }
+    if (m == 0) return NULL;
+    if (atomic_compare_exchange_strong_explicit(&victim->runqhead, &h, h + m, memory_order_acq_rel,
+                                                memory_order_relaxed)) {
+      for (uint32_t i = 1; i < m; i++) runqput(pp, batch[i], false);
+      return batch[0];
+    }
+  }
+}
+
+void wakep(runtime *rt) {
+  if (atomic_load(&rt->npidle) == 0) return;
+  int32_t zero = 0;
+  if (!atomic_compare_exchange_strong(&rt->nmspinning, &zero, 1)) return; /* someone looks already */
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    uint32_t idle = P_IDLE;
+    if (atomic_compare_exchange_strong(&pp->status, &idle, P_WAKING)) {
+      p_wake(pp); /* it wakes as the spinning M we counted */
+      return;
+    }
+  }
+  atomic_fetch_sub(&rt->nmspinning, 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -416,7 +481,23 @@ void goready(g_t *gp) {
   gp->waitreason = WR_NONE;
   p_t *pp = getp();
   if (pp == gp->p) runqput(pp, gp, true);
-  else inbox_put(gp->p, gp);
+  else inbox_put(gp->p, gp); /* its VM is another M's: let that M resume it */
+}
+
+g_t *newproc_spawn(runtime *rt, rt_blob *blob) {
+  g_t *gp = gfget(getp());
+  gp->goid = atomic_fetch_add_explicit(&rt->goidgen, 1, memory_order_relaxed) + 1;
+  atomic_store_explicit(&gp->p, NULL, memory_order_relaxed);
+  gp->live = NULL;
+  gp->start_blob = blob;
+  gp->waitreason = WR_NONE;
+  gp->parking = PARK_NONE;
+  gp->res_kind = RES_NONE;
+  casgstatus(gp, G_IDLE, G_RUNNABLE);
+  atomic_fetch_add_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
+  globrunqput(rt, gp);
+  wakep(rt);
+  return gp;
 }
 
 /* ------------------------------------------------------------------ */
@@ -476,9 +557,13 @@ static void print_all_goroutines(runtime *rt) {
   }
 }
 
+static void p_wake(p_t *pp);
+
+/* Stop the program: the first reason wins; every M leaves its scheduler. */
 static void request_exit(runtime *rt, int code) {
-  if (atomic_exchange(&rt->exiting, 1)) return; /* the first reason wins */
+  if (atomic_exchange(&rt->exiting, 1)) return;
   rt->exit_code = code;
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) p_wake(rt->allp[i]);
 }
 
 /* The G's body raised: print Go's panic report and stop the program. The
@@ -503,33 +588,22 @@ static void gopanic(p_t *pp, g_t *gp, lua_State *co) {
   request_exit(pp->rt, 2);
 }
 
-/* All Ps idle, nothing armed, nothing in flight: nobody can ever wake up. */
-static bool deadlocked(runtime *rt) {
-  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
-    p_t *pp = rt->allp[i];
-    if (!runqempty(pp) || pp->inbox_head || atomic_load(&pp->timer0when) != 0) return false;
-  }
-  return rt->runqsize == 0;
-}
-
-static void report_deadlock(runtime *rt) {
-  fflush(stdout);
-  fprintf(stderr, "fatal error: all goroutines are asleep - deadlock!\n\n");
-  print_all_goroutines(rt);
-  fflush(stderr);
-  request_exit(rt, 2);
-}
-
 /* ------------------------------------------------------------------ */
 /* The scheduler                                                       */
 
-static void goexit(p_t *pp, g_t *gp) {
+/* The G is done. reuse: its coroutine returned to the trampoline and can
+ * run another body; else (it died raising) it is dropped. */
+static void goexit(p_t *pp, g_t *gp, bool reuse) {
   runtime *rt = pp->rt;
   casgstatus(gp, G_RUNNING, G_DEAD);
-  if (gp == rt->maing) rt->main_done = true;
+  if (gp == rt->maing) {
+    rt->main_done = true;
+    request_exit(rt, 0); /* when main returns, the program exits */
+  }
   allg_remove(pp, gp);
   atomic_fetch_sub_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
-  copool_put(pp, gp->live->co);
+  if (reuse) copool_put(pp, gp->live->co);
+  else co_drop(pp, gp->live->co);
   live_put(pp, gp->live);
   gp->live = NULL;
   casgstatus(gp, G_DEAD, G_IDLE);
@@ -548,9 +622,9 @@ static void park_m(p_t *pp, g_t *gp) {
     if (unlockf) unlockf(gp);
     break;
   }
-  case PARK_YIELD:
+  case PARK_YIELD: /* behind everything this P has queued */
     casgstatus(gp, G_RUNNING, G_RUNNABLE);
-    globrunqput(pp->rt, gp);
+    overflowput(pp, gp);
     break;
   case PARK_LOCAL:
     casgstatus(gp, G_RUNNING, G_RUNNABLE);
@@ -692,39 +766,74 @@ int rt_push_err(lua_State *L, int32_t code) {
 }
 
 /* [-0, +n on co] the body of a G that has not run yet: f, or for a body
- * with arguments f, {f, args...}, nargs + 1 (see the trampoline). */
-static int push_start(p_t *pp, g_t *gp, lua_State *co) {
+ * with arguments f, {f, args...}, nargs + 1 (see the trampoline). A
+ * spawned G's body is decoded from its blob first; -1 (message on L) if it
+ * cannot be. */
+static int push_start(p_t *pp, g_t *gp, lua_State *co, bool spawned) {
   lua_State *L = pp->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
-  lua_rawgeti(L, -1, gp->start_box);
-  lua_pushnil(L);
-  lua_rawseti(L, -3, gp->start_box);
-  lua_remove(L, -2);
-  box_free(pp, gp->start_box);
-  gp->start_box = 0;
-  int n = 1;
-  if (gp->nargs > 0) {
-    lua_rawgeti(L, -1, 1);
-    lua_insert(L, -2);
-    lua_pushinteger(L, gp->nargs + 1);
-    n = 3;
+  if (spawned) {
+    rt_blob *blob = gp->start_blob;
+    gp->start_blob = NULL;
+    int n = value_decode_safe(L, blob);
+    blob_free(blob);
+    if (n < 0) return -1;
+    gp->nargs = n - 1;
+    if (n > 1) { /* {f, args...} */
+      int base = lua_gettop(L) - n + 1;
+      lua_createtable(L, n, 0);
+      for (int i = 0; i < n; i++) {
+        lua_pushvalue(L, base + i);
+        lua_rawseti(L, -2, i + 1);
+      }
+      lua_replace(L, base + 1);
+      lua_settop(L, base + 1);
+      lua_pushinteger(L, n);
+    }
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+    lua_rawgeti(L, -1, gp->start_box);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, gp->start_box);
+    lua_remove(L, -2);
+    box_free(pp, gp->start_box);
+    gp->start_box = 0;
+    if (gp->nargs > 0) {
+      lua_rawgeti(L, -1, 1);
+      lua_insert(L, -2);
+      lua_pushinteger(L, gp->nargs + 1);
+    }
   }
+  int n = gp->nargs > 0 ? 3 : 1;
   lua_checkstack(co, n + 1);
   lua_xmove(L, co, n);
   return n;
 }
 
 static void execute(p_t *pp, g_t *gp, bool inherit_time) {
-  if (!inherit_time) pp->schedtick++;
+  if (!inherit_time) atomic_fetch_add_explicit(&pp->schedtick, 1, memory_order_relaxed);
   casgstatus(gp, G_RUNNABLE, G_RUNNING);
-  pp->curg = gp;
   int nargs;
   lua_State *co;
   if (!gp->live) {
+    bool spawned = !gp->p;
+    if (spawned) { /* this P, and its VM, are the G's for good */
+      p_vm(pp);
+      atomic_store_explicit(&gp->p, pp, memory_order_relaxed);
+      allg_add(pp, gp);
+    }
+    pp->curg = gp;
     co = copool_get(pp);
-    nargs = push_start(pp, gp, co);
     gp->live = live_get(pp, gp, co);
+    nargs = push_start(pp, gp, co, spawned);
+    if (nargs < 0) { /* its body could not be copied here: that is its panic */
+      lua_xmove(pp->L, co, 1);
+      pp->curg = NULL;
+      gopanic(pp, gp, co);
+      goexit(pp, gp, false);
+      return;
+    }
   } else {
+    pp->curg = gp;
     co = gp->live->co;
     nargs = push_results(pp, gp, co);
   }
@@ -735,7 +844,7 @@ static void execute(p_t *pp, g_t *gp, bool inherit_time) {
     if (gp->parking) {
       park_m(pp, gp);
     } else if (mark == &rt_mark_exit) {
-      goexit(pp, gp);
+      goexit(pp, gp, true);
     } else {
       /* coroutine.yield at the G's top level: there is no resumer to
        * return to. Give the P away and let the yield raise. */
@@ -745,14 +854,7 @@ static void execute(p_t *pp, g_t *gp, bool inherit_time) {
     }
   } else if (st != 0) {
     gopanic(pp, gp, co);
-    casgstatus(gp, G_RUNNING, G_DEAD);
-    allg_remove(pp, gp);
-    atomic_fetch_sub_explicit(&pp->rt->ngoroutines, 1, memory_order_relaxed);
-    co_drop(pp, co); /* a dead coroutine cannot be reused */
-    live_put(pp, gp->live);
-    gp->live = NULL;
-    casgstatus(gp, G_DEAD, G_IDLE);
-    gfput(pp, gp);
+    goexit(pp, gp, false);
   } else {
     rt_throw("goroutine %lld: trampoline returned", (long long)gp->goid);
   }
@@ -762,45 +864,177 @@ static void wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
   (void)loop, (void)w, (void)revents;
 }
 
-/* Block in the P's loop until a timer, I/O or another thread wakes it. */
-static void sleep_on_loop(p_t *pp) {
-  atomic_store(&pp->status, P_IDLE);
-  time_p_arm(pp, nanotime());
-  ev_run(pp->loop, EVRUN_ONCE);
-  atomic_store(&pp->status, P_RUNNING);
+/* How long an M with nothing to do keeps looking before it sleeps: waking
+ * a sleeping thread on another CPU costs 45-140 us here (FACTS.md). */
+#define SPIN_NS 50000
+
+/* The P's VM, created the first time the P runs a G. */
+void p_vm(p_t *pp) {
+  if (pp->L) return;
+  pp->arena = rt_vm_arena_new();
+  lua_State *L = lua_newstate(rt_vm_alloc, pp->arena);
+  if (!L) rt_throw("runtime: cannot create a Lua state");
+  pp->own_vm = true;
+  luaL_openlibs(L);
+  lugo_preload(L);
+  rt_vm_bind(pp, L);
+  /* The modules that give runtime objects their methods, for objects that
+   * arrive from other VMs. */
+  static const char *const modules[] = {"lugo.internal", "lugo", "lugo.sync", "lugo.time"};
+  for (size_t i = 0; i < sizeof modules / sizeof *modules; i++) {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, modules[i]);
+    if (lua_pcall(L, 1, 0, 0) != 0) rt_throw("runtime: processor %d: %s", (int)pp->id, lua_tostring(L, -1));
+  }
+}
+
+/* Nobody can ever run again: every P idle, nothing queued, no timer, no
+ * call in the blocking pool. Called with sched_lock held. */
+static bool deadlocked(runtime *rt) {
+  if (atomic_load(&rt->npidle) != rt->gomaxprocs || atomic_load(&rt->runqsize) != 0 ||
+      atomic_load(&rt->nblocking) != 0 || atomic_load(&rt->exiting))
+    return false;
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    if (!runqempty(pp) || pp->noverflow || atomic_load(&pp->inbox_pending) || atomic_load(&pp->timer0when) != 0)
+      return false;
+  }
+  return true;
+}
+
+static void report_deadlock(runtime *rt) {
+  fflush(stdout);
+  fprintf(stderr, "fatal error: all goroutines are asleep - deadlock!\n\n");
+  print_all_goroutines(rt);
+  fflush(stderr);
+}
+
+/* Work for pp that needs no other P: timers due, its queues, its inbox. */
+static g_t *findlocal(p_t *pp, bool *inherit_time) {
+  runtime *rt = pp->rt;
+  if (pp->L && (pp->boxes.ndirty || pp->nremote_dirty)) boxes_clean(pp);
+  int64_t when = atomic_load_explicit(&pp->timer0when, memory_order_relaxed);
+  if (when && nanotime() >= when) timers_run(pp, nanotime());
+  *inherit_time = false;
+  g_t *gp;
+  /* Every 61st tick the queues behind the ring first, so they cannot starve. */
+  if (atomic_load_explicit(&pp->schedtick, memory_order_relaxed) % 61 == 0) {
+    if (atomic_load_explicit(&rt->runqsize, memory_order_relaxed) > 0 && (gp = globrunqget(pp, 1))) return gp;
+    if ((gp = overflowget(pp))) return gp;
+  }
+  if ((gp = runqget(pp, inherit_time))) return gp;
+  if ((gp = overflowget(pp))) return gp;
+  if ((gp = inbox_get(pp))) return gp;
+  return NULL;
+}
+
+/* Work pp may take from everyone: the global queue, other Ps' queues. */
+static g_t *findshared(p_t *pp) {
+  runtime *rt = pp->rt;
+  g_t *gp;
+  if (atomic_load_explicit(&rt->runqsize, memory_order_relaxed) > 0 && (gp = globrunqget(pp, 0))) return gp;
+  int32_t n = rt->gomaxprocs;
+  if (n > 1) {
+    uint32_t start = fastrand(pp);
+    for (int32_t i = 0; i < n; i++) {
+      p_t *victim = rt->allp[(start + (uint32_t)i) % (uint32_t)n];
+      if (victim != pp && (gp = runqsteal(pp, victim))) return gp;
+    }
+  }
+  return NULL;
+}
+
+static void stop_spinning(p_t *pp) {
+  if (!pp->spinning) return;
+  pp->spinning = false;
+  /* The last spinner to find work wakes another: there may be more. */
+  if (atomic_fetch_sub(&pp->rt->nmspinning, 1) == 1) wakep(pp->rt);
 }
 
 /* Go's findrunnable: NULL when the program is exiting. */
 static g_t *findrunnable(p_t *pp, bool *inherit_time) {
   runtime *rt = pp->rt;
+  bool spun = false; /* spin once between sleeps */
   for (;;) {
-    if (atomic_load_explicit(&rt->exiting, memory_order_relaxed)) return NULL;
-    if (pp->boxes.ndirty || pp->nremote_dirty) boxes_clean(pp);
-    int64_t when = atomic_load_explicit(&pp->timer0when, memory_order_relaxed);
-    if (when && nanotime() >= when) timers_run(pp, nanotime());
-    *inherit_time = false;
-    g_t *gp;
-    /* Every 61st tick the global queue first, so it cannot starve. */
-    if (pp->schedtick % 61 == 0 && rt->runqsize > 0 && (gp = globrunqget(pp, 1))) return gp;
-    if ((gp = runqget(pp, inherit_time))) return gp;
-    if ((gp = inbox_get(pp))) return gp;
-    if (rt->runqsize > 0 && (gp = globrunqget(pp, 0))) return gp;
-    if (deadlocked(rt)) {
-      report_deadlock(rt);
+    if (atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
+      if (pp->spinning) {
+        pp->spinning = false;
+        atomic_fetch_sub(&rt->nmspinning, 1);
+      }
       return NULL;
     }
-    sleep_on_loop(pp);
+    g_t *gp = findlocal(pp, inherit_time);
+    if (!gp) gp = findshared(pp);
+    if (gp) {
+      stop_spinning(pp);
+      return gp;
+    }
+    /* Spin for a while, as Go's Ms do: at most half of the busy Ps. */
+    if (rt->gomaxprocs > 1 && !pp->spinning && !spun &&
+        2 * atomic_load(&rt->nmspinning) < rt->gomaxprocs - atomic_load(&rt->npidle)) {
+      pp->spinning = true;
+      atomic_fetch_add(&rt->nmspinning, 1);
+    }
+    if (pp->spinning) {
+      int64_t until = nanotime() + SPIN_NS;
+      while (!gp && nanotime() < until && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
+        for (int i = 0; i < 50 && !atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed); i++)
+          cpu_relax();
+        if (!(gp = findlocal(pp, inherit_time))) gp = findshared(pp);
+      }
+      if (gp) {
+        stop_spinning(pp);
+        return gp;
+      }
+      pp->spinning = false;
+      atomic_fetch_sub(&rt->nmspinning, 1);
+      spun = true;
+      continue; /* look once more now that we no longer count as spinning */
+    }
+    /* Sleep in the P's loop until a timer, I/O or another thread wakes it. */
+    rt_lock(&rt->sched_lock);
+    if (atomic_load(&rt->runqsize) > 0) {
+      rt_unlock(&rt->sched_lock);
+      continue;
+    }
+    atomic_store(&pp->status, P_IDLE);
+    atomic_fetch_add(&rt->npidle, 1);
+    if (deadlocked(rt)) {
+      report_deadlock(rt);
+      request_exit(rt, 2);
+      atomic_store(&pp->status, P_RUNNING);
+      atomic_fetch_sub(&rt->npidle, 1);
+      rt_unlock(&rt->sched_lock);
+      return NULL;
+    }
+    rt_unlock(&rt->sched_lock);
+    if (!atomic_load(&pp->inbox_pending) && !atomic_load(&rt->exiting)) {
+      time_p_arm(pp, nanotime());
+      ev_run(pp->loop, EVRUN_ONCE);
+    }
+    uint32_t was = atomic_exchange(&pp->status, P_RUNNING);
+    atomic_fetch_sub(&rt->npidle, 1);
+    spun = false;
+    if (was == P_WAKING) pp->spinning = true; /* wakep counted us */
   }
 }
 
 static void schedule(p_t *pp) {
   runtime *rt = pp->rt;
-  while (!rt->main_done && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
+  while (!atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
     bool inherit_time;
     g_t *gp = findrunnable(pp, &inherit_time);
     if (!gp) break;
     execute(pp, gp, inherit_time);
   }
+}
+
+/* The body of the thread of P1.. */
+static void *mstart(void *arg) {
+  p_t *pp = arg;
+  rt_tls_m = &pp->m;
+  schedule(pp);
+  return NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -810,7 +1044,9 @@ static p_t *p_new(runtime *rt, int32_t id) {
   p_t *pp = rt_calloc(1, sizeof *pp);
   pp->id = id;
   pp->rt = rt;
-  pp->schedtick = 1; /* the first findrunnable need not start with the global queue */
+  pp->m.p = pp;
+  pp->m.id = id;
+  atomic_init(&pp->schedtick, 1); /* the first findrunnable need not start with the global queue */
   pp->rand = (uint64_t)nanotime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)pp;
   pp->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
   if (!pp->loop) rt_throw("runtime: cannot create an event loop");
@@ -837,12 +1073,20 @@ static void g_destroy(p_t *pp, g_t *gp) {
       break;
     case OP_SLEEP: sleep_cancel(pp, gp); break;
     }
+    if (l->res_blob && atomic_load(&gp->status) == G_RUNNABLE) blob_free(l->res_blob);
     rt_free(l);
   } else if (gp->start_box) {
     box_free_dirty(pp, gp->start_box);
   }
   allg_remove(pp, gp);
   atomic_fetch_sub_explicit(&pp->rt->ngoroutines, 1, memory_order_relaxed);
+  rt_free(gp);
+}
+
+/* A spawned G that never started: in a run queue, bound to no P. */
+static void g_destroy_unstarted(runtime *rt, g_t *gp) {
+  blob_free(gp->start_blob);
+  atomic_fetch_sub_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
   rt_free(gp);
 }
 
@@ -873,18 +1117,25 @@ static void p_free(p_t *pp) {
   rt_free(pp);
 }
 
+static int32_t default_procs(void) {
+  const char *env = getenv("LUGO_MAXPROCS");
+  if (env && atoi(env) > 0) return atoi(env);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int32_t)n : 1;
+}
+
 static runtime *runtime_new(int32_t nprocs) {
+  if (nprocs <= 0) nprocs = default_procs();
+  if (nprocs > 256) nprocs = 256;
   runtime *rt = rt_calloc(1, sizeof *rt);
   rt->gomaxprocs = nprocs;
   rt->allp = rt_calloc((size_t)nprocs, sizeof *rt->allp);
   for (int32_t i = 0; i < nprocs; i++) rt->allp[i] = p_new(rt, i);
-  rt->m0.p = rt->allp[0];
   return rt;
 }
 
 lugo_runtime *lugo_new(const lugo_options *opts) {
-  (void)opts; /* one processor for now: the VM-per-P scheduler runs on it */
-  runtime *rt = runtime_new(1);
+  runtime *rt = runtime_new(opts ? opts->maxprocs : 0);
   p_t *pp = rt->allp[0];
   pp->arena = rt_vm_arena_new();
   lua_State *L = lua_newstate(rt_vm_alloc, pp->arena);
@@ -893,44 +1144,70 @@ lugo_runtime *lugo_new(const lugo_options *opts) {
   luaL_openlibs(L);
   lugo_preload(L);
   rt_vm_bind(pp, L);
-  rt_tls_m = &rt->m0;
+  rt_tls_m = &pp->m;
   return rt;
 }
 
 lua_State *lugo_vm(lugo_runtime *rt) { return rt->allp[0]->L; }
 
-/* Destroy every G that is left: parked ones leave their queues. */
+/* Destroy every G that is left: parked ones leave their queues. Every M
+ * but this one has stopped. */
 static void destroy_all_gs(runtime *rt) {
-  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
-    p_t *pp = rt->allp[i];
-    rt_tls_m = &rt->m0;
-    rt->m0.p = pp;
-    while (atomic_exchange(&pp->runnext, NULL)) {}
-    atomic_store(&pp->runqhead, 0);
-    atomic_store(&pp->runqtail, 0);
-    pp->inbox_head = pp->inbox_tail = NULL;
-    while (pp->allg) g_destroy(pp, pp->allg);
+  for (g_t *gp = rt->runq_head; gp;) { /* unstarted spawned Gs first */
+    g_t *next = gp->schedlink;
+    if (!gp->p) g_destroy_unstarted(rt, gp);
+    gp = next;
   }
   rt->runq_head = rt->runq_tail = NULL;
-  rt->runqsize = 0;
+  atomic_store(&rt->runqsize, 0);
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    rt_tls_m = &pp->m;
+    g_t *gp;
+    while ((gp = runqget(pp, NULL)))
+      if (!gp->p) g_destroy_unstarted(rt, gp);
+    pp->inbox_head = pp->inbox_tail = NULL;
+    atomic_store(&pp->inbox_pending, false);
+    pp->overflow_head = pp->overflow_tail = NULL;
+    pp->noverflow = 0;
+    while (pp->allg) g_destroy(pp, pp->allg);
+  }
 }
 
-/* This thread holds P0 from now on, so that the VM may use channels that do
- * not block even before lugo.main runs. */
 runtime *rt_adopt(lua_State *L) {
-  runtime *rt = runtime_new(1);
+  runtime *rt = runtime_new(0);
   rt->adopted_vm = true;
   rt_vm_bind(rt->allp[0], L);
-  rt_tls_m = &rt->m0;
+  /* This thread holds P0 from now on, so that the VM may use channels that
+   * do not block even before lugo.main runs. */
+  rt_tls_m = &rt->allp[0]->m;
   return rt;
+}
+
+/* Stop the other Ms: wake them all and wait for them to leave their
+ * schedulers. One that runs a G that never yields (a JIT-compiled loop)
+ * cannot be stopped: then the process ends at once, as Go's does. */
+static void stop_the_ms(runtime *rt) {
+  for (int32_t i = 1; i < rt->gomaxprocs; i++) p_wake(rt->allp[i]);
+  for (int32_t i = 1; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    if (!pp->thread_running) continue;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 2;
+    if (pthread_timedjoin_np(pp->thread, NULL, &deadline) != 0) {
+      fflush(NULL);
+      _exit(rt->exit_code);
+    }
+    pp->thread_running = false;
+  }
 }
 
 int lugo_run(lugo_runtime *rt, int nargs) {
   p_t *pp = rt->allp[0];
   lua_State *L = pp->L;
   m_t *saved = rt_tls_m;
-  rt_tls_m = &rt->m0;
-  rt->m0.p = pp;
+  rt_tls_m = &pp->m;
   rt->main_done = false;
   atomic_store(&rt->exiting, 0);
   rt->exit_code = 0;
@@ -953,24 +1230,30 @@ int lugo_run(lugo_runtime *rt, int nargs) {
   lua_pop(L, 1);
   rt->maing = newproc(pp, box, nargs);
 
+  for (int32_t i = 1; i < rt->gomaxprocs; i++) {
+    p_t *p = rt->allp[i];
+    if (pthread_create(&p->thread, NULL, mstart, p) != 0) rt_throw("runtime: cannot start a thread");
+    p->thread_running = true;
+  }
   schedule(pp);
+  request_exit(rt, 0);
+  stop_the_ms(rt);
 
-  if (!atomic_load(&rt->exiting)) request_exit(rt, 0);
   rt->maing = NULL;
   /* Nothing may run after main: drop the Gs that are left. */
   destroy_all_gs(rt);
-  if (pp->boxes.ndirty) boxes_clean(pp);
+  rt_tls_m = &pp->m;
+  if (pp->boxes.ndirty || pp->nremote_dirty) boxes_clean(pp);
   rt_tls_m = saved;
   return rt->exit_code;
 }
 
 void lugo_close(lugo_runtime *rt) {
   m_t *saved = rt_tls_m;
-  rt_tls_m = &rt->m0;
   destroy_all_gs(rt);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *pp = rt->allp[i];
-    rt->m0.p = pp;
+    rt_tls_m = &pp->m;
     timers_close(pp);
     if (pp->L) {
       rt_vm_unbind(pp);
@@ -981,7 +1264,7 @@ void lugo_close(lugo_runtime *rt) {
   for (int32_t i = 0; i < rt->gomaxprocs; i++) p_free(rt->allp[i]);
   rt_free(rt->allp);
   rt_free(rt);
-  rt_tls_m = saved == &rt->m0 ? NULL : saved;
+  rt_tls_m = saved && saved->p && saved->p->rt == rt ? NULL : saved;
 }
 
 /* ------------------------------------------------------------------ */

@@ -20,6 +20,7 @@
 #ifndef LUGO_RT_H
 #define LUGO_RT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -46,6 +47,14 @@ typedef struct rt_blob rt_blob;
 typedef struct rtlock {
   _Atomic uint32_t key; /* 0 unlocked, 1 locked, 2 locked with sleepers */
 } rtlock;
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
 
 void rt_lock_slow(rtlock *l);
 void rt_unlock_wake(rtlock *l);
@@ -250,10 +259,12 @@ struct g {
   uint8_t res_kind;  /* enum result_kind, for the next resume */
   uint8_t res_shape; /* enum res_shape, set by the op that parked */
   bool res_ok;
-  p_t *p;       /* owner P: the VM holding its coroutine */
-  g_live *live; /* once started */
+  p_t *_Atomic p; /* owner P: the VM holding its coroutine; NULL for a spawned G
+                    * not started yet, which any P may take (and then owns) */
+  g_live *live;   /* once started */
   union {
     struct { int32_t start_box, nargs; }; /* until started: f (or {f, args...}) */
+    rt_blob *start_blob;                  /* spawned, until started: f and its args */
     struct { int32_t res_box, res_idx; }; /* once started: the next resume's results */
   };
   g_t *schedlink;         /* run queue, inbox, free list */
@@ -261,7 +272,8 @@ struct g {
 };
 
 /* A 256-slot ring plus runnext, as Go's p.runq: the owner puts and gets,
- * thieves (other Ps, issue 3) take with CAS on head. */
+ * thieves (other Ps) take with CAS on head. The global queue holds only
+ * spawned Gs that have not started: any P may run those. */
 #define RUNQ_SIZE 256
 
 typedef struct box_pool {
@@ -272,12 +284,25 @@ typedef struct box_pool {
   int32_t ndirty, dirtycap;
 } box_pool;
 
-enum pstatus { P_IDLE, P_RUNNING, P_DEAD };
+enum pstatus {
+  P_RUNNING, /* its M runs the scheduler (or spins looking for work) */
+  P_IDLE,    /* its M sleeps in the P's loop */
+  P_WAKING,  /* woken by wakep to spin: counted in nmspinning */
+};
+
+struct m {
+  p_t *p;
+  int32_t id;
+};
 
 struct p {
   int32_t id;
-  _Atomic uint32_t status;
+  _Atomic uint32_t status; /* enum pstatus */
   runtime *rt;
+  m_t m;            /* the thread that runs this P */
+  pthread_t thread; /* for P1..: started by lugo_run, joined at its end */
+  bool thread_running;
+  bool spinning;    /* counted in rt->nmspinning */
   lua_State *L;    /* the VM's main thread: the scheduler's own stack */
   bool own_vm;     /* L was made by us, to be closed at exit */
   void *arena;     /* the VM's allocator */
@@ -285,15 +310,20 @@ struct p {
   int cos_ref;     /* cos[thread] = true: anchors every pooled coroutine */
   int trampoline_ref;
   g_t *curg;
-  uint32_t schedtick;
+  _Atomic uint32_t schedtick; /* one more per G scheduled; sysmon watches it */
   uint64_t rand;   /* fastrand state */
 
   _Atomic uint32_t runqhead, runqtail;
   g_t *_Atomic runq[RUNQ_SIZE];
   g_t *_Atomic runnext;
+  /* Where a full ring spills, and gosched goes: the owner's alone. Go
+   * spills into the global queue, but these Gs are bound to this VM. */
+  g_t *overflow_head, *overflow_tail;
+  int32_t noverflow;
 
   rtlock inbox_lock; /* guards inbox */
   g_t *inbox_head, *inbox_tail;
+  _Atomic bool inbox_pending; /* set after a put, cleared by the owner's drain */
 
   struct ev_loop *loop;
   void *wake_ev;  /* ev_async: another thread posted to the inbox */
@@ -321,19 +351,16 @@ struct p {
   int32_t nallg;
 };
 
-struct m {
-  p_t *p;
-  int32_t id;
-};
-
 struct runtime {
   p_t **allp;
   int32_t gomaxprocs;
-  m_t m0;
 
-  rtlock sched_lock; /* guards the global run queue */
+  rtlock sched_lock; /* guards the global run queue and Ps going idle */
   g_t *runq_head, *runq_tail;
-  int32_t runqsize;
+  _Atomic int32_t runqsize; /* written under sched_lock, peeked without */
+  _Atomic int32_t npidle;      /* Ps whose M sleeps */
+  _Atomic int32_t nmspinning;  /* Ms looking for work without sleeping */
+  _Atomic int32_t nblocking;   /* calls in flight in the blocking pool */
 
   _Atomic int64_t goidgen;
   _Atomic int32_t ngoroutines; /* live Gs (created, not dead) */
@@ -374,6 +401,13 @@ int32_t box_alloc(p_t *pp);
 void box_free(p_t *pp, int32_t box);       /* the value was already cleared */
 void box_free_dirty(p_t *pp, int32_t box); /* clear vals[box] before reuse; any thread */
 
+/* The P's VM, created the first time it is needed (on the P's thread). */
+void p_vm(p_t *pp);
+/* Start a spawned G: its body and arguments are in blob (n values). */
+g_t *newproc_spawn(runtime *rt, rt_blob *blob);
+/* New work any P could run appeared: make sure an M is looking for it. */
+void wakep(runtime *rt);
+
 /* runq (exported for the C unit tests) */
 void runqput(p_t *pp, g_t *gp, bool next);
 g_t *runqget(p_t *pp, bool *inherit_time);
@@ -381,6 +415,8 @@ bool runqempty(p_t *pp);
 uint32_t runqlen(p_t *pp);
 void globrunqput(runtime *rt, g_t *gp);
 g_t *globrunqget(p_t *pp, int32_t max);
+void overflowput(p_t *pp, g_t *gp);
+g_t *overflowget(p_t *pp);
 
 /* ---- chan.c ---- */
 

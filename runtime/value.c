@@ -204,9 +204,20 @@ static int fail(enc *e, const char *what, const char *where) {
   return -1;
 }
 
+typedef struct dumpbuf {
+  char *p;
+  size_t len, cap;
+} dumpbuf;
+
 static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
   (void)L;
-  luaL_addlstring(ud, p, sz);
+  dumpbuf *d = ud;
+  if (d->len + sz > d->cap) {
+    d->cap = (d->len + sz) * 2;
+    d->p = rt_realloc(d->p, d->cap);
+  }
+  memcpy(d->p + d->len, p, sz);
+  d->len += sz;
   return 0;
 }
 
@@ -220,17 +231,15 @@ static void push_bytecode(lua_State *L, int idx) {
     return;
   }
   lua_pop(L, 1);
-  lua_pushvalue(L, idx);
-  luaL_Buffer buf;
-  luaL_buffinit(L, &buf);
-  lua_pushvalue(L, -2); /* lua_dump wants the function on top */
-  lua_dump(L, dump_writer, &buf);
+  dumpbuf d = {0};
+  lua_pushvalue(L, idx); /* lua_dump wants the function on top */
+  lua_dump(L, dump_writer, &d);
   lua_pop(L, 1);
-  luaL_pushresult(&buf);
+  lua_pushlstring(L, d.p, d.len);
+  rt_free(d.p);
   lua_pushvalue(L, idx);
   lua_pushvalue(L, -2);
-  lua_rawset(L, -5);
-  lua_remove(L, -2); /* the function */
+  lua_rawset(L, -4);
   lua_remove(L, -2); /* dumps */
 }
 

@@ -14,13 +14,17 @@ if(LUGO_SANITIZE)
 else()
   set(LUGO_SANITIZED 0)
 endif()
+# Every spec runs with 1, 2 and 4 processors (LUGO_MAXPROCS).
+set(LUGO_SPEC_PROCS 1 2 4 CACHE STRING "processor counts the specs run with")
 file(GLOB LUGO_SPECS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/*_spec.lua)
 foreach(spec IN LISTS LUGO_SPECS)
   get_filename_component(name ${spec} NAME_WE)
-  add_test(NAME spec/${name}
-           COMMAND ${BUSTED} --lua=$<TARGET_FILE:lugo> -o utfTerminal ${spec}
-           WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
-  set_tests_properties(spec/${name} PROPERTIES
-    ENVIRONMENT "LUGO_BIN=$<TARGET_FILE:lugo>;LUGO_CORE_DIR=${CMAKE_BINARY_DIR}/lib;LUGO_SANITIZED=${LUGO_SANITIZED};LUA_PATH=${CMAKE_SOURCE_DIR}/spec/?.lua\;\;"
-    TIMEOUT 300)
+  foreach(procs IN LISTS LUGO_SPEC_PROCS)
+    add_test(NAME spec/${name}/p${procs}
+             COMMAND ${BUSTED} --lua=$<TARGET_FILE:lugo> -o utfTerminal ${spec}
+             WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+    set_tests_properties(spec/${name}/p${procs} PROPERTIES
+      ENVIRONMENT "LUGO_MAXPROCS=${procs};LUGO_BIN=$<TARGET_FILE:lugo>;LUGO_CORE_DIR=${CMAKE_BINARY_DIR}/lib;LUGO_SANITIZED=${LUGO_SANITIZED};LUA_PATH=${CMAKE_SOURCE_DIR}/spec/?.lua\;\;"
+      TIMEOUT 300)
+  endforeach()
 endforeach()

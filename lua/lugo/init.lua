@@ -31,6 +31,16 @@ function lugo.go(f, ...)
   if n == 0 then vals[box] = f else vals[box] = { f, ... } end
 end
 
+-- spawn(f, ...): run f(...) in a new goroutine on whichever processor is
+-- free. f (its bytecode and upvalues) and the arguments are copied into
+-- that processor's VM, where globals and require resolve; channels and other
+-- runtime objects among them cross by reference.
+function lugo.spawn(f, ...)
+  if type(f) ~= "function" then argerror(1, "spawn", "function", f) end
+  local ok, err = pcall(core.spawn, f, ...)
+  if not ok then error(err, 2) end
+end
+
 -- chan([cap]): a channel with a buffer of cap values (0: unbuffered).
 lugo.chan = core.chan
 

@@ -43,9 +43,9 @@ static runtime *test_runtime(void) {
   rt->allp = rt_calloc(1, sizeof *rt->allp);
   p_t *pp = rt_calloc(1, sizeof *pp);
   pp->rt = rt;
+  pp->m.p = pp;
   rt->allp[0] = pp;
-  rt->m0.p = pp;
-  rt_tls_m = &rt->m0;
+  rt_tls_m = &pp->m;
   return rt;
 }
 
