@@ -135,18 +135,24 @@ static int l_cond_locker(lua_State *L) {
   return 1;
 }
 
-/* timer(kind, secs[, fbox]) -> timer[, channel]; kind 0 timer, 1 ticker,
- * 2 after_func (fbox holds the function) */
+/* timer(kind, secs[, fbox]) -> timer; kind 0 timer, 1 ticker, 2 after_func
+ * (fbox holds the function) */
 static int l_timer(lua_State *L) {
   int kind = (int)luaL_checkinteger(L, 1);
   double secs = luaL_checknumber(L, 2);
   int32_t fbox = (int32_t)luaL_optinteger(L, 3, 0);
-  timer_obj *to = timer_obj_new(vm_p(L), kind, secs, fbox);
-  hchan *c = timer_obj_chan(to);
-  push_new(L, (rt_object *)to);
-  if (!c) return 1;
+  push_new(L, (rt_object *)timer_obj_new(vm_p(L), kind, secs, fbox));
+  return 1;
+}
+
+/* timer_chan(t) -> the Timer's or Ticker's channel, nil for after_func's */
+static int l_timer_chan(lua_State *L) {
+  rt_object *o = rt_to_object(L, 1, RT_TIMER);
+  if (!o) return luaL_typerror(L, 1, "timer");
+  hchan *c = timer_obj_chan((timer_obj *)o);
+  if (!c) return 0;
   rt_push_object(L, &c->obj);
-  return 2;
+  return 1;
 }
 
 /* ---- goroutines and the program ---- */
@@ -291,6 +297,7 @@ int32_t chan_len(proxy *);
 int32_t chan_cap(proxy *);
 int32_t timer_stop(proxy *);
 int32_t timer_reset(proxy *, double);
+int32_t timer_kind(proxy *);
 int32_t mutex_lock_fast(proxy *);
 int32_t mutex_try_lock(proxy *);
 int32_t mutex_unlock(proxy *);
@@ -321,6 +328,7 @@ static const ffi_entry ffi_entries[] = {
     {"selectgo", "int32_t (*)(lugo_select_case *, int32_t, lugo_select_result *)", (void *)selectgo},
     {"timer_stop", "int32_t (*)(" P ")", (void *)timer_stop},
     {"timer_reset", "int32_t (*)(" P ", double)", (void *)timer_reset},
+    {"timer_kind", "int32_t (*)(" P ")", (void *)timer_kind},
     {"mutex_lock_fast", "int32_t (*)(" P ")", (void *)mutex_lock_fast},
     {"mutex_try_lock", "int32_t (*)(" P ")", (void *)mutex_try_lock},
     {"mutex_unlock", "int32_t (*)(" P ")", (void *)mutex_unlock},
@@ -370,7 +378,7 @@ int luaopen_lugo_core(lua_State *L) {
       {"chan", l_chan},         {"timer", l_timer},   {"cond_locker", l_cond_locker},
       {"stack", l_stack},       {"main", l_main},     {"memstats", l_memstats},
       {"numcpu", l_numcpu},     {"gosched", l_gosched}, {"park_forever", l_park_forever},
-      {"spawn", l_spawn},
+      {"spawn", l_spawn},       {"timer_chan", l_timer_chan},
       {"can_block", l_can_block},
       {"sync_block", sync_block}, {"cond_wait_begin", cond_wait_begin},
       {"sleep", time_sleep_block}, {NULL, NULL},

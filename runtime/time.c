@@ -259,10 +259,11 @@ static void timer_obj_fire(p_t *pp, rt_timer *t, int64_t now) {
   if (t->period == 0) rt_release(&to->obj); /* the heap's reference */
 }
 
+/* A Timer always runs on its owner's heap: its channel's and its
+ * function's boxes are in that VM. */
 static void timer_obj_arm(timer_obj *to, int64_t when) {
-  p_t *pp = getp();
   rt_retain(&to->obj);
-  timer_add(pp ? pp : to->owner, &to->t, when);
+  timer_add(to->owner, &to->t, when);
 }
 
 /* Stop, and drop any value already sent: after stop() returns, no stale
@@ -290,6 +291,8 @@ timer_obj *timer_obj_new(p_t *pp, int kind, double secs, int32_t fbox) {
 }
 
 hchan *timer_obj_chan(timer_obj *to) { return to->c; }
+
+int32_t timer_kind(proxy *px) { return ((timer_obj *)px->obj)->kind; }
 
 void timer_object_free(rt_object *o) {
   timer_obj *to = (timer_obj *)o;

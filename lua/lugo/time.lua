@@ -5,7 +5,7 @@ local I = require "lugo.internal"
 local C, rc, core, vals = I.C, I.rc, I.core, I.vals
 local argerror, raise, ERR = I.argerror, I.raise, I.ERR
 local sleep = core.sleep
-local type, getmetatable, setmetatable, error = type, getmetatable, setmetatable, error
+local type, getmetatable, error = type, getmetatable, error
 local TIMER, TICKER, FUNC = 0, 1, 2
 
 local time = {}
@@ -22,49 +22,56 @@ function time.sleep(d)
   if r == ERR then raise(nil, code) end
 end
 
-local Timer = { __name = "time.Timer" }
-Timer.__index = Timer
-local Ticker = { __name = "time.Ticker" }
-Ticker.__index = Ticker
+-- Timers and tickers are runtime objects (they cross VMs by reference);
+-- t.c is their channel.
+local Timer = I.mt.timer
+local timer_chan = core.timer_chan
+local timer_methods, ticker_methods = {}, {}
+Timer.__index = function(t, k)
+  if k == "c" then return timer_chan(t) end
+  if C.timer_kind(t) == TICKER then return ticker_methods[k] end
+  return timer_methods[k]
+end
+
+local function is_timer(t) return getmetatable(t) == Timer and C.timer_kind(t) ~= TICKER end
+local function is_ticker(t) return getmetatable(t) == Timer and C.timer_kind(t) == TICKER end
 
 -- stop(): prevent the timer from firing. True if that stopped it, false if
 -- it had already fired or been stopped. No stale time is received after.
-function Timer.stop(t)
-  if getmetatable(t) ~= Timer then argerror(1, "stop", "time.Timer", t) end
-  return C.timer_stop(t.timer) == 1
+function timer_methods.stop(t)
+  if not is_timer(t) then argerror(1, "stop", "time.Timer", t) end
+  return C.timer_stop(t) == 1
 end
 
 -- reset(d): fire after d seconds instead. True if the timer was active.
-function Timer.reset(t, d)
-  if getmetatable(t) ~= Timer then argerror(1, "reset", "time.Timer", t) end
+function timer_methods.reset(t, d)
+  if not is_timer(t) then argerror(1, "reset", "time.Timer", t) end
   check_duration(d, 2, "reset")
-  return C.timer_reset(t.timer, d) == 1
+  return C.timer_reset(t, d) == 1
 end
 
-function Ticker.stop(t)
-  if getmetatable(t) ~= Ticker then argerror(1, "stop", "time.Ticker", t) end
-  C.timer_stop(t.timer)
+function ticker_methods.stop(t)
+  if not is_ticker(t) then argerror(1, "stop", "time.Ticker", t) end
+  C.timer_stop(t)
 end
 
-function Ticker.reset(t, d)
-  if getmetatable(t) ~= Ticker then argerror(1, "reset", "time.Ticker", t) end
+function ticker_methods.reset(t, d)
+  if not is_ticker(t) then argerror(1, "reset", "time.Ticker", t) end
   check_duration(d, 2, "reset")
   if not (d > 0) then error("non-positive interval for Ticker.Reset", 2) end
-  C.timer_reset(t.timer, d)
+  C.timer_reset(t, d)
 end
 
 -- timer(d): a Timer whose channel t.c receives the time once, after d.
 function time.timer(d)
   check_duration(d, 1, "timer")
-  local t, c = core.timer(TIMER, d)
-  return setmetatable({ c = c, timer = t }, Timer)
+  return core.timer(TIMER, d)
 end
 
 -- after(d): a channel that receives the time once, after d.
 function time.after(d)
   check_duration(d, 1, "after")
-  local _, c = core.timer(TIMER, d)
-  return c
+  return core.timer(TIMER, d).c
 end
 
 -- ticker(d): a Ticker whose channel t.c receives the time every d seconds;
@@ -72,16 +79,14 @@ end
 function time.ticker(d)
   check_duration(d, 1, "ticker")
   if not (d > 0) then error("non-positive interval for NewTicker", 2) end
-  local t, c = core.timer(TICKER, d)
-  return setmetatable({ c = c, timer = t }, Ticker)
+  return core.timer(TICKER, d)
 end
 
 -- tick(d): a ticker's channel, for code that never stops it; nil if d <= 0.
 function time.tick(d)
   check_duration(d, 1, "tick")
   if not (d > 0) then return nil end
-  local _, c = core.timer(TICKER, d)
-  return c
+  return core.timer(TICKER, d).c
 end
 
 -- after_func(d, f): call f in its own goroutine after d. Returns a Timer
@@ -91,8 +96,7 @@ function time.after_func(d, f)
   if type(f) ~= "function" then argerror(2, "after_func", "function", f) end
   local box = C.box_new()
   vals[box] = f
-  local t = core.timer(FUNC, d, box)
-  return setmetatable({ timer = t }, Timer)
+  return core.timer(FUNC, d, box)
 end
 
 time.now = C.walltime
