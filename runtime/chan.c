@@ -255,7 +255,7 @@ int chan_send_block(lua_State *L) {
   rt_blob *copy = NULL;
   if (is_shared(c) && !(copy = value_encode(L, 2, 1, "value"))) return lua_error(L);
   p_t *pp = getp();
-  g_t *gp = pp ? pp->curg : NULL;
+  g_t *gp = pp ? getg() : NULL;
   int32_t can = rt_can_block(L, gp);
   int32_t r = chansend(c, pp, gp, can == RC_OK, copy);
   if (r == RC_CLOSED) {
@@ -285,7 +285,7 @@ int32_t take_box(lua_State *L, p_t *pp, int32_t box, rt_blob *blob, int vals) {
 int chan_recv_block(lua_State *L) {
   proxy *px = check_chan(L, 1);
   p_t *pp = getp();
-  g_t *gp = pp ? pp->curg : NULL;
+  g_t *gp = pp ? getg() : NULL;
   int32_t can = rt_can_block(L, gp);
   val v;
   int32_t r = chanrecv((hchan *)px->obj, pp, gp, can == RC_OK, &v);

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -110,7 +111,7 @@ void overflowput(p_t *pp, g_t *gp) {
   if (pp->overflow_tail) pp->overflow_tail->schedlink = gp;
   else pp->overflow_head = gp;
   pp->overflow_tail = gp;
-  pp->noverflow++;
+  atomic_fetch_add_explicit(&pp->noverflow, 1, memory_order_relaxed);
 }
 
 g_t *overflowget(p_t *pp) {
@@ -118,7 +119,7 @@ g_t *overflowget(p_t *pp) {
   if (!gp) return NULL;
   pp->overflow_head = gp->schedlink;
   if (!pp->overflow_head) pp->overflow_tail = NULL;
-  pp->noverflow--;
+  atomic_fetch_sub_explicit(&pp->noverflow, 1, memory_order_relaxed);
   return gp;
 }
 
@@ -538,22 +539,21 @@ static void push_traceback(lua_State *L, g_t *gp) {
   lua_remove(L, -2);
 }
 
-static void print_goroutine(p_t *pp, g_t *gp, const char *state) {
-  lua_State *L = pp->L;
+void rt_print_goroutine(p_t *pp, lua_State *L, g_t *gp) {
+  (void)pp;
+  uint32_t st = atomic_load(&gp->status);
+  const char *state = st == G_WAITING ? rt_waitreason_string(gp->waitreason) : gstatus_names[st];
   push_traceback(L, gp);
   fprintf(stderr, "goroutine %lld [%s]:\n%s\n\n", (long long)gp->goid, state, lua_tostring(L, -1));
   lua_pop(L, 1);
 }
 
-/* Every goroutine's traceback, as Go prints on a fatal error or SIGQUIT. */
+/* Every goroutine's traceback, as Go prints on a fatal error: every M is
+ * asleep, so this thread may read every VM. */
 static void print_all_goroutines(runtime *rt) {
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *pp = rt->allp[i];
-    for (g_t *gp = pp->allg; gp; gp = gp->allnext) {
-      uint32_t st = atomic_load(&gp->status);
-      const char *state = st == G_WAITING ? rt_waitreason_string(gp->waitreason) : gstatus_names[st];
-      print_goroutine(pp, gp, state);
-    }
+    for (g_t *gp = pp->allg; gp; gp = gp->allnext) rt_print_goroutine(pp, pp->L, gp);
   }
 }
 
@@ -651,6 +651,10 @@ static void release_waiting(p_t *pp, g_t *gp) {
 /* [-0, +n on co] what the parked op returns, shaped as it asked. A value
  * comes back as its box, which is freed now: the G loads it first thing. */
 static int push_results(p_t *pp, g_t *gp, lua_State *co) {
+  if (gp->preempted) { /* it yielded from a hook, mid-function: touch nothing */
+    gp->preempted = false;
+    return 0;
+  }
   if (gp->live->op == OP_CHAN) release_waiting(pp, gp);
   lua_settop(co, 0);
   uint8_t kind = gp->res_kind, shape = gp->res_shape;
@@ -811,6 +815,7 @@ static int push_start(p_t *pp, g_t *gp, lua_State *co, bool spawned) {
 
 static void execute(p_t *pp, g_t *gp, bool inherit_time) {
   if (!inherit_time) atomic_fetch_add_explicit(&pp->schedtick, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&pp->nexec, 1, memory_order_relaxed);
   casgstatus(gp, G_RUNNABLE, G_RUNNING);
   int nargs;
   lua_State *co;
@@ -821,24 +826,24 @@ static void execute(p_t *pp, g_t *gp, bool inherit_time) {
       atomic_store_explicit(&gp->p, pp, memory_order_relaxed);
       allg_add(pp, gp);
     }
-    pp->curg = gp;
+    atomic_store_explicit(&pp->curg, gp, memory_order_release);
     co = copool_get(pp);
     gp->live = live_get(pp, gp, co);
     nargs = push_start(pp, gp, co, spawned);
     if (nargs < 0) { /* its body could not be copied here: that is its panic */
       lua_xmove(pp->L, co, 1);
-      pp->curg = NULL;
+      atomic_store_explicit(&pp->curg, NULL, memory_order_relaxed);
       gopanic(pp, gp, co);
       goexit(pp, gp, false);
       return;
     }
   } else {
-    pp->curg = gp;
+    atomic_store_explicit(&pp->curg, gp, memory_order_release);
     co = gp->live->co;
     nargs = push_results(pp, gp, co);
   }
   int st = lua_resume(co, nargs);
-  pp->curg = NULL;
+  atomic_store_explicit(&pp->curg, NULL, memory_order_relaxed);
   if (st == LUA_YIELD) {
     void *mark = gp->parking ? NULL : lua_touserdata(co, 1);
     if (gp->parking) {
@@ -956,6 +961,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
   runtime *rt = pp->rt;
   bool spun = false; /* spin once between sleeps */
   for (;;) {
+    preempt_poll(pp);
     if (atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
       if (pp->spinning) {
         pp->spinning = false;
@@ -1035,6 +1041,143 @@ static void *mstart(void *arg) {
   rt_tls_m = &pp->m;
   schedule(pp);
   return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* sysmon                                                              */
+
+#define SYSMON_TICK_NS 2000000   /* how often it looks */
+#define PREEMPT_NS 10000000      /* a time slice */
+#define HOG_NS 1000000000        /* running this long without yielding is reported */
+
+static volatile sig_atomic_t sigquit_pending; /* the one global: set by the handler */
+
+static void on_sigquit(int sig) {
+  (void)sig;
+  sigquit_pending = 1;
+}
+
+/* LUGO_DEBUG=schedtrace=MS: the scheduler's state every MS, as GODEBUG. */
+static void schedtrace(runtime *rt, int64_t now, int64_t start) {
+  rt_lock(&rt_print_lock);
+  fprintf(stderr, "SCHED %lldms: gomaxprocs=%d idleprocs=%d spinningthreads=%d runqueue=%d [",
+          (long long)((now - start) / 1000000), (int)rt->gomaxprocs, (int)atomic_load(&rt->npidle),
+          (int)atomic_load(&rt->nmspinning), (int)atomic_load(&rt->runqsize));
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    fprintf(stderr, "%s%d", i ? " " : "", (int)(runqlen(pp) + (uint32_t)atomic_load(&pp->noverflow)));
+  }
+  fprintf(stderr, "]\n");
+  fflush(stderr);
+  rt_unlock(&rt_print_lock);
+}
+
+/* SIGQUIT: every P prints its goroutines at its next safe point; then the
+ * program exits with status 2, as Go's does. */
+static void sigquit_dump(runtime *rt) {
+  rt_lock(&rt_print_lock);
+  fflush(stdout);
+  fprintf(stderr, "SIGQUIT: quit\n\n");
+  rt_unlock(&rt_print_lock);
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    atomic_store(&pp->dumped, !pp->L);
+    if (pp->L) {
+      preempt_dump_request(pp);
+      p_wake(pp);
+    }
+  }
+  int64_t deadline = nanotime() + 1000000000;
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    while (!atomic_load(&pp->dumped) && nanotime() < deadline) {
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
+    if (!atomic_load(&pp->dumped)) {
+      g_t *gp = atomic_load(&pp->curg);
+      rt_lock(&rt_print_lock);
+      fprintf(stderr, "goroutine %lld [running, on processor %d]:\n\t(in compiled code: no traceback)\n\n",
+              gp ? (long long)gp->goid : 0LL, (int)pp->id);
+      rt_unlock(&rt_print_lock);
+    }
+  }
+  fflush(NULL);
+  _exit(2);
+}
+
+static void *sysmon(void *arg) {
+  runtime *rt = arg;
+  int32_t n = rt->gomaxprocs;
+  uint32_t *lasttick = rt_calloc((size_t)n, sizeof *lasttick), *lastexec = rt_calloc((size_t)n, sizeof *lastexec);
+  int64_t *tickwhen = rt_calloc((size_t)n, sizeof *tickwhen), *execwhen = rt_calloc((size_t)n, sizeof *execwhen);
+  int64_t *asked = rt_calloc((size_t)n, sizeof *asked);
+  bool *reported = rt_calloc((size_t)n, sizeof *reported);
+  int64_t start = nanotime(), nexttrace = start + rt->schedtrace_ns;
+  while (!atomic_load(&rt->exiting)) {
+    struct timespec ts = {0, SYSMON_TICK_NS};
+    nanosleep(&ts, NULL);
+    int64_t now = nanotime();
+    if (sigquit_pending) sigquit_dump(rt);
+    for (int32_t i = 0; i < n; i++) {
+      p_t *pp = rt->allp[i];
+      g_t *gp = atomic_load_explicit(&pp->curg, memory_order_acquire);
+      uint32_t tick = atomic_load(&pp->schedtick), exec = atomic_load(&pp->nexec);
+      if (!gp || tick != lasttick[i]) {
+        lasttick[i] = tick;
+        tickwhen[i] = asked[i] = now;
+      } else if (now - asked[i] >= PREEMPT_NS) { /* its time slice is over */
+        asked[i] = now;
+        preempt_request(pp);
+      }
+      if (!gp || exec != lastexec[i]) {
+        lastexec[i] = exec;
+        execwhen[i] = now;
+        reported[i] = false;
+      } else if (now - execwhen[i] >= HOG_NS && !reported[i]) {
+        reported[i] = true;
+        int64_t goid = gp->goid;
+        atomic_store(&pp->hog, goid);
+        rt_lock(&rt_print_lock);
+        fprintf(stderr,
+                "lugo: goroutine %lld on processor %d has run for %.1fs without yielding: a JIT-compiled "
+                "loop cannot be preempted (its stack is printed when it leaves compiled code)\n",
+                (long long)goid, (int)pp->id, (double)(now - execwhen[i]) / 1e9);
+        fflush(stderr);
+        rt_unlock(&rt_print_lock);
+        lua_sethook(pp->L, NULL, 0, 0);
+        preempt_request(pp);
+      }
+    }
+    if (rt->schedtrace_ns && now >= nexttrace) {
+      schedtrace(rt, now, start);
+      nexttrace = now + rt->schedtrace_ns;
+    }
+  }
+  rt_free(lasttick);
+  rt_free(lastexec);
+  rt_free(tickwhen);
+  rt_free(execwhen);
+  rt_free(asked);
+  rt_free(reported);
+  return NULL;
+}
+
+void sysmon_start(runtime *rt) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigquit;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGQUIT, &sa, NULL);
+  if (pthread_create(&rt->sysmon, NULL, sysmon, rt) != 0) rt_throw("runtime: cannot start sysmon");
+  rt->sysmon_running = true;
+}
+
+void sysmon_stop(runtime *rt) {
+  if (!rt->sysmon_running) return;
+  pthread_join(rt->sysmon, NULL);
+  rt->sysmon_running = false;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1128,6 +1271,9 @@ static runtime *runtime_new(int32_t nprocs) {
   if (nprocs <= 0) nprocs = default_procs();
   if (nprocs > 256) nprocs = 256;
   runtime *rt = rt_calloc(1, sizeof *rt);
+  const char *debug = getenv("LUGO_DEBUG");
+  const char *st = debug ? strstr(debug, "schedtrace=") : NULL;
+  if (st) rt->schedtrace_ns = (int64_t)atoll(st + strlen("schedtrace=")) * 1000000;
   rt->gomaxprocs = nprocs;
   rt->allp = rt_calloc((size_t)nprocs, sizeof *rt->allp);
   for (int32_t i = 0; i < nprocs; i++) rt->allp[i] = p_new(rt, i);
@@ -1169,7 +1315,7 @@ static void destroy_all_gs(runtime *rt) {
     pp->inbox_head = pp->inbox_tail = NULL;
     atomic_store(&pp->inbox_pending, false);
     pp->overflow_head = pp->overflow_tail = NULL;
-    pp->noverflow = 0;
+    atomic_store(&pp->noverflow, 0);
     while (pp->allg) g_destroy(pp, pp->allg);
   }
 }
@@ -1235,9 +1381,11 @@ int lugo_run(lugo_runtime *rt, int nargs) {
     if (pthread_create(&p->thread, NULL, mstart, p) != 0) rt_throw("runtime: cannot start a thread");
     p->thread_running = true;
   }
+  sysmon_start(rt);
   schedule(pp);
   request_exit(rt, 0);
   stop_the_ms(rt);
+  sysmon_stop(rt);
 
   rt->maing = NULL;
   /* Nothing may run after main: drop the Gs that are left. */

@@ -252,13 +252,14 @@ typedef struct g_live {
 } g_live;
 
 struct g {
-  int64_t goid;
+  _Atomic int64_t goid; /* sysmon may read it while the G struct is reused */
   _Atomic uint8_t status; /* enum gstatus; changes only through casgstatus */
   uint8_t waitreason;
   uint8_t parking;   /* enum park_kind, set by the op, consumed by the scheduler */
   uint8_t res_kind;  /* enum result_kind, for the next resume */
   uint8_t res_shape; /* enum res_shape, set by the op that parked */
   bool res_ok;
+  bool preempted; /* yielded from the preemption hook: resume it as it was */
   p_t *_Atomic p; /* owner P: the VM holding its coroutine; NULL for a spawned G
                     * not started yet, which any P may take (and then owns) */
   g_live *live;   /* once started */
@@ -309,8 +310,12 @@ struct p {
   int vals_ref;    /* registry refs of the VM's tables */
   int cos_ref;     /* cos[thread] = true: anchors every pooled coroutine */
   int trampoline_ref;
-  g_t *curg;
-  _Atomic uint32_t schedtick; /* one more per G scheduled; sysmon watches it */
+  g_t *_Atomic curg; /* the G being resumed; sysmon reads it */
+  bool preempt;      /* sysmon asked the running G to yield */
+  _Atomic int64_t hog;  /* goid sysmon reported as unpreemptible: print its stack */
+  _Atomic bool dump;    /* SIGQUIT: print every G of this P at a safe point */
+  _Atomic bool dumped;  _Atomic uint32_t schedtick; /* one more per time slice; sysmon preempts on it */
+  _Atomic uint32_t nexec;     /* one more per G resumed; sysmon reports hogs on it */
   uint64_t rand;   /* fastrand state */
 
   _Atomic uint32_t runqhead, runqtail;
@@ -319,7 +324,7 @@ struct p {
   /* Where a full ring spills, and gosched goes: the owner's alone. Go
    * spills into the global queue, but these Gs are bound to this VM. */
   g_t *overflow_head, *overflow_tail;
-  int32_t noverflow;
+  _Atomic int32_t noverflow; /* sysmon reads it for schedtrace */
 
   rtlock inbox_lock; /* guards inbox */
   g_t *inbox_head, *inbox_tail;
@@ -369,6 +374,9 @@ struct runtime {
   _Atomic int32_t exiting; /* an exit was requested: stop scheduling */
   int exit_code;
   bool adopted_vm; /* P0's VM belongs to an embedder (lugo.main in luajit) */
+  pthread_t sysmon;
+  bool sysmon_running;
+  int64_t schedtrace_ns; /* LUGO_DEBUG=schedtrace=MS */
 };
 
 /* The M running on this thread, as Go's getg().m. The one piece of per-thread
@@ -378,7 +386,7 @@ extern _Thread_local m_t *rt_tls_m;
 static inline p_t *getp(void) { return rt_tls_m ? rt_tls_m->p : NULL; }
 static inline g_t *getg(void) {
   p_t *pp = getp();
-  return pp ? pp->curg : NULL;
+  return pp ? atomic_load_explicit(&pp->curg, memory_order_relaxed) : NULL;
 }
 
 void casgstatus(g_t *gp, enum gstatus from, enum gstatus to);
@@ -564,6 +572,18 @@ void rt_exit_request(runtime *rt, int code);
 void rt_gosched(g_t *gp);
 void rt_goyield(g_t *gp);
 void rt_push_stack(lua_State *L, p_t *pp, g_t *self, bool all);
+
+/* ---- preempt.c ---- */
+void preempt_request(p_t *pp);     /* from sysmon: make the running G yield */
+void preempt_dump_request(p_t *pp); /* from sysmon: print this P's Gs at a safe point */
+bool preempt_poll(p_t *pp);        /* on pp's thread between Gs: a dump is due */
+void print_p_goroutines(p_t *pp, lua_State *L, g_t *running);
+void rt_print_goroutine(p_t *pp, lua_State *L, g_t *gp); /* one parked or queued G */
+extern rtlock rt_print_lock;
+
+/* ---- proc.c: sysmon ---- */
+void sysmon_start(runtime *rt);
+void sysmon_stop(runtime *rt);
 
 /* ---- value.c ---- */
 /* [-0, +0 or +1] encode n values from idx; NULL with a message pushed on

@@ -228,7 +228,7 @@ int select_block(lua_State *L) {
     lua_pop(L, 1);
   }
   p_t *pp = getp();
-  g_t *gp = pp ? pp->curg : NULL;
+  g_t *gp = pp ? getg() : NULL;
   int32_t can = block ? rt_can_block(L, gp) : RC_WOULDBLOCK;
   select_result res;
   int32_t rc = selectgo_impl(pp, gp, cases, n, can == RC_OK, &res);

@@ -32,7 +32,7 @@ static void sema_unlock_f(g_t *gp) { rt_unlock(&gp->live->sema.sd->sema->lock); 
 
 int semacquire_step(sema *s, bool lifo, enum waitreason reason, bool resumed) {
   p_t *pp = getp();
-  g_t *gp = pp->curg;
+  g_t *gp = getg();
   if (resumed) {
     sudog *sd = gp->live->sema.sd;
     gp->live->sema.sd = NULL;
@@ -127,7 +127,7 @@ static void nl_unlock_f(g_t *gp) { rt_unlock(&gp->live->sema.sd->nl->lock); }
 
 int notifylist_wait_step(notifylist *l, uint32_t ticket, bool resumed) {
   p_t *pp = getp();
-  g_t *gp = pp->curg;
+  g_t *gp = getg();
   if (resumed) {
     release_sudog(pp, gp->live->sema.sd);
     gp->live->sema.sd = NULL;

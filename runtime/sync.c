@@ -330,7 +330,7 @@ int sync_block(lua_State *L) {
   if (!px) return luaL_argerror(L, 2, "wrong object for this step");
   int32_t mode = (int32_t)luaL_checkinteger(L, 3);
   p_t *pp = getp();
-  g_t *gp = pp ? pp->curg : NULL;
+  g_t *gp = pp ? getg() : NULL;
   if (mode != MODE_RESUMED) {
     int32_t can = rt_can_block(L, gp);
     if (can != RC_OK) return rt_push_err(L, can);

@@ -203,7 +203,7 @@ int time_sleep_block(lua_State *L) {
   double secs = luaL_checknumber(L, 1);
   if (!(secs > 0)) return 0;
   p_t *pp = getp();
-  g_t *gp = pp ? pp->curg : NULL;
+  g_t *gp = pp ? getg() : NULL;
   int32_t can = rt_can_block(L, gp);
   if (can != RC_OK) return rt_push_err(L, can);
   rt_timer *t = pp->timerfree;
