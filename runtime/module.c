@@ -292,6 +292,8 @@ int select_block(lua_State *L);
 int time_sleep_block(lua_State *L);
 int sync_block(lua_State *L);
 int cond_wait_begin(lua_State *L);
+int os_read_file(lua_State *L);
+int os_write_file(lua_State *L);
 int32_t chan_close(proxy *);
 int32_t chan_len(proxy *);
 int32_t chan_cap(proxy *);
@@ -379,6 +381,7 @@ int luaopen_lugo_core(lua_State *L) {
       {"stack", l_stack},       {"main", l_main},     {"memstats", l_memstats},
       {"numcpu", l_numcpu},     {"gosched", l_gosched}, {"park_forever", l_park_forever},
       {"spawn", l_spawn},       {"timer_chan", l_timer_chan},
+      {"read_file", os_read_file}, {"write_file", os_write_file},
       {"can_block", l_can_block},
       {"sync_block", sync_block}, {"cond_wait_begin", cond_wait_begin},
       {"sleep", time_sleep_block}, {NULL, NULL},

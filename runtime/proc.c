@@ -55,6 +55,7 @@ const char *rt_waitreason_string(enum waitreason r) {
   case WR_SYNC_RWMUTEX_LOCK: return "sync.RWMutex.Lock";
   case WR_SYNC_WAITGROUP_WAIT: return "sync.WaitGroup.Wait";
   case WR_SYNC_COND_WAIT: return "sync.Cond.Wait";
+  case WR_SYSCALL: return "syscall";
   case WR_FOREVER: return "wait forever";
   }
   return "?";
@@ -665,6 +666,7 @@ static int push_results(p_t *pp, g_t *gp, lua_State *co) {
     return 1;
   }
   if (shape == SHAPE_NONE) return 0;
+  if (shape == SHAPE_JOB) return syscall_results(co, gp);
   if (shape == SHAPE_OK) {
     lua_pushboolean(co, gp->res_ok);
     return 1;
@@ -1215,6 +1217,7 @@ static void g_destroy(p_t *pp, g_t *gp) {
       }
       break;
     case OP_SLEEP: sleep_cancel(pp, gp); break;
+    case OP_SYSCALL: break; /* the pool has finished with it (syscall_pool_stop) */
     }
     if (l->res_blob && atomic_load(&gp->status) == G_RUNNABLE) blob_free(l->res_blob);
     rt_free(l);
@@ -1277,6 +1280,7 @@ static runtime *runtime_new(int32_t nprocs) {
   rt->gomaxprocs = nprocs;
   rt->allp = rt_calloc((size_t)nprocs, sizeof *rt->allp);
   for (int32_t i = 0; i < nprocs; i++) rt->allp[i] = p_new(rt, i);
+  syscall_pool_init(rt);
   return rt;
 }
 
@@ -1386,6 +1390,7 @@ int lugo_run(lugo_runtime *rt, int nargs) {
   request_exit(rt, 0);
   stop_the_ms(rt);
   sysmon_stop(rt);
+  syscall_pool_stop(rt);
 
   rt->maing = NULL;
   /* Nothing may run after main: drop the Gs that are left. */
@@ -1398,6 +1403,8 @@ int lugo_run(lugo_runtime *rt, int nargs) {
 
 void lugo_close(lugo_runtime *rt) {
   m_t *saved = rt_tls_m;
+  syscall_pool_stop(rt);
+  syscall_pool_free(rt);
   destroy_all_gs(rt);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *pp = rt->allp[i];

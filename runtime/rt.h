@@ -41,6 +41,7 @@ typedef struct hchan hchan;
 typedef struct rt_timer rt_timer;
 typedef struct rt_object rt_object;
 typedef struct rt_blob rt_blob;
+typedef struct rt_job rt_job;
 
 /* ---- lock_futex.c: a three-state futex lock, Go's lock_futex.go ---- */
 
@@ -140,6 +141,7 @@ enum waitreason {
   WR_SYNC_RWMUTEX_LOCK,
   WR_SYNC_WAITGROUP_WAIT,
   WR_SYNC_COND_WAIT,
+  WR_SYSCALL, /* a call in the blocking pool */
   WR_FOREVER, /* an op that can never complete: exit(), a dead select */
 };
 const char *rt_waitreason_string(enum waitreason r);
@@ -158,6 +160,7 @@ enum res_shape {
   SHAPE_OK,     /* (ok): a send, false if the channel was closed */
   SHAPE_RECV,   /* (box, ok): the box of the value, to load at once */
   SHAPE_SELECT, /* (case index, box, ok) */
+  SHAPE_JOB,    /* whatever the blocking pool's job pushes */
 };
 
 /* What a parking G asked for, read by the scheduler after its yield. */
@@ -221,7 +224,7 @@ struct sudog {
 enum sudog_on { ON_NONE, ON_CHAN, ON_SEMA, ON_NOTIFYLIST };
 
 /* What the G is blocked in (or between the steps of, for a lock loop). */
-enum live_op { OP_NONE, OP_CHAN, OP_SEMA, OP_SLEEP };
+enum live_op { OP_NONE, OP_CHAN, OP_SEMA, OP_SLEEP, OP_SYSCALL };
 
 /* What only a started G needs, pooled per P: bound when the G first runs,
  * released when it returns, so that a million goroutines waiting to start
@@ -248,6 +251,7 @@ typedef struct g_live {
       uint32_t ticket; /* sync.Cond.Wait's place in the notify list */
     } sema;
     rt_timer *sleep; /* OP_SLEEP */
+    rt_job *job;     /* OP_SYSCALL */
   };
 } g_live;
 
@@ -356,6 +360,24 @@ struct p {
   int32_t nallg;
 };
 
+/* A blocking call: run() on a pool thread, then push() its results on the
+ * waiting G's P, then free(). */
+struct rt_job {
+  void (*run)(rt_job *job);
+  int (*push)(lua_State *L, rt_job *job);
+  void (*free)(rt_job *job);
+  g_t *g;
+  rt_job *next;
+};
+
+typedef struct syscall_pool {
+  pthread_mutex_t lock; /* guards everything below */
+  pthread_cond_t cond;
+  rt_job *head, *tail;
+  int nthreads, nidle;
+  bool stopping;
+} syscall_pool;
+
 struct runtime {
   p_t **allp;
   int32_t gomaxprocs;
@@ -377,6 +399,7 @@ struct runtime {
   pthread_t sysmon;
   bool sysmon_running;
   int64_t schedtrace_ns; /* LUGO_DEBUG=schedtrace=MS */
+  syscall_pool pool;
 };
 
 /* The M running on this thread, as Go's getg().m. The one piece of per-thread
@@ -584,6 +607,14 @@ extern rtlock rt_print_lock;
 /* ---- proc.c: sysmon ---- */
 void sysmon_start(runtime *rt);
 void sysmon_stop(runtime *rt);
+
+/* ---- syscall.c ---- */
+/* [-0, +0] park the G until the pool has run job (owned from here on). */
+int syscall_block(lua_State *L, rt_job *job);
+int syscall_results(lua_State *co, g_t *gp); /* [-0, +n on co] on resume */
+void syscall_pool_init(runtime *rt);
+void syscall_pool_stop(runtime *rt); /* wait for running calls, drop queued ones */
+void syscall_pool_free(runtime *rt);
 
 /* ---- value.c ---- */
 /* [-0, +0 or +1] encode n values from idx; NULL with a message pushed on
