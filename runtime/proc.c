@@ -318,18 +318,16 @@ void box_free(p_t *pp, int32_t box) {
   b->free[b->nfree++] = box;
 }
 
-static void int32_push(int32_t **a, int32_t *n, int32_t *cap, int32_t v) {
-  if (*n == *cap) {
-    *cap = *cap ? *cap * 2 : 64;
-    *a = rt_realloc(*a, (size_t)*cap * sizeof **a);
-  }
-  (*a)[(*n)++] = v;
-}
-
 void box_free_dirty(p_t *pp, int32_t box) {
   if (getp() != pp) { /* pp's VM is another thread's: it clears the box itself */
     rt_lock(&pp->remote_lock);
-    int32_push(&pp->remote_dirty, &pp->nremote_dirty, &pp->remote_dirtycap, box);
+    int32_t n = atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed);
+    if (n == pp->remote_dirtycap) {
+      pp->remote_dirtycap = n ? n * 2 : 64;
+      pp->remote_dirty = rt_realloc(pp->remote_dirty, (size_t)pp->remote_dirtycap * sizeof(int32_t));
+    }
+    pp->remote_dirty[n] = box;
+    atomic_store_explicit(&pp->nremote_dirty, n + 1, memory_order_relaxed);
     rt_unlock(&pp->remote_lock);
     return;
   }
@@ -345,10 +343,11 @@ void box_free_dirty(p_t *pp, int32_t box) {
 static void boxes_clean(p_t *pp) {
   box_pool *b = &pp->boxes;
   lua_State *L = pp->L;
-  if (pp->nremote_dirty) {
+  if (atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed)) {
     rt_lock(&pp->remote_lock);
-    for (int32_t i = 0; i < pp->nremote_dirty; i++) box_free_dirty(pp, pp->remote_dirty[i]);
-    pp->nremote_dirty = 0;
+    int32_t n = atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed);
+    for (int32_t i = 0; i < n; i++) box_free_dirty(pp, pp->remote_dirty[i]);
+    atomic_store_explicit(&pp->nremote_dirty, 0, memory_order_relaxed);
     rt_unlock(&pp->remote_lock);
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
@@ -640,7 +639,13 @@ static void park_m(p_t *pp, g_t *gp) {
  * dequeued by its waker; a select leaves the queues it still sits in. */
 static void release_waiting(p_t *pp, g_t *gp) {
   sudog *sd = gp->live->waiting;
-  if (sd->is_select || sd->inqueue || sd->box || sd->blob) {
+  /* A select's other sudogs may be dequeued by other threads right now:
+   * only selectgo_finish, under the channels' locks, may look at them. */
+  if (sd->is_select) {
+    selectgo_finish(pp, gp);
+    return;
+  }
+  if (sd->inqueue || sd->box || sd->blob) {
     selectgo_finish(pp, gp);
     return;
   }
@@ -919,7 +924,8 @@ static void report_deadlock(runtime *rt) {
 /* Work for pp that needs no other P: timers due, its queues, its inbox. */
 static g_t *findlocal(p_t *pp, bool *inherit_time) {
   runtime *rt = pp->rt;
-  if (pp->L && (pp->boxes.ndirty || pp->nremote_dirty)) boxes_clean(pp);
+  if (pp->L && (pp->boxes.ndirty || atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed)))
+    boxes_clean(pp);
   int64_t when = atomic_load_explicit(&pp->timer0when, memory_order_relaxed);
   if (when && nanotime() >= when) timers_run(pp, nanotime());
   *inherit_time = false;
@@ -1396,13 +1402,14 @@ int lugo_run(lugo_runtime *rt, int nargs) {
   /* Nothing may run after main: drop the Gs that are left. */
   destroy_all_gs(rt);
   rt_tls_m = &pp->m;
-  if (pp->boxes.ndirty || pp->nremote_dirty) boxes_clean(pp);
+  if (pp->boxes.ndirty || atomic_load(&pp->nremote_dirty)) boxes_clean(pp);
   rt_tls_m = saved;
   return rt->exit_code;
 }
 
 void lugo_close(lugo_runtime *rt) {
   m_t *saved = rt_tls_m;
+  if (saved && saved->p && saved->p->rt == rt) saved = NULL; /* freed below */
   syscall_pool_stop(rt);
   syscall_pool_free(rt);
   destroy_all_gs(rt);
@@ -1419,7 +1426,7 @@ void lugo_close(lugo_runtime *rt) {
   for (int32_t i = 0; i < rt->gomaxprocs; i++) p_free(rt->allp[i]);
   rt_free(rt->allp);
   rt_free(rt);
-  rt_tls_m = saved && saved->p && saved->p->rt == rt ? NULL : saved;
+  rt_tls_m = saved;
 }
 
 /* ------------------------------------------------------------------ */

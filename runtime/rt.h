@@ -352,7 +352,8 @@ struct p {
   box_pool boxes;
   rtlock remote_lock; /* guards remote_dirty: boxes freed by other threads */
   int32_t *remote_dirty;
-  int32_t nremote_dirty, remote_dirtycap;
+  _Atomic int32_t nremote_dirty; /* peeked without the lock */
+  int32_t remote_dirtycap;
   lua_State **copool; /* idle coroutines, parked in the trampoline */
   int32_t ncopool, copoolcap;
 

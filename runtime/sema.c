@@ -86,10 +86,11 @@ int semrelease(sema *s, bool handoff) {
   rt_unlock(&s->lock);
   if (!sd) return RC_OK;
   if (sd->ticket != 0) rt_throw("corrupted semaphore ticket");
-  if (handoff && cansemacquire(s)) sd->ticket = 1;
-  goready(sd->g);
+  bool handed = handoff && cansemacquire(s);
+  if (handed) sd->ticket = 1;
+  goready(sd->g); /* from here on the sudog is the waiter's to reuse */
   /* Direct handoff: let the waiter run now instead of racing it. */
-  return sd->ticket == 1 ? RC_YIELD : RC_OK;
+  return handed ? RC_YIELD : RC_OK;
 }
 
 /* Unlink sd from a singly linked queue; false if it was not there. */
