@@ -41,19 +41,37 @@ hchan *chan_make(p_t *owner, uint32_t size) {
 }
 
 void val_free(runtime *rt, val v) {
-  if (v.blob) blob_free(v.blob);
+  copy_free(&v.copy);
   if (v.box) box_free_dirty(rt->allp[v.vm], v.box);
 }
 
-int32_t val_take(p_t *pp, val v, rt_blob **blob) {
-  if (v.box && v.vm == pp->id) {
-    if (v.blob) blob_free(v.blob);
-    *blob = NULL;
-    return v.box;
+int32_t val_take(p_t *pp, val *v) {
+  if (v->box && v->vm == pp->id) {
+    copy_free(&v->copy);
+    return v->box;
   }
-  if (v.box) box_free_dirty(pp->rt->allp[v.vm], v.box);
-  *blob = v.blob;
+  if (v->box) box_free_dirty(pp->rt->allp[v->vm], v->box);
+  v->box = 0;
   return 0;
+}
+
+static rt_copy sudog_copy(sudog *sd) {
+  rt_copy c = {sd->copykind, {0}};
+  if (c.kind == COPY_NUM) c.num = sd->copynum;
+  else if (c.kind == COPY_BLOB) c.blob = sd->copyblob;
+  return c;
+}
+
+static void sudog_set_copy(sudog *sd, rt_copy c) {
+  sd->copykind = c.kind;
+  if (c.kind == COPY_NUM) sd->copynum = c.num;
+  else if (c.kind == COPY_BLOB) sd->copyblob = c.blob;
+}
+
+void sudog_free_copy(sudog *sd) {
+  rt_copy c = sudog_copy(sd);
+  copy_free(&c);
+  sd->copykind = COPY_NONE;
 }
 
 void chan_free(hchan *c) {
@@ -99,21 +117,23 @@ sudog *waitq_dequeue(waitq *q) {
 void chan_deliver(hchan *c, sudog *sd, val v, bool ok) {
   (void)c;
   g_t *gp = sd->g;
-  rt_blob *blob = NULL;
   sd->success = ok;
   gp->res_kind = RES_VALUE;
-  gp->res_box = ok ? val_take(gp->p, v, &blob) : 0;
-  gp->live->res_blob = blob;
+  gp->res_box = ok ? val_take(gp->p, &v) : 0;
+  gp->res_copykind = ok && !gp->res_box ? v.copy.kind : COPY_NONE;
+  if (v.copy.kind == COPY_NUM) gp->live->res_copynum = v.copy.num;
+  else if (v.copy.kind == COPY_BLOB) gp->live->res_copyblob = v.copy.blob;
   gp->res_ok = ok;
   gp->res_idx = sd->case_idx;
   goready(gp);
 }
 
 /* The value a sender in pp puts on c: a new box of pp (to be stored into by
- * the caller), and for a shared channel the copy made before locking. */
-static val new_val(hchan *c, p_t *pp, rt_blob *copy) {
-  (void)c;
-  return (val){copy, box_alloc(pp), pp->id};
+ * the caller), and for a shared channel the copy made before locking. A
+ * copied scalar needs no box: by value is by reference for it. */
+static val new_val(p_t *pp, rt_copy copy) {
+  bool scalar = copy.kind != COPY_NONE && copy.kind != COPY_BLOB;
+  return (val){copy, scalar ? 0 : box_alloc(pp), pp->id};
 }
 
 static void chan_unlock_f(g_t *gp) { chan_unlock(gp->live->waiting->c); }
@@ -124,7 +144,7 @@ static void chan_park(p_t *pp, g_t *gp, hchan *c, waitq *q, val v, enum waitreas
   sd->c = c;
   sd->on = ON_CHAN;
   sd->box = v.box;
-  sd->blob = v.blob;
+  sudog_set_copy(sd, v.copy);
   sd->is_send = q == &c->sendq;
   gp->live->waiting = sd;
   gp->live->op = OP_CHAN;
@@ -136,26 +156,26 @@ static bool is_shared(hchan *c) { return atomic_load_explicit(&c->shared, memory
 
 /* Go's chansend, for a sender in pp (gp parks when block). copy: the
  * sender's copy of its value, for a shared channel (consumed). Returns the
- * box the caller must store its value into (the value has then been sent),
- * that box | RC_PARKBOX when gp is set to park (store, then yield),
- * RC_CLOSED, or RC_WOULDBLOCK when !block. */
-static int32_t chansend(hchan *c, p_t *pp, g_t *gp, bool block, rt_blob *copy) {
+ * box the caller must store its value into (the value has then been sent;
+ * RC_OK when a copied scalar needs none), that box | RC_PARKBOX when gp is
+ * set to park (store, then yield), RC_CLOSED, or RC_WOULDBLOCK when !block. */
+static int32_t chansend(hchan *c, p_t *pp, g_t *gp, bool block, rt_copy copy) {
   chan_lock(c);
   if (c->closed) {
     chan_unlock(c);
-    if (copy) blob_free(copy);
+    copy_free(&copy);
     return RC_CLOSED;
   }
   sudog *sd = waitq_dequeue(&c->recvq);
   if (sd) { /* hand the value straight to a waiting receiver */
-    val v = new_val(c, pp, copy);
+    val v = new_val(pp, copy);
     int32_t box = v.box;
     chan_deliver(c, sd, v, true);
     chan_unlock(c);
     return box;
   }
   if (c->qcount < c->dataqsiz) {
-    val v = new_val(c, pp, copy);
+    val v = new_val(pp, copy);
     c->buf[c->sendx] = v;
     if (++c->sendx == c->dataqsiz) c->sendx = 0;
     c->qcount++;
@@ -164,28 +184,29 @@ static int32_t chansend(hchan *c, p_t *pp, g_t *gp, bool block, rt_blob *copy) {
   }
   if (!block) {
     chan_unlock(c);
-    if (copy) blob_free(copy);
+    copy_free(&copy);
     return RC_WOULDBLOCK;
   }
-  val v = new_val(c, pp, copy);
+  val v = new_val(pp, copy);
   chan_park(pp, gp, c, &c->sendq, v, WR_CHAN_SEND);
   return v.box | RC_PARKBOX;
 }
 
 val recv_from_sender_locked(hchan *c, sudog *sd, p_t *pp) {
   val v;
+  val sent = {sudog_copy(sd), sd->box, sd->g->p->id};
   if (c->dataqsiz == 0) {
-    v = (val){sd->blob, sd->box, sd->g->p->id};
+    v = sent;
   } else {
     /* Full buffer: take its head, put the sender's value at its tail. */
     v = c->buf[c->recvx];
-    c->buf[c->recvx] = (val){sd->blob, sd->box, sd->g->p->id};
+    c->buf[c->recvx] = sent;
     if (++c->recvx == c->dataqsiz) c->recvx = 0;
     c->sendx = c->recvx;
   }
   (void)pp;
   sd->box = 0; /* taken: the sender has nothing left to free */
-  sd->blob = NULL;
+  sd->copykind = COPY_NONE;
   chan_deliver(c, sd, (val){0}, true);
   return v;
 }
@@ -218,24 +239,60 @@ static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
   return RC_OK;
 }
 
-/* FFI: a send that does not block, on a local channel (see chansend). */
+/* FFI: a send that does not block, of a value that is not a scalar: on a
+ * local channel (see chansend); a shared one needs the C API to copy it. */
 int32_t chan_trysend(proxy *px) {
   hchan *c = (hchan *)px->obj;
   if (is_shared(c)) return RC_SHARED;
-  return chansend(c, getp(), NULL, false, NULL);
+  return chansend(c, getp(), NULL, false, (rt_copy){COPY_NONE, {0}});
 }
 
-/* FFI: a receive that does not block, on a local channel: the box to load
- * (already freed: load it now), or a code. */
-int32_t chan_tryrecv(proxy *px) {
+/* FFI: a send that does not block, of a nil, a boolean or a number (kind:
+ * COPY_NIL, COPY_FALSE, COPY_TRUE, COPY_NUM), on any channel. */
+int32_t chan_trysend_scalar(proxy *px, int32_t kind, double num) {
   hchan *c = (hchan *)px->obj;
-  if (is_shared(c)) return RC_SHARED;
+  rt_copy copy = {COPY_NONE, {0}};
+  if (is_shared(c)) {
+    copy.kind = (uint8_t)kind;
+    copy.num = num;
+  }
+  return chansend(c, getp(), NULL, false, copy);
+}
+
+/* The Lua-visible code for a copy an FFI receive took: a scalar comes back
+ * inline (*num for a number), anything else waits in pp->pending. */
+static int32_t copy_code(p_t *pp, rt_copy c, double *num) {
+  switch (c.kind) {
+  case COPY_FALSE: return RC_VAL_FALSE;
+  case COPY_TRUE: return RC_VAL_TRUE;
+  case COPY_NUM: *num = c.num; return RC_VAL_NUM;
+  case COPY_BLOB: pp->pending = c; return RC_DECODE;
+  default: return RC_VAL_NIL;
+  }
+}
+
+/* FFI: a receive that does not block: the box to load (already freed: load
+ * it now), a copied scalar (RC_VAL_*), RC_DECODE (take it with the C API's
+ * take_pending, at once), or a code. */
+int32_t chan_tryrecv(proxy *px, double *num) {
+  hchan *c = (hchan *)px->obj;
   val v;
   p_t *pp = getp();
   int32_t r = chanrecv(c, pp, NULL, false, &v);
   if (r != RC_OK) return r;
-  box_free(pp, v.box);
-  return v.box;
+  int32_t box = val_take(pp, &v);
+  if (!box) return copy_code(pp, v.copy, num);
+  box_free(pp, box);
+  return box;
+}
+
+/* C API take_pending() -> the value an FFI receive left to decode. */
+int chan_take_pending(lua_State *L) {
+  p_t *pp = getp();
+  rt_copy c = pp->pending;
+  pp->pending.kind = COPY_NONE;
+  if (copy_push(L, c) < 0) return lua_error(L);
+  return 1;
 }
 
 static proxy *check_chan(lua_State *L, int idx) {
@@ -252,8 +309,8 @@ int chan_send_block(lua_State *L) {
   proxy *px = check_chan(L, 1);
   lua_settop(L, 2);
   hchan *c = (hchan *)px->obj;
-  rt_blob *copy = NULL;
-  if (is_shared(c) && !(copy = value_encode(L, 2, 1, "value"))) return lua_error(L);
+  rt_copy copy = {COPY_NONE, {0}};
+  if (is_shared(c) && (copy = copy_make(L, 2, "value")).kind == COPY_NONE) return lua_error(L);
   p_t *pp = getp();
   g_t *gp = pp ? getg() : NULL;
   int32_t can = rt_can_block(L, gp);
@@ -263,18 +320,19 @@ int chan_send_block(lua_State *L) {
     return 1;
   }
   if (r == RC_WOULDBLOCK) return rt_push_err(L, can);
-  lua_pushvalue(L, 2);
-  lua_rawseti(L, lua_upvalueindex(1), r & ~RC_PARKBOX);
+  int32_t box = r & ~RC_PARKBOX;
+  if (box) {
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, lua_upvalueindex(1), box);
+  }
   if (r & RC_PARKBOX) return rt_park_yield(L, gp, SHAPE_OK);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-int32_t take_box(lua_State *L, p_t *pp, int32_t box, rt_blob *blob, int vals) {
-  if (!blob) return box;
-  int n = value_decode_safe(L, blob);
-  blob_free(blob);
-  if (n < 0) return -1;
+int32_t take_box(lua_State *L, p_t *pp, int32_t box, rt_copy copy, int vals) {
+  if (box || copy.kind == COPY_NONE) return box;
+  if (copy_push(L, copy) < 0) return -1;
   box = box_alloc(pp);
   lua_rawseti(L, vals, box);
   return box;
@@ -296,9 +354,7 @@ int chan_recv_block(lua_State *L) {
     lua_pushboolean(L, 0);
     return 2;
   }
-  rt_blob *blob;
-  int32_t box = val_take(pp, v, &blob);
-  box = take_box(L, pp, box, blob, lua_upvalueindex(1));
+  int32_t box = take_box(L, pp, val_take(pp, &v), v.copy, lua_upvalueindex(1));
   if (box < 0) return rt_push_msg_err(L);
   box_free(pp, box); /* loaded at once by the caller */
   lua_pushinteger(L, box);
@@ -365,19 +421,19 @@ void chan_drain(hchan *c) {
   chan_unlock(c);
 }
 
-/* [-0, +0] a copy of the value in box `box` of L's VM; NULL with a message
- * pushed if it cannot be copied. */
-static rt_blob *copy_box(lua_State *L, p_t *pp, int32_t box) {
+/* [-0, +0] a copy of the value in box `box` of L's VM; COPY_NONE with a
+ * message pushed if it cannot be copied. */
+static rt_copy copy_box(lua_State *L, p_t *pp, int32_t box) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
   lua_rawgeti(L, -1, box);
-  rt_blob *b = value_encode(L, -1, 1, "a value in the channel");
-  if (!b) {
+  rt_copy c = copy_make(L, -1, "a value in the channel");
+  if (c.kind == COPY_NONE) {
     lua_replace(L, -3);
     lua_pop(L, 1);
-    return NULL;
+    return c;
   }
   lua_pop(L, 2);
-  return b;
+  return c;
 }
 
 int chan_share(hchan *c, lua_State *L) {
@@ -386,10 +442,14 @@ int chan_share(hchan *c, lua_State *L) {
   /* Copy everything waiting before anyone else can see it. */
   for (uint32_t i = 0; i < c->qcount; i++) {
     val *v = &c->buf[(c->recvx + i) % c->dataqsiz];
-    if (!v->blob && !(v->blob = copy_box(L, pp, v->box))) return -1;
+    if (v->copy.kind == COPY_NONE && (v->copy = copy_box(L, pp, v->box)).kind == COPY_NONE) return -1;
   }
-  for (sudog *sd = c->sendq.first; sd; sd = sd->next)
-    if (!sd->blob && sd->box && !(sd->blob = copy_box(L, pp, sd->box))) return -1;
+  for (sudog *sd = c->sendq.first; sd; sd = sd->next) {
+    if (sd->copykind != COPY_NONE || !sd->box) continue;
+    rt_copy copy = copy_box(L, pp, sd->box);
+    if (copy.kind == COPY_NONE) return -1;
+    sudog_set_copy(sd, copy);
+  }
   atomic_store_explicit(&c->shared, true, memory_order_release);
   return 0;
 }

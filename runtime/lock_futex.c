@@ -28,7 +28,7 @@ static void futex_wake(_Atomic uint32_t *addr, int n) {
 
 void rt_lock_slow(rtlock *l) {
   /* Spin briefly: the holder is on another CPU for a few instructions. */
-  for (int i = 0; i < 64; i++) {
+  for (int i = 0; i < 256; i++) {
     uint32_t unlocked = 0;
     if (atomic_load_explicit(&l->key, memory_order_relaxed) == 0 &&
         atomic_compare_exchange_weak_explicit(&l->key, &unlocked, 1, memory_order_acquire,

@@ -285,7 +285,9 @@ static void rt_exit(int32_t code) {
 }
 
 int32_t chan_trysend(proxy *);
-int32_t chan_tryrecv(proxy *);
+int32_t chan_trysend_scalar(proxy *, int32_t, double);
+int32_t chan_tryrecv(proxy *, double *);
+int chan_take_pending(lua_State *L);
 int chan_send_block(lua_State *L);
 int chan_recv_block(lua_State *L);
 int select_block(lua_State *L);
@@ -323,7 +325,8 @@ typedef struct ffi_entry {
 #define P "void *"
 static const ffi_entry ffi_entries[] = {
     {"chan_trysend", "int32_t (*)(" P ")", (void *)chan_trysend},
-    {"chan_tryrecv", "int32_t (*)(" P ")", (void *)chan_tryrecv},
+    {"chan_trysend_scalar", "int32_t (*)(" P ", int32_t, double)", (void *)chan_trysend_scalar},
+    {"chan_tryrecv", "int32_t (*)(" P ", double *)", (void *)chan_tryrecv},
     {"chan_close", "int32_t (*)(" P ")", (void *)chan_close},
     {"chan_len", "int32_t (*)(" P ")", (void *)chan_len},
     {"chan_cap", "int32_t (*)(" P ")", (void *)chan_cap},
@@ -357,8 +360,10 @@ static const ffi_entry ffi_entries[] = {
 #undef P
 
 static const char ffi_cdef[] =
-    "typedef struct { void *c; int32_t kind; int32_t box; void *blob; } lugo_select_case;\n"
-    "typedef struct { int32_t idx; int32_t box; int32_t ok; void *blob; } lugo_select_result;\n";
+    /* select_case and select_result in rt.h */
+    "typedef struct { uint8_t kind; union { double num; void *blob; }; } lugo_copy;\n"
+    "typedef struct { void *c; int32_t kind; int32_t box; lugo_copy copy; } lugo_select_case;\n"
+    "typedef struct { int32_t idx; int32_t box; int32_t ok; lugo_copy copy; } lugo_select_result;\n";
 
 static void set_int(lua_State *L, const char *k, lua_Integer v) {
   lua_pushinteger(L, v);
@@ -382,6 +387,7 @@ int luaopen_lugo_core(lua_State *L) {
       {"numcpu", l_numcpu},     {"gosched", l_gosched}, {"park_forever", l_park_forever},
       {"spawn", l_spawn},       {"timer_chan", l_timer_chan},
       {"read_file", os_read_file}, {"write_file", os_write_file},
+      {"take_pending", chan_take_pending},
       {"can_block", l_can_block},
       {"sync_block", sync_block}, {"cond_wait_begin", cond_wait_begin},
       {"sleep", time_sleep_block}, {NULL, NULL},
@@ -451,6 +457,15 @@ int luaopen_lugo_core(lua_State *L) {
   set_int(L, "REUSED", RC_REUSED);
   set_int(L, "PARKBOX", RC_PARKBOX);
   set_int(L, "SHARED", RC_SHARED);
+  set_int(L, "DECODE", RC_DECODE);
+  set_int(L, "VAL_NIL", RC_VAL_NIL);
+  set_int(L, "VAL_FALSE", RC_VAL_FALSE);
+  set_int(L, "VAL_TRUE", RC_VAL_TRUE);
+  set_int(L, "VAL_NUM", RC_VAL_NUM);
+  set_int(L, "COPY_NIL", COPY_NIL);
+  set_int(L, "COPY_FALSE", COPY_FALSE);
+  set_int(L, "COPY_TRUE", COPY_TRUE);
+  set_int(L, "COPY_NUM", COPY_NUM);
   set_int(L, "CASE_NIL", CASE_NIL);
   set_int(L, "CASE_RECV", CASE_RECV);
   set_int(L, "CASE_SEND", CASE_SEND);

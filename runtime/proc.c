@@ -496,6 +496,7 @@ g_t *newproc_spawn(runtime *rt, rt_blob *blob) {
   gp->res_kind = RES_NONE;
   casgstatus(gp, G_IDLE, G_RUNNABLE);
   atomic_fetch_add_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
+  atomic_fetch_add(&rt->nunstarted, 1);
   globrunqput(rt, gp);
   wakep(rt);
   return gp;
@@ -645,7 +646,7 @@ static void release_waiting(p_t *pp, g_t *gp) {
     selectgo_finish(pp, gp);
     return;
   }
-  if (sd->inqueue || sd->box || sd->blob) {
+  if (sd->inqueue || sd->box || sd->copykind != COPY_NONE) {
     selectgo_finish(pp, gp);
     return;
   }
@@ -676,12 +677,14 @@ static int push_results(p_t *pp, g_t *gp, lua_State *co) {
     lua_pushboolean(co, gp->res_ok);
     return 1;
   }
-  rt_blob *blob = gp->live->res_blob;
-  if (blob) { /* a value copied from another VM: decode it into a box of ours */
-    gp->live->res_blob = NULL;
+  if (gp->res_copykind != COPY_NONE) { /* a value copied from another VM: into a box of ours */
+    rt_copy copy = {gp->res_copykind, {0}};
+    if (copy.kind == COPY_NUM) copy.num = gp->live->res_copynum;
+    else if (copy.kind == COPY_BLOB) copy.blob = gp->live->res_copyblob;
+    gp->res_copykind = COPY_NONE;
     lua_State *L = pp->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
-    gp->res_box = take_box(L, pp, 0, blob, lua_gettop(L));
+    gp->res_box = take_box(L, pp, 0, copy, lua_gettop(L));
     if (gp->res_box < 0) { /* (ERR, message), for the op to raise */
       lua_pushlightuserdata(co, (void *)&rt_mark_err);
       lua_xmove(L, co, 1);
@@ -829,6 +832,7 @@ static void execute(p_t *pp, g_t *gp, bool inherit_time) {
   if (!gp->live) {
     bool spawned = !gp->p;
     if (spawned) { /* this P, and its VM, are the G's for good */
+      atomic_fetch_sub(&pp->rt->nunstarted, 1);
       p_vm(pp);
       atomic_store_explicit(&gp->p, pp, memory_order_relaxed);
       allg_add(pp, gp);
@@ -877,8 +881,11 @@ static void wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
 }
 
 /* How long an M with nothing to do keeps looking before it sleeps: waking
- * a sleeping thread on another CPU costs 45-140 us here (FACTS.md). */
+ * a sleeping thread on another CPU costs 45-140 us here (FACTS.md). An M
+ * waits longer for its own inbox than that, so that two Ps passing values
+ * back and forth keep each other awake instead of waking each other. */
 #define SPIN_NS 50000
+#define INBOX_WAIT_NS 250000
 
 /* The P's VM, created the first time the P runs a G. */
 void p_vm(p_t *pp) {
@@ -901,7 +908,8 @@ void p_vm(p_t *pp) {
 }
 
 /* Nobody can ever run again: every P idle, nothing queued, no timer, no
- * call in the blocking pool. Called with sched_lock held. */
+ * call in the blocking pool. Called with sched_lock held, which a P must
+ * take to stop being idle: the world stands still while this looks. */
 static bool deadlocked(runtime *rt) {
   if (atomic_load(&rt->npidle) != rt->gomaxprocs || atomic_load(&rt->runqsize) != 0 ||
       atomic_load(&rt->nblocking) != 0 || atomic_load(&rt->exiting))
@@ -936,8 +944,10 @@ static g_t *findlocal(p_t *pp, bool *inherit_time) {
     if ((gp = overflowget(pp))) return gp;
   }
   if ((gp = runqget(pp, inherit_time))) return gp;
-  if ((gp = overflowget(pp))) return gp;
+  /* Gs readied by other threads before the ones that yielded (gosched
+   * puts them in the overflow list): a gosched loop must not starve them. */
   if ((gp = inbox_get(pp))) return gp;
+  if ((gp = overflowget(pp))) return gp;
   return NULL;
 }
 
@@ -945,6 +955,9 @@ static g_t *findlocal(p_t *pp, bool *inherit_time) {
 static g_t *findshared(p_t *pp) {
   runtime *rt = pp->rt;
   g_t *gp;
+  /* Other Ps' queues are their hottest lines: leave them alone when no
+   * spawned G waits to start anywhere. */
+  if (!atomic_load_explicit(&rt->nunstarted, memory_order_relaxed)) return NULL;
   if (atomic_load_explicit(&rt->runqsize, memory_order_relaxed) > 0 && (gp = globrunqget(pp, 0))) return gp;
   int32_t n = rt->gomaxprocs;
   if (n > 1) {
@@ -960,8 +973,9 @@ static g_t *findshared(p_t *pp) {
 static void stop_spinning(p_t *pp) {
   if (!pp->spinning) return;
   pp->spinning = false;
-  /* The last spinner to find work wakes another: there may be more. */
-  if (atomic_fetch_sub(&pp->rt->nmspinning, 1) == 1) wakep(pp->rt);
+  /* The last spinner to find work wakes another if there may be more work
+   * for anyone: only spawned Gs not started yet can go to any P. */
+  if (atomic_fetch_sub(&pp->rt->nmspinning, 1) == 1 && atomic_load(&pp->rt->runqsize) > 0) wakep(pp->rt);
 }
 
 /* Go's findrunnable: NULL when the program is exiting. */
@@ -983,25 +997,36 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
       stop_spinning(pp);
       return gp;
     }
-    /* Spin for a while, as Go's Ms do: at most half of the busy Ps. */
-    if (rt->gomaxprocs > 1 && !pp->spinning && !spun &&
-        2 * atomic_load(&rt->nmspinning) < rt->gomaxprocs - atomic_load(&rt->npidle)) {
-      pp->spinning = true;
-      atomic_fetch_add(&rt->nmspinning, 1);
-    }
-    if (pp->spinning) {
-      int64_t until = nanotime() + SPIN_NS;
-      while (!gp && nanotime() < until && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
+    /* Before sleeping, look for work for a while. For SPIN_NS, as Go's
+     * spinning Ms do (at most half of the busy Ps), anyone's: the global
+     * queue, stealing. Then, up to INBOX_WAIT_NS, only this P's own Gs,
+     * which another P may ready any moment (a reply on a channel): that
+     * takes no one's work, so it is not counted as spinning. */
+    if (rt->gomaxprocs > 1 && !spun) {
+      if (!pp->spinning && 2 * atomic_load(&rt->nmspinning) < rt->gomaxprocs - atomic_load(&rt->npidle)) {
+        pp->spinning = true;
+        atomic_fetch_add(&rt->nmspinning, 1);
+      }
+      int64_t start = nanotime(), now = start;
+      while (!gp && now < start + INBOX_WAIT_NS && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
         for (int i = 0; i < 50 && !atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed); i++)
           cpu_relax();
-        if (!(gp = findlocal(pp, inherit_time))) gp = findshared(pp);
+        gp = findlocal(pp, inherit_time);
+        if (!gp && pp->spinning) gp = findshared(pp);
+        now = nanotime();
+        if (pp->spinning && now >= start + SPIN_NS) {
+          pp->spinning = false;
+          atomic_fetch_sub(&rt->nmspinning, 1);
+        }
       }
       if (gp) {
         stop_spinning(pp);
         return gp;
       }
-      pp->spinning = false;
-      atomic_fetch_sub(&rt->nmspinning, 1);
+      if (pp->spinning) {
+        pp->spinning = false;
+        atomic_fetch_sub(&rt->nmspinning, 1);
+      }
       spun = true;
       continue; /* look once more now that we no longer count as spinning */
     }
@@ -1026,8 +1051,12 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
       time_p_arm(pp, nanotime());
       ev_run(pp->loop, EVRUN_ONCE);
     }
+    /* Leave the idle Ps under sched_lock: a deadlock check holding it sees
+     * every idle P stay idle, and so no work appear, while it looks. */
+    rt_lock(&rt->sched_lock);
     uint32_t was = atomic_exchange(&pp->status, P_RUNNING);
     atomic_fetch_sub(&rt->npidle, 1);
+    rt_unlock(&rt->sched_lock);
     spun = false;
     if (was == P_WAKING) pp->spinning = true; /* wakep counted us */
   }
@@ -1225,7 +1254,7 @@ static void g_destroy(p_t *pp, g_t *gp) {
     case OP_SLEEP: sleep_cancel(pp, gp); break;
     case OP_SYSCALL: break; /* the pool has finished with it (syscall_pool_stop) */
     }
-    if (l->res_blob && atomic_load(&gp->status) == G_RUNNABLE) blob_free(l->res_blob);
+    if (gp->res_copykind == COPY_BLOB) blob_free(l->res_copyblob);
     rt_free(l);
   } else if (gp->start_box) {
     box_free_dirty(pp, gp->start_box);
@@ -1237,6 +1266,7 @@ static void g_destroy(p_t *pp, g_t *gp) {
 
 /* A spawned G that never started: in a run queue, bound to no P. */
 static void g_destroy_unstarted(runtime *rt, g_t *gp) {
+  atomic_fetch_sub(&rt->nunstarted, 1);
   blob_free(gp->start_blob);
   atomic_fetch_sub_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
   rt_free(gp);

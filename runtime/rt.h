@@ -186,6 +186,11 @@ enum {
   RC_YIELD = -9,        /* done, and the caller should yield its P (handoff) */
   RC_REUSED = -10,      /* WaitGroup is reused before previous Wait has returned */
   RC_SHARED = -11,      /* a shared channel: values must be copied, use the C API */
+  RC_DECODE = -12,      /* a copy is waiting in the P (pending): take it with the C API */
+  RC_VAL_NIL = -20,     /* a copied scalar came back inline: nil, false, true, *num */
+  RC_VAL_FALSE = -21,
+  RC_VAL_TRUE = -22,
+  RC_VAL_NUM = -23,
 };
 /* A box number ORed with this means "store the value, then park". */
 #define RC_PARKBOX 0x40000000
@@ -210,13 +215,17 @@ struct sudog {
     struct notifylist *nl;
   };
   sudog *waitlink; /* g->live->waiting, in lock order */
-  rt_blob *blob;   /* a sender's value, copied, on a shared channel */
+  union {          /* a sender's value, copied, on a shared channel (copykind) */
+    double copynum;
+    rt_blob *copyblob;
+  };
   int32_t box;     /* a sender's value in its own VM; 0 for a receiver or once taken */
   union {
     int32_t case_idx; /* select case (1-based), 0 for a plain op */
     uint32_t ticket;  /* semaphore handoff / notify list ticket */
   };
   uint8_t on;       /* enum sudog_on */
+  uint8_t copykind; /* enum copy_kind */
   bool is_select, is_send, inqueue;
   bool success; /* the op completed with a value, not with the close */
 };
@@ -237,7 +246,8 @@ typedef struct g_live {
   lua_State *co;
   union {
     void (*unlockf)(g_t *gp); /* from gopark until the scheduler has parked the G */
-    rt_blob *res_blob;        /* then: a value copied from another VM, for the next resume */
+    double res_copynum;       /* then: a value copied from another VM, for the */
+    rt_blob *res_copyblob;    /* next resume (g->res_copykind says which) */
   };
   uint8_t op;               /* enum live_op */
   bool mu_starving, mu_awoke; /* sync.Mutex lockSlow state kept across parks */
@@ -264,6 +274,7 @@ struct g {
   uint8_t res_shape; /* enum res_shape, set by the op that parked */
   bool res_ok;
   bool preempted; /* yielded from the preemption hook: resume it as it was */
+  uint8_t res_copykind; /* a value copied from another VM: live->res_copy* */
   p_t *_Atomic p; /* owner P: the VM holding its coroutine; NULL for a spawned G
                     * not started yet, which any P may take (and then owns) */
   g_live *live;   /* once started */
@@ -275,6 +286,17 @@ struct g {
   g_t *schedlink;         /* run queue, inbox, free list */
   g_t *allnext, *allprev; /* the P's list of live Gs */
 };
+
+/* A value copied for another VM: scalars inline, anything else encoded. */
+enum copy_kind { COPY_NONE, COPY_NIL, COPY_FALSE, COPY_TRUE, COPY_NUM, COPY_BLOB };
+
+typedef struct rt_copy {
+  uint8_t kind; /* enum copy_kind */
+  union {
+    double num;
+    rt_blob *blob;
+  };
+} rt_copy;
 
 /* A 256-slot ring plus runnext, as Go's p.runq: the owner puts and gets,
  * thieves (other Ps) take with CAS on head. The global queue holds only
@@ -350,6 +372,7 @@ struct p {
   rt_timer *timerfree; /* time.sleep's timers */
   sudog *sudogcache;
   box_pool boxes;
+  rt_copy pending; /* a copy an FFI receive took, for the C API to decode */
   rtlock remote_lock; /* guards remote_dirty: boxes freed by other threads */
   int32_t *remote_dirty;
   _Atomic int32_t nremote_dirty; /* peeked without the lock */
@@ -389,6 +412,7 @@ struct runtime {
   _Atomic int32_t npidle;      /* Ps whose M sleeps */
   _Atomic int32_t nmspinning;  /* Ms looking for work without sleeping */
   _Atomic int32_t nblocking;   /* calls in flight in the blocking pool */
+  _Atomic int32_t nunstarted;  /* spawned Gs no P has started: all a P can take from others */
 
   _Atomic int64_t goidgen;
   _Atomic int32_t ngoroutines; /* live Gs (created, not dead) */
@@ -457,12 +481,12 @@ typedef struct waitq {
 } waitq;
 
 /* A value in flight on a channel. A local channel carries boxes of its
- * owner's VM. A shared channel carries, for each value, a copy (blob) for a
+ * owner's VM. A shared channel carries, for each value, a copy for a
  * receiver in another VM and the box in the sender's VM (vm: its P's id),
  * which a receiver in that same VM takes by reference. The taker frees
  * whichever it does not use. */
 typedef struct val {
-  rt_blob *blob;
+  rt_copy copy;
   int32_t box;
   int32_t vm;
 } val;
@@ -504,14 +528,15 @@ void chan_drain(hchan *c);
 void chan_deliver(hchan *c, sudog *sd, val v, bool ok);
 /* A receiver in pp takes sender sd's value (c locked). */
 val recv_from_sender_locked(hchan *c, sudog *sd, p_t *pp);
-/* The part of v a receiver in pp uses: its box (returned), or its copy
- * (*blob, returning 0); the other part is freed. */
-int32_t val_take(p_t *pp, val v, rt_blob **blob);
+/* The part of *v a receiver in pp uses: its box (returned), or its copy
+ * (left in v->copy, returning 0); the other part is freed. */
+int32_t val_take(p_t *pp, val *v);
 void val_free(runtime *rt, val v); /* a value nobody will take */
-/* The box holding a value taken in pp: box itself, or, for a copy (blob,
- * which is freed), a new box it is decoded into; -1 with an error message
- * pushed if it cannot be decoded. vals: the stack index of pp's vals. */
-int32_t take_box(lua_State *L, p_t *pp, int32_t box, rt_blob *blob, int vals);
+void sudog_free_copy(sudog *sd);
+/* The box holding a value taken in pp: box itself, or, for a copy (which is
+ * freed), a new box it is decoded into; -1 with an error message pushed if
+ * it cannot be decoded. vals: the stack index of pp's vals. */
+int32_t take_box(lua_State *L, p_t *pp, int32_t box, rt_copy copy, int vals);
 /* Make a channel shared before it crosses into another VM (on the thread
  * holding its owner's VM, L): its buffered and waiting values get copies.
  * Returns -1 with an error message on L's stack if one cannot be copied. */
@@ -524,14 +549,14 @@ typedef struct select_case { /* filled by Lua through the FFI */
   proxy *c;                    /* NULL: a nil channel or the default */
   int32_t kind;                /* CASE_* */
   int32_t box;                 /* out: where a send case's value goes */
-  rt_blob *blob;               /* a send case's copy, for a shared channel */
+  rt_copy copy;                /* a send case's copy, for a shared channel */
 } select_case;
 
 typedef struct select_result {
   int32_t idx; /* chosen case, 1-based */
   int32_t box; /* recv: box to load now (0: nil); send: box to store into */
   int32_t ok;
-  rt_blob *blob; /* recv: or a copy to decode */
+  rt_copy copy; /* recv: or a copy to decode */
 } select_result;
 
 int32_t selectgo(select_case *cases, int32_t n, select_result *res);
@@ -626,7 +651,12 @@ int value_decode(lua_State *L, const rt_blob *b);
 /* [-0, +n or +1] value_decode in protected mode: the count, or -1 with a
  * message pushed. */
 int value_decode_safe(lua_State *L, const rt_blob *b);
-rt_blob *blob_number(double v);
+/* [-0, +0 or +1] the copy of the value at idx; COPY_NONE with a message
+ * pushed if it cannot be copied. */
+rt_copy copy_make(lua_State *L, int idx, const char *what);
+/* [-0, +1 or +1] push the copy (freed); -1 with a message if it cannot be. */
+int copy_push(lua_State *L, rt_copy c);
+void copy_free(rt_copy *c);
 int32_t blob_nvalues(const rt_blob *b);
 void blob_free(rt_blob *b);
 void value_vm_init(lua_State *L);

@@ -77,7 +77,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
     lockorder = pollorder + n;
   }
   int32_t rc = RC_OK;
-  res->blob = NULL;
+  res->copy.kind = COPY_NONE;
 
   /* Random poll order over the cases that can fire (Fisher-Yates, inside out). */
   int32_t norder = 0;
@@ -116,7 +116,8 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
         continue;
       }
       selunlock(cases, lockorder, norder);
-      res->box = res->ok ? val_take(pp, v, &res->blob) : 0;
+      res->box = res->ok ? val_take(pp, &v) : 0;
+      res->copy = res->ok && !res->box ? v.copy : (rt_copy){COPY_NONE, {0}};
       if (res->box) box_free(pp, res->box); /* loaded at once by the caller */
       goto out;
     } else {
@@ -127,8 +128,8 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
       }
       sudog *sd = waitq_dequeue(&c->recvq);
       if (!sd && c->qcount >= c->dataqsiz) continue;
-      val v = {cases[i].blob, box_alloc(pp), pp->id};
-      cases[i].blob = NULL; /* consumed */
+      val v = {cases[i].copy, box_alloc(pp), pp->id};
+      cases[i].copy.kind = COPY_NONE; /* consumed */
       res->box = v.box;
       if (sd) {
         chan_deliver(c, sd, v, true);
@@ -163,8 +164,10 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
     sd->is_send = cases[i].kind == CASE_SEND;
     if (sd->is_send) {
       sd->box = cases[i].box = box_alloc(pp);
-      sd->blob = cases[i].blob;
-      cases[i].blob = NULL;
+      sd->copykind = cases[i].copy.kind;
+      if (sd->copykind == COPY_NUM) sd->copynum = cases[i].copy.num;
+      else if (sd->copykind == COPY_BLOB) sd->copyblob = cases[i].copy.blob;
+      cases[i].copy.kind = COPY_NONE;
       waitq_enqueue(&c->sendq, sd);
     } else {
       waitq_enqueue(&c->recvq, sd);
@@ -206,7 +209,7 @@ int select_block(lua_State *L) {
     cases[i].kind = (int32_t)lua_tointeger(L, -2);
     cases[i].c = lua_touserdata(L, -1);
     cases[i].box = 0;
-    cases[i].blob = NULL;
+    cases[i].copy.kind = COPY_NONE;
     bool is_chan = cases[i].c && lua_getmetatable(L, -1) && lua_rawequal(L, -1, lua_upvalueindex(2));
     lua_settop(L, n + 1);
     if (cases[i].c && !is_chan) {
@@ -219,9 +222,9 @@ int select_block(lua_State *L) {
   for (int32_t i = 0; i < n; i++) {
     if (cases[i].kind != CASE_SEND || !atomic_load(&case_chan(&cases[i])->shared)) continue;
     lua_rawgeti(L, i + 2, 3);
-    cases[i].blob = value_encode(L, -1, 1, "value");
-    if (!cases[i].blob) {
-      for (int32_t j = 0; j < i; j++) blob_free(cases[j].blob);
+    cases[i].copy = copy_make(L, -1, "value");
+    if (cases[i].copy.kind == COPY_NONE) {
+      for (int32_t j = 0; j < i; j++) copy_free(&cases[j].copy);
       if (cases != stackcases) rt_free(cases);
       return lua_error(L);
     }
@@ -259,12 +262,13 @@ int select_block(lua_State *L) {
       lua_pushboolean(L, 1);
     } else if (res.ok) {
       /* selectgo freed a box for an immediate load; a copy needs a new one */
-      int32_t box = take_box(L, pp, res.box, res.blob, lua_upvalueindex(1));
+      bool copied = !res.box;
+      int32_t box = take_box(L, pp, res.box, res.copy, lua_upvalueindex(1));
       if (box < 0) {
         lua_remove(L, -2); /* the index */
         nret = rt_push_msg_err(L);
       } else {
-        if (res.blob) box_free(pp, box);
+        if (copied && box) box_free(pp, box);
         lua_pushinteger(L, box);
         lua_pushboolean(L, 1);
       }
@@ -273,7 +277,7 @@ int select_block(lua_State *L) {
       lua_pushboolean(L, 0);
     }
   }
-  for (int32_t i = 0; i < n; i++) blob_free(cases[i].blob); /* copies no case took */
+  for (int32_t i = 0; i < n; i++) copy_free(&cases[i].copy); /* copies no case took */
   if (cases != stackcases) rt_free(cases);
   return nret;
 }
@@ -302,7 +306,7 @@ void selectgo_finish(p_t *pp, g_t *gp) {
   for (sudog *sd = first; sd;) {
     sudog *next = sd->waitlink;
     if (sd->box) box_free_dirty(pp, sd->box); /* a value nobody took */
-    if (sd->blob) blob_free(sd->blob);
+    sudog_free_copy(sd);
     release_sudog(pp, sd);
     sd = next;
   }

@@ -139,12 +139,15 @@ void syscall_pool_free(runtime *rt) {
 }
 
 /* [-0, +2] nil and Go's text for an error of operation op on path. */
-static int push_os_error(lua_State *L, const char *op, const char *path, int err) {
+static int push_os_error(lua_State *L, const char *op, const char *path, size_t pathlen, int err) {
   char msg[256];
   snprintf(msg, sizeof msg, "%s", strerror(err));
   if (msg[0] >= 'A' && msg[0] <= 'Z') msg[0] = (char)(msg[0] - 'A' + 'a');
   lua_pushnil(L);
-  lua_pushfstring(L, "%s %s: %s", op, path, msg);
+  lua_pushfstring(L, "%s ", op);
+  lua_pushlstring(L, path, pathlen);
+  lua_pushfstring(L, ": %s", msg);
+  lua_concat(L, 3);
   return 2;
 }
 
@@ -153,6 +156,7 @@ static int push_os_error(lua_State *L, const char *op, const char *path, int err
 typedef struct file_job {
   rt_job job;
   char *path;
+  size_t pathlen;
   char *data;
   size_t len;
   int err;
@@ -162,6 +166,7 @@ typedef struct file_job {
 
 static void file_run(rt_job *j) {
   file_job *fj = (file_job *)j;
+  if (fj->err) return; /* refused before it ran (a NUL in the path, as Go does) */
   if (fj->write) {
     int fd = open(fj->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
@@ -211,7 +216,7 @@ static void file_run(rt_job *j) {
 
 static int file_push(lua_State *L, rt_job *j) {
   file_job *fj = (file_job *)j;
-  if (fj->err) return push_os_error(L, fj->op, fj->path, fj->err);
+  if (fj->err) return push_os_error(L, fj->op, fj->path, fj->pathlen, fj->err);
   if (fj->write) lua_pushboolean(L, 1);
   else lua_pushlstring(L, fj->data, fj->len);
   return 1;
@@ -233,7 +238,12 @@ static file_job *file_job_new(lua_State *L, bool write) {
   fj->job.free = file_free;
   fj->path = rt_malloc(plen + 1);
   memcpy(fj->path, path, plen + 1);
+  fj->pathlen = plen;
   fj->write = write;
+  if (strlen(path) != plen) {
+    fj->err = EINVAL;
+    fj->op = "open";
+  }
   if (write) {
     const char *data = luaL_checklstring(L, 2, &fj->len);
     fj->data = rt_malloc(fj->len ? fj->len : 1);

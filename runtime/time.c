@@ -247,12 +247,11 @@ static void timer_obj_fire(p_t *pp, rt_timer *t, int64_t now) {
     double t = walltime();
     lua_pushnumber(L, t);
     lua_rawseti(L, -2, box);
-    val v = {atomic_load(&to->c->shared) ? blob_number(t) : NULL, box, pp->id};
+    val v = {{atomic_load(&to->c->shared) ? COPY_NUM : COPY_NONE, {.num = t}}, box, pp->id};
     if (!chan_offer(to->c, v)) { /* a ticker whose reader is behind: drop */
       lua_pushnil(L);
       lua_rawseti(L, -2, box);
       box_free(pp, box);
-      if (v.blob) blob_free(v.blob);
     }
   }
   lua_pop(L, 1);

@@ -44,13 +44,26 @@ enum tag {
   T_OBJ,   /* u32 index into objs */
 };
 
+#define BLOB_INLINE 40
+
 struct rt_blob {
-  uint8_t *data;
+  uint8_t *data; /* inline_data until it outgrows it */
   size_t len, cap;
   rt_object **objs;
   uint32_t nobjs, objcap;
   int32_t nvalues;
+  bool has_refs; /* holds tables or functions: decoding needs an id map */
+  uint8_t inline_data[BLOB_INLINE];
 };
+
+/* Where a value being encoded sits, for error messages only: built into a
+ * string when (and only when) something cannot be copied. */
+typedef struct path {
+  const struct path *up;
+  enum { AT_ARG, AT_FIELD, AT_ITEM, AT_UPVALUE } kind;
+  const char *name; /* AT_ARG: what ("argument"); AT_FIELD, AT_UPVALUE: the name */
+  int index;        /* AT_ARG: its number, 0 when there is a single one */
+} path;
 
 typedef struct enc {
   lua_State *L;
@@ -66,11 +79,25 @@ static const char names_dirty_key[] = "lugo.names.dirty";
 static const char dumps_key[] = "lugo.dumps";       /* function -> bytecode (weak) */
 static const char loads_key[] = "lugo.loads";       /* bytecode -> function (weak) */
 
+static rt_blob *blob_new(int32_t nvalues) {
+  rt_blob *b = rt_malloc(sizeof *b);
+  memset(b, 0, offsetof(rt_blob, inline_data));
+  b->data = b->inline_data;
+  b->cap = BLOB_INLINE;
+  b->nvalues = nvalues;
+  return b;
+}
+
 static void put(rt_blob *b, const void *p, size_t n) {
   if (b->len + n > b->cap) {
-    size_t cap = b->cap ? b->cap * 2 : 64;
+    size_t cap = b->cap * 2;
     while (cap < b->len + n) cap *= 2;
-    b->data = rt_realloc(b->data, cap);
+    if (b->data == b->inline_data) {
+      b->data = rt_malloc(cap);
+      memcpy(b->data, b->inline_data, b->len);
+    } else {
+      b->data = rt_realloc(b->data, cap);
+    }
     b->cap = cap;
   }
   memcpy(b->data + b->len, p, n);
@@ -89,7 +116,7 @@ void blob_free(rt_blob *b) {
   if (!b) return;
   for (uint32_t i = 0; i < b->nobjs; i++) rt_release(b->objs[i]);
   rt_free(b->objs);
-  rt_free(b->data);
+  if (b->data != b->inline_data) rt_free(b->data);
   rt_free(b);
 }
 
@@ -197,10 +224,33 @@ void value_names_changed(lua_State *L) {
 
 /* ---- encoding ---- */
 
-static int encode_value(enc *e, int idx, const char *where);
+static int encode_value(enc *e, int idx, const path *at);
 
-static int fail(enc *e, const char *what, const char *where) {
-  lua_pushfstring(e->L, "cannot copy %s to another processor%s%s", what, *where ? " at " : "", where);
+/* [-0, +1] "argument #2.field[...]" or "upvalue 'x' of argument #1". */
+static void push_path(lua_State *L, const path *at) {
+  if (!at) {
+    lua_pushliteral(L, "");
+    return;
+  }
+  push_path(L, at->up);
+  switch (at->kind) {
+  case AT_ARG:
+    if (at->index) lua_pushfstring(L, "%s #%d", at->name, at->index);
+    else lua_pushstring(L, at->name);
+    break;
+  case AT_FIELD: lua_pushfstring(L, ".%s", at->name); break;
+  case AT_ITEM: lua_pushliteral(L, "[...]"); break;
+  case AT_UPVALUE:
+    lua_pushfstring(L, " (upvalue '%s')", at->name && *at->name ? at->name : "?");
+    break;
+  }
+  lua_concat(L, 2);
+}
+
+static int fail(enc *e, const char *what, const path *at) {
+  push_path(e->L, at);
+  lua_pushfstring(e->L, "cannot copy %s to another processor at %s", what, lua_tostring(e->L, -1));
+  lua_remove(e->L, -2);
   return -1;
 }
 
@@ -295,25 +345,24 @@ static rt_object *userdata_object(lua_State *L, int idx) {
   return NULL;
 }
 
-static int encode_table(enc *e, int idx, const char *where) {
+static int encode_table(enc *e, int idx, const path *at) {
   lua_State *L = e->L;
   put_u8(e->b, T_TABLE);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int top = lua_gettop(L);
-    if (encode_value(e, top - 1, where) < 0) return -1;
-    const char *key = lua_type(L, top - 1) == LUA_TSTRING ? lua_tostring(L, top - 1) : NULL;
-    char sub[160];
-    if (key) snprintf(sub, sizeof sub, "%s.%s", *where ? where : "value", key);
-    else snprintf(sub, sizeof sub, "%s[...]", *where ? where : "value");
-    if (encode_value(e, top, sub) < 0) return -1;
+    path key = {at, AT_ITEM, NULL, 0};
+    if (encode_value(e, top - 1, &key) < 0) return -1;
+    path sub = {at, AT_ITEM, NULL, 0};
+    if (lua_type(L, top - 1) == LUA_TSTRING) sub = (path){at, AT_FIELD, lua_tostring(L, top - 1), 0};
+    if (encode_value(e, top, &sub) < 0) return -1;
     lua_settop(L, top - 1);
   }
   put_u8(e->b, T_END);
   return 0;
 }
 
-static int encode_function(enc *e, int idx, const char *where) {
+static int encode_function(enc *e, int idx, const path *at) {
   lua_State *L = e->L;
   put_u8(e->b, T_FUNC);
   push_bytecode(L, idx);
@@ -327,15 +376,14 @@ static int encode_function(enc *e, int idx, const char *where) {
   put_u8(e->b, (uint8_t)ar.nups);
   for (int i = 1; i <= ar.nups; i++) {
     const char *name = lua_getupvalue(L, idx, i);
-    char sub[160];
-    snprintf(sub, sizeof sub, "upvalue '%s'%s%s", name && *name ? name : "?", *where ? " of " : "", where);
-    if (encode_value(e, lua_gettop(L), sub) < 0) return -1;
+    path sub = {at, AT_UPVALUE, name, 0};
+    if (encode_value(e, lua_gettop(L), &sub) < 0) return -1;
     lua_pop(L, 1);
   }
   return 0;
 }
 
-static int encode_value(enc *e, int idx, const char *where) {
+static int encode_value(enc *e, int idx, const path *where) {
   lua_State *L = e->L;
   switch (lua_type(L, idx)) {
   case LUA_TNIL: put_u8(e->b, T_NIL); return 0;
@@ -355,6 +403,7 @@ static int encode_value(enc *e, int idx, const char *where) {
   }
   case LUA_TTABLE:
   case LUA_TFUNCTION: {
+    e->b->has_refs = true;
     if (encode_named(e, idx) || encode_seen(e, idx)) return 0;
     if (lua_iscfunction(L, idx)) return fail(e, "a C function that is no module's", where);
     if (++e->depth > VALUE_MAX_DEPTH) {
@@ -389,24 +438,33 @@ static int encode_value(enc *e, int idx, const char *where) {
 
 rt_blob *value_encode(lua_State *L, int idx, int n, const char *what) {
   if (idx < 0) idx = lua_gettop(L) + idx + 1;
-  rt_blob *b = rt_calloc(1, sizeof *b);
-  b->nvalues = n;
-  luaL_checkstack(L, 8, "copying a value");
-  lua_newtable(L);
-  enc e = {L, b, lua_gettop(L), 0, 0, 0};
-  push_names(L);
-  e.names = lua_gettop(L);
+  rt_blob *b = blob_new(n);
+  enc e = {L, b, 0, 0, 0, 0};
+  /* Tables and functions need the maps of what was seen and of names. */
   for (int i = 0; i < n; i++) {
-    char where[64];
-    snprintf(where, sizeof where, n > 1 ? "%s #%d" : "%s", what, i + 1);
-    if (encode_value(&e, idx + i, where) < 0) {
-      lua_replace(L, e.seen); /* the message */
-      lua_settop(L, e.seen);
+    int t = lua_type(L, idx + i);
+    if (t == LUA_TTABLE || t == LUA_TFUNCTION) {
+      luaL_checkstack(L, 8, "copying a value");
+      lua_newtable(L);
+      e.seen = lua_gettop(L);
+      push_names(L);
+      e.names = lua_gettop(L);
+      break;
+    }
+  }
+  int top = lua_gettop(L);
+  for (int i = 0; i < n; i++) {
+    path at = {NULL, AT_ARG, what, n > 1 ? i + 1 : 0};
+    if (encode_value(&e, idx + i, &at) < 0) {
+      if (e.seen) { /* keep only the message, where the maps were */
+        lua_replace(L, e.seen);
+        lua_settop(L, e.seen);
+      }
       blob_free(b);
       return NULL; /* the message is on top */
     }
   }
-  lua_settop(L, e.seen - 1);
+  lua_settop(L, e.seen ? e.seen - 1 : top);
   return b;
 }
 
@@ -565,10 +623,13 @@ static void decode_value(dec *d) {
 
 int value_decode(lua_State *L, const rt_blob *b) {
   luaL_checkstack(L, b->nvalues + 8, "copying values");
-  lua_newtable(L);
-  dec d = {L, b, 0, lua_gettop(L), 0};
+  dec d = {L, b, 0, 0, 0};
+  if (b->has_refs) {
+    lua_newtable(L);
+    d.refs = lua_gettop(L);
+  }
   for (int32_t i = 0; i < b->nvalues; i++) decode_value(&d);
-  lua_remove(L, d.refs);
+  if (d.refs) lua_remove(L, d.refs);
   return b->nvalues;
 }
 
@@ -586,10 +647,37 @@ int value_decode_safe(lua_State *L, const rt_blob *b) {
   return lua_gettop(L) - top;
 }
 
-rt_blob *blob_number(double v) {
-  rt_blob *b = rt_calloc(1, sizeof *b);
-  b->nvalues = 1;
-  put_u8(b, T_NUM);
-  put(b, &v, sizeof v);
-  return b;
+rt_copy copy_make(lua_State *L, int idx, const char *what) {
+  rt_copy c = {COPY_NONE, {0}};
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL: c.kind = COPY_NIL; break;
+  case LUA_TBOOLEAN: c.kind = lua_toboolean(L, idx) ? COPY_TRUE : COPY_FALSE; break;
+  case LUA_TNUMBER:
+    c.kind = COPY_NUM;
+    c.num = lua_tonumber(L, idx);
+    break;
+  default:
+    c.blob = value_encode(L, idx, 1, what);
+    if (c.blob) c.kind = COPY_BLOB;
+  }
+  return c;
+}
+
+int copy_push(lua_State *L, rt_copy c) {
+  switch (c.kind) {
+  case COPY_FALSE: lua_pushboolean(L, 0); return 1;
+  case COPY_TRUE: lua_pushboolean(L, 1); return 1;
+  case COPY_NUM: lua_pushnumber(L, c.num); return 1;
+  case COPY_BLOB: {
+    int n = value_decode_safe(L, c.blob);
+    blob_free(c.blob);
+    return n;
+  }
+  default: lua_pushnil(L); return 1;
+  }
+}
+
+void copy_free(rt_copy *c) {
+  if (c->kind == COPY_BLOB) blob_free(c->blob);
+  c->kind = COPY_NONE;
 }

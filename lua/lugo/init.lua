@@ -10,7 +10,11 @@ local C, rc, vals, core = I.C, I.rc, I.vals, I.core
 local argerror, raise, ERR = I.argerror, I.raise, I.ERR
 local send_block, recv_block, select_block = core.send, core.recv, core.select
 local getmetatable, type, select = getmetatable, type, select
-local OK, WOULDBLOCK, CLOSED, SHARED = rc.OK, rc.WOULDBLOCK, rc.CLOSED, rc.SHARED
+local OK, WOULDBLOCK, CLOSED, SHARED, DECODE = rc.OK, rc.WOULDBLOCK, rc.CLOSED, rc.SHARED, rc.DECODE
+local VAL_NIL, VAL_FALSE, VAL_TRUE, VAL_NUM = rc.VAL_NIL, rc.VAL_FALSE, rc.VAL_TRUE, rc.VAL_NUM
+local COPY_NIL, COPY_FALSE, COPY_TRUE, COPY_NUM = rc.COPY_NIL, rc.COPY_FALSE, rc.COPY_TRUE, rc.COPY_NUM
+local take_pending = core.take_pending
+local num = ffi.new("double[1]") -- where a receive returns a number copied from another VM
 local CASE_NIL, CASE_RECV, CASE_SEND = rc.CASE_NIL, rc.CASE_RECV, rc.CASE_SEND
 
 local Chan = I.mt.channel
@@ -47,13 +51,23 @@ lugo.chan = core.chan
 local chan = {}
 Chan.__index = chan
 
+-- Scalars cross processors inline: no Lua C API call, no allocation.
+local function trysend(ch, v)
+  local t = type(v)
+  if t == "number" then return C.chan_trysend_scalar(ch, COPY_NUM, v) end
+  if t == "boolean" then return C.chan_trysend_scalar(ch, v and COPY_TRUE or COPY_FALSE, 0) end
+  if v == nil then return C.chan_trysend_scalar(ch, COPY_NIL, 0) end
+  return C.chan_trysend(ch)
+end
+
 function chan.send(ch, v)
   if getmetatable(ch) ~= Chan then argerror(1, "send", "channel", ch) end
-  local r = C.chan_trysend(ch)
+  local r = trysend(ch, v)
   if r > 0 then
     vals[r] = v
     return
   end
+  if r == OK then return end -- a scalar copied for another processor: no box
   if r == WOULDBLOCK or r == SHARED then
     local ok, why = send_block(ch, v)
     if ok == true then return end
@@ -63,13 +77,18 @@ function chan.send(ch, v)
 end
 
 local function recv(ch)
-  local r = C.chan_tryrecv(ch)
+  local r = C.chan_tryrecv(ch, num)
   if r > 0 then
     local v = vals[r]
     vals[r] = nil
     return v, true
   end
+  if r == VAL_NUM then return num[0], true end
   if r == CLOSED then return nil, false end
+  if r == DECODE then return take_pending(), true end
+  if r == VAL_NIL then return nil, true end
+  if r == VAL_TRUE then return true, true end
+  if r == VAL_FALSE then return false, true end
   local box, ok = recv_block(ch)
   if box == ERR then raise(nil, ok) end
   if box == 0 then return nil, ok end
