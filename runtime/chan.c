@@ -310,7 +310,7 @@ int chan_send_block(lua_State *L) {
   lua_settop(L, 2);
   hchan *c = (hchan *)px->obj;
   rt_copy copy = {COPY_NONE, {0}};
-  if (is_shared(c) && (copy = copy_make(L, 2, "value")).kind == COPY_NONE) return lua_error(L);
+  if (is_shared(c) && (copy = copy_make(L, 2, "value")).kind == COPY_NONE) return rt_push_msg_err(L);
   p_t *pp = getp();
   g_t *gp = pp ? getg() : NULL;
   int32_t can = rt_can_block(L, gp);

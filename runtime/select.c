@@ -226,7 +226,7 @@ int select_block(lua_State *L) {
     if (cases[i].copy.kind == COPY_NONE) {
       for (int32_t j = 0; j < i; j++) copy_free(&cases[j].copy);
       if (cases != stackcases) rt_free(cases);
-      return lua_error(L);
+      return rt_push_msg_err(L);
     }
     lua_pop(L, 1);
   }

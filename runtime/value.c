@@ -337,6 +337,9 @@ static bool encode_named(enc *e, int idx) {
   return true;
 }
 
+struct timer_obj;
+hchan *timer_obj_chan(struct timer_obj *to);
+
 static rt_object *userdata_object(lua_State *L, int idx) {
   for (int t = 1; t < RT_NTYPES; t++) {
     rt_object *o = rt_to_object(L, idx, (enum rt_type)t);
@@ -419,7 +422,9 @@ static int encode_value(enc *e, int idx, const path *where) {
   case LUA_TUSERDATA: {
     rt_object *o = userdata_object(L, idx);
     if (!o) return fail(e, "a userdata", where);
-    if (o->type == RT_CHAN && chan_share((hchan *)o, L) < 0) return -1;
+    /* A channel leaving its VM, or a timer's, becomes shared. */
+    hchan *c = o->type == RT_CHAN ? (hchan *)o : o->type == RT_TIMER ? timer_obj_chan((struct timer_obj *)o) : NULL;
+    if (c && chan_share(c, L) < 0) return -1;
     rt_retain(o);
     if (e->b->nobjs == e->b->objcap) {
       e->b->objcap = e->b->objcap ? e->b->objcap * 2 : 4;
