@@ -1177,8 +1177,8 @@ static void *sysmon(void *arg) {
         atomic_store(&pp->hog, goid);
         rt_lock(&rt_print_lock);
         fprintf(stderr,
-                "lugo: goroutine %lld on processor %d has run for %.1fs without yielding: a JIT-compiled "
-                "loop cannot be preempted (its stack is printed when it leaves compiled code)\n",
+                "lugo: goroutine %lld on processor %d has run for %.1fs without yielding: compiled code "
+                "and C calls cannot be preempted (its stack is printed when it next runs interpreted code)\n",
                 (long long)goid, (int)pp->id, (double)(now - execwhen[i]) / 1e9);
         fflush(stderr);
         rt_unlock(&rt_print_lock);

@@ -398,7 +398,7 @@ typedef struct syscall_pool {
   pthread_mutex_t lock; /* guards everything below */
   pthread_cond_t cond;
   rt_job *head, *tail;
-  int nthreads, nidle;
+  int nthreads, nidle, nqueued;
   bool stopping;
 } syscall_pool;
 

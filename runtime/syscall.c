@@ -1,6 +1,6 @@
 /*
  * syscall.c — the blocking pool: calls that may block the thread (file I/O,
- * name resolution) run on a few pool threads, so that no P ever sleeps in a
+ * name resolution) run on pool threads, so that no P ever sleeps in a
  * system call. Go hands its P off around such calls (entersyscall); lugo,
  * whose Gs are bound to a VM, parks the G instead and readies it through
  * its P's inbox when the call is done.
@@ -26,7 +26,9 @@
 
 #include "rt.h"
 
-#define POOL_MAX_THREADS 4
+/* Threads are started as calls queue up: one blocked call (a FIFO nobody
+ * writes to) must not hold up the others. */
+#define POOL_MAX_THREADS 64
 
 void syscall_pool_init(runtime *rt) {
   pthread_mutex_init(&rt->pool.lock, NULL);
@@ -47,6 +49,7 @@ static void *pool_thread(void *arg) {
     rt_job *job = pool->head;
     pool->head = job->next;
     if (!pool->head) pool->tail = NULL;
+    pool->nqueued--;
     pthread_mutex_unlock(&pool->lock);
     job->run(job);
     goready(job->g); /* through its P's inbox */
@@ -78,7 +81,8 @@ int syscall_block(lua_State *L, rt_job *job) {
   if (pool->tail) pool->tail->next = job;
   else pool->head = job;
   pool->tail = job;
-  if (pool->nidle > 0) {
+  pool->nqueued++;
+  if (pool->nidle >= pool->nqueued) { /* an idle thread for every queued call */
     pthread_cond_signal(&pool->cond);
   } else if (pool->nthreads < POOL_MAX_THREADS) {
     pthread_t t;
@@ -122,6 +126,7 @@ void syscall_pool_stop(runtime *rt) {
   while (pool->head) {
     rt_job *job = pool->head;
     pool->head = job->next;
+    pool->nqueued--;
     job->free(job);
     atomic_fetch_sub(&rt->nblocking, 1);
   }

@@ -5,7 +5,8 @@
 #include "check.h"
 
 int32_t chan_trysend(proxy *px);
-int32_t chan_tryrecv(proxy *px);
+static double num;
+int32_t chan_tryrecv(proxy *px, double *num);
 int32_t chan_close(proxy *px);
 int32_t chan_len(proxy *px);
 
@@ -21,14 +22,14 @@ static void test_ring(runtime *rt) {
   CHECK(boxes[0] != boxes[1] && boxes[1] != boxes[2] && boxes[0] != boxes[2]);
   CHECK_EQ(chan_len(&px), 3);
   CHECK_EQ(chan_trysend(&px), RC_WOULDBLOCK); /* full */
-  for (int i = 0; i < 3; i++) CHECK_EQ(chan_tryrecv(&px), boxes[i]); /* FIFO */
-  CHECK_EQ(chan_tryrecv(&px), RC_WOULDBLOCK); /* empty */
+  for (int i = 0; i < 3; i++) CHECK_EQ(chan_tryrecv(&px, &num), boxes[i]); /* FIFO */
+  CHECK_EQ(chan_tryrecv(&px, &num), RC_WOULDBLOCK); /* empty */
   /* Wrap around the ring many times: order holds, boxes are reused. */
   int32_t maxbox = 0;
   for (int round = 0; round < 1000; round++) {
     int32_t a = chan_trysend(&px), b = chan_trysend(&px);
-    CHECK_EQ(chan_tryrecv(&px), a);
-    CHECK_EQ(chan_tryrecv(&px), b);
+    CHECK_EQ(chan_tryrecv(&px, &num), a);
+    CHECK_EQ(chan_tryrecv(&px, &num), b);
     if (a > maxbox) maxbox = a;
     if (b > maxbox) maxbox = b;
   }
@@ -45,8 +46,8 @@ static void test_close(runtime *rt) {
   CHECK_EQ(chan_close(&px), RC_OK);
   CHECK_EQ(chan_close(&px), RC_CLOSED);
   CHECK_EQ(chan_trysend(&px), RC_CLOSED);
-  CHECK_EQ(chan_tryrecv(&px), a); /* buffered values survive the close */
-  CHECK_EQ(chan_tryrecv(&px), RC_CLOSED);
+  CHECK_EQ(chan_tryrecv(&px, &num), a); /* buffered values survive the close */
+  CHECK_EQ(chan_tryrecv(&px, &num), RC_CLOSED);
   rt_release(&c->obj);
 }
 
@@ -55,7 +56,7 @@ static void test_unbuffered(runtime *rt) {
   hchan *c = chan_make(pp, 0);
   proxy px = {&c->obj};
   CHECK_EQ(chan_trysend(&px), RC_WOULDBLOCK); /* nobody receiving */
-  CHECK_EQ(chan_tryrecv(&px), RC_WOULDBLOCK);
+  CHECK_EQ(chan_tryrecv(&px, &num), RC_WOULDBLOCK);
   rt_release(&c->obj);
 }
 
@@ -63,8 +64,8 @@ static void test_offer_drain(runtime *rt) {
   p_t *pp = rt->allp[0];
   hchan *c = chan_make(pp, 1);
   int32_t b1 = box_alloc(pp), b2 = box_alloc(pp);
-  CHECK(chan_offer(c, (val){NULL, b1, pp->id}));
-  CHECK(!chan_offer(c, (val){NULL, b2, pp->id})); /* full: the caller keeps its box */
+  CHECK(chan_offer(c, (val){.box = b1, .vm = pp->id}));
+  CHECK(!chan_offer(c, (val){.box = b2, .vm = pp->id})); /* full: the caller keeps its box */
   chan_drain(c);
   CHECK_EQ(c->qcount, 0);
   CHECK_EQ(pp->boxes.ndirty, 1); /* b1's value must be cleared before reuse */
