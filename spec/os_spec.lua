@@ -278,6 +278,7 @@ describe("file calls do not hold up the processor", function()
     for _ = 1, 5 do
       local r = helper.run(code, { args = { fifo, path } })
       assert.are.equal("10\n", r.stdout)
+      assert.are.equal("", r.stderr)
       assert.are.equal(0, r.status)
     end
   end)
