@@ -393,6 +393,8 @@ int luaopen_lugo_core(lua_State *L) {
       {"sleep", time_sleep_block}, {NULL, NULL},
   };
   luaL_register(L, NULL, funcs);
+  context_open(L);
+  net_open(L);
   /* The blocking channel functions: upvalues vals and the channel metatable. */
   static const luaL_Reg chan_funcs[] = {
       {"send", chan_send_block}, {"recv", chan_recv_block}, {"select", select_block}, {NULL, NULL},

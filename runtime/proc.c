@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +57,7 @@ const char *rt_waitreason_string(enum waitreason r) {
   case WR_SYNC_WAITGROUP_WAIT: return "sync.WaitGroup.Wait";
   case WR_SYNC_COND_WAIT: return "sync.Cond.Wait";
   case WR_SYSCALL: return "syscall";
+  case WR_IO_WAIT: return "IO wait";
   case WR_FOREVER: return "wait forever";
   }
   return "?";
@@ -497,6 +499,20 @@ g_t *newproc_spawn(runtime *rt, rt_blob *blob) {
   casgstatus(gp, G_IDLE, G_RUNNABLE);
   atomic_fetch_add_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
   atomic_fetch_add(&rt->nunstarted, 1);
+  /* An idle P takes it at once: spawned goroutines started one after the
+   * other land on different processors while some are free, instead of
+   * the first P to wake taking them all (a started G never moves). */
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    uint32_t idle = P_IDLE;
+    if (atomic_load(&pp->status) != P_IDLE) continue;
+    atomic_fetch_add(&rt->nmspinning, 1); /* it wakes as a spinning M, as from wakep */
+    if (atomic_compare_exchange_strong(&pp->status, &idle, P_WAKING)) {
+      inbox_put(pp, gp);
+      return gp;
+    }
+    atomic_fetch_sub(&rt->nmspinning, 1);
+  }
   globrunqput(rt, gp);
   wakep(rt);
   return gp;
@@ -899,7 +915,7 @@ void p_vm(p_t *pp) {
   rt_vm_bind(pp, L);
   /* The modules that give runtime objects their methods, for objects that
    * arrive from other VMs. */
-  static const char *const modules[] = {"lugo.internal", "lugo", "lugo.sync", "lugo.time"};
+  static const char *const modules[] = {"lugo.internal", "lugo", "lugo.sync", "lugo.time", "lugo.context", "lugo.net"};
   for (size_t i = 0; i < sizeof modules / sizeof *modules; i++) {
     lua_getglobal(L, "require");
     lua_pushstring(L, modules[i]);
@@ -912,7 +928,7 @@ void p_vm(p_t *pp) {
  * take to stop being idle: the world stands still while this looks. */
 static bool deadlocked(runtime *rt) {
   if (atomic_load(&rt->npidle) != rt->gomaxprocs || atomic_load(&rt->runqsize) != 0 ||
-      atomic_load(&rt->nblocking) != 0 || atomic_load(&rt->exiting))
+      atomic_load(&rt->nblocking) != 0 || atomic_load(&rt->npollwait) != 0 || atomic_load(&rt->exiting))
     return false;
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *pp = rt->allp[i];
@@ -936,6 +952,13 @@ static g_t *findlocal(p_t *pp, bool *inherit_time) {
     boxes_clean(pp);
   int64_t when = atomic_load_explicit(&pp->timer0when, memory_order_relaxed);
   if (when && nanotime() >= when) timers_run(pp, nanotime());
+  /* A P that always has Gs to run polls its descriptors now and then, so
+   * that their Gs are not starved. */
+  uint32_t nexec = atomic_load_explicit(&pp->nexec, memory_order_relaxed);
+  if (nexec - pp->lastpoll >= 61 && atomic_load_explicit(&pp->nfds, memory_order_relaxed) > 0) {
+    pp->lastpoll = nexec;
+    netpoll(pp);
+  }
   *inherit_time = false;
   g_t *gp;
   /* Every 61st tick the queues behind the ring first, so they cannot starve. */
@@ -948,6 +971,12 @@ static g_t *findlocal(p_t *pp, bool *inherit_time) {
    * puts them in the overflow list): a gosched loop must not starve them. */
   if ((gp = inbox_get(pp))) return gp;
   if ((gp = overflowget(pp))) return gp;
+  /* Nothing else to run: descriptors that became ready. */
+  if (atomic_load_explicit(&pp->nfds, memory_order_relaxed) > 0 && netpoll(pp) > 0) {
+    pp->lastpoll = atomic_load_explicit(&pp->nexec, memory_order_relaxed);
+    if ((gp = runqget(pp, inherit_time))) return gp;
+    if ((gp = inbox_get(pp))) return gp;
+  }
   return NULL;
 }
 
@@ -1235,6 +1264,7 @@ static p_t *p_new(runtime *rt, int32_t id) {
   ev_async_start(pp->loop, w);
   pp->wake_ev = w;
   time_p_init(pp);
+  netpoll_p_init(pp);
   atomic_init(&pp->status, P_RUNNING);
   return pp;
 }
@@ -1253,6 +1283,7 @@ static void g_destroy(p_t *pp, g_t *gp) {
       break;
     case OP_SLEEP: sleep_cancel(pp, gp); break;
     case OP_SYSCALL: break; /* the pool has finished with it (syscall_pool_stop) */
+    case OP_NET: netwait_cancel(pp, gp); break;
     }
     if (gp->res_copykind == COPY_BLOB) blob_free(l->res_copyblob);
     rt_free(l);
@@ -1283,6 +1314,7 @@ static void free_list(void *head, size_t link) {
 
 static void p_free(p_t *pp) {
   timers_close(pp);
+  netpoll_p_close(pp);
   ev_async_stop(pp->loop, (ev_async *)pp->wake_ev);
   ev_loop_destroy(pp->loop);
   rt_free(pp->wake_ev);
@@ -1306,7 +1338,21 @@ static int32_t default_procs(void) {
   return n > 0 ? (int32_t)n : 1;
 }
 
+/* As Go's runtime does at start: a broken connection must not kill the
+ * process (writes say EPIPE instead), and a server may use every
+ * descriptor the hard limit allows. */
+static void process_init(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 static runtime *runtime_new(int32_t nprocs) {
+  process_init();
   if (nprocs <= 0) nprocs = default_procs();
   if (nprocs > 256) nprocs = 256;
   runtime *rt = rt_calloc(1, sizeof *rt);
@@ -1352,6 +1398,11 @@ static void destroy_all_gs(runtime *rt) {
     g_t *gp;
     while ((gp = runqget(pp, NULL)))
       if (!gp->p) g_destroy_unstarted(rt, gp);
+    for (gp = pp->inbox_head; gp;) { /* spawned Gs handed to this P */
+      g_t *next = gp->schedlink;
+      if (!gp->p) g_destroy_unstarted(rt, gp);
+      gp = next;
+    }
     pp->inbox_head = pp->inbox_tail = NULL;
     atomic_store(&pp->inbox_pending, false);
     pp->overflow_head = pp->overflow_tail = NULL;
@@ -1453,7 +1504,9 @@ void lugo_close(lugo_runtime *rt) {
       pp->L = NULL;
     }
   }
+  context_runtime_free(rt);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) p_free(rt->allp[i]);
+  netpoll_free(rt);
   rt_free(rt->allp);
   rt_free(rt);
   rt_tls_m = saved;

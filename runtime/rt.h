@@ -42,6 +42,9 @@ typedef struct rt_timer rt_timer;
 typedef struct rt_object rt_object;
 typedef struct rt_blob rt_blob;
 typedef struct rt_job rt_job;
+typedef struct polldesc polldesc;
+typedef struct netwait netwait;
+typedef struct context context;
 
 /* ---- lock_futex.c: a three-state futex lock, Go's lock_futex.go ---- */
 
@@ -95,6 +98,9 @@ enum rt_type {
   RT_ONCE,
   RT_COND,
   RT_TIMER,
+  RT_CONTEXT,
+  RT_LISTENER,
+  RT_CONN,
   RT_NTYPES
 };
 
@@ -142,6 +148,7 @@ enum waitreason {
   WR_SYNC_WAITGROUP_WAIT,
   WR_SYNC_COND_WAIT,
   WR_SYSCALL, /* a call in the blocking pool */
+  WR_IO_WAIT, /* a descriptor: readiness, a deadline, a context, its turn */
   WR_FOREVER, /* an op that can never complete: exit(), a dead select */
 };
 const char *rt_waitreason_string(enum waitreason r);
@@ -203,6 +210,7 @@ struct rt_timer {
   p_t *p;         /* the P whose heap holds it (set when armed) */
   void (*f)(p_t *pp, rt_timer *t, int64_t now); /* runs on that P, heap unlocked */
   void *arg; /* a Timer object (the heap holds a reference), or a sleeping G */
+  rt_object *ref; /* the heap's reference, dropped if the timer never fires */
 };
 
 /* A G waiting in a queue: a channel's, a semaphore's or a notify list's. */
@@ -233,7 +241,7 @@ struct sudog {
 enum sudog_on { ON_NONE, ON_CHAN, ON_SEMA, ON_NOTIFYLIST };
 
 /* What the G is blocked in (or between the steps of, for a lock loop). */
-enum live_op { OP_NONE, OP_CHAN, OP_SEMA, OP_SLEEP, OP_SYSCALL };
+enum live_op { OP_NONE, OP_CHAN, OP_SEMA, OP_SLEEP, OP_SYSCALL, OP_NET };
 
 /* What only a started G needs, pooled per P: bound when the G first runs,
  * released when it returns, so that a million goroutines waiting to start
@@ -262,6 +270,7 @@ typedef struct g_live {
     } sema;
     rt_timer *sleep; /* OP_SLEEP */
     rt_job *job;     /* OP_SYSCALL */
+    netwait *nw;     /* OP_NET: from the first call of a descriptor op to its end */
   };
 } g_live;
 
@@ -342,6 +351,7 @@ struct p {
   _Atomic bool dump;    /* SIGQUIT: print every G of this P at a safe point */
   _Atomic bool dumped;  _Atomic uint32_t schedtick; /* one more per time slice; sysmon preempts on it */
   _Atomic uint32_t nexec;     /* one more per G resumed; sysmon reports hogs on it */
+  uint32_t lastpoll;          /* nexec when netpoll last ran */
   uint64_t rand;   /* fastrand state */
 
   _Atomic uint32_t runqhead, runqtail;
@@ -357,6 +367,10 @@ struct p {
   _Atomic bool inbox_pending; /* set after a put, cleared by the owner's drain */
 
   struct ev_loop *loop;
+  int epfd;        /* netpoll: the descriptors this P polls, edge-triggered */
+  void *poll_ev;   /* ev_io: epfd is readable */
+  _Atomic int32_t nfds; /* descriptors registered with epfd */
+  char *netbuf;    /* scratch for reads: a connection keeps no buffer while idle */
   void *wake_ev;  /* ev_async: another thread posted to the inbox */
   void *timer_ev; /* ev_timer: the earliest timer of the heap */
 
@@ -371,6 +385,7 @@ struct p {
   g_live *livefree;
   rt_timer *timerfree; /* time.sleep's timers */
   sudog *sudogcache;
+  netwait *netwaitfree;
   box_pool boxes;
   rt_copy pending; /* a copy an FFI receive took, for the C API to decode */
   rtlock remote_lock; /* guards remote_dirty: boxes freed by other threads */
@@ -425,6 +440,11 @@ struct runtime {
   bool sysmon_running;
   int64_t schedtrace_ns; /* LUGO_DEBUG=schedtrace=MS */
   syscall_pool pool;
+  _Atomic int32_t npollwait; /* Gs parked in netpoll: the program is not deadlocked */
+  rtlock pd_lock;            /* guards pd_free */
+  polldesc *pd_free;         /* pollDescs are never freed while the runtime lives */
+  polldesc *pd_all;          /* every pollDesc, to free at the end */
+  context *background, *todo; /* made once, on first use */
 };
 
 /* The M running on this thread, as Go's getg().m. The one piece of per-thread
@@ -514,6 +534,7 @@ static inline void chan_unlock(hchan *c) {
 }
 
 hchan *chan_make(p_t *owner, uint32_t size);
+int32_t chan_close(proxy *px); /* RC_OK, or RC_CLOSED */
 void chan_free(hchan *c);
 void waitq_enqueue(waitq *q, sudog *sd);
 sudog *waitq_dequeue(waitq *q);
@@ -641,6 +662,98 @@ int syscall_results(lua_State *co, g_t *gp); /* [-0, +n on co] on resume */
 void syscall_pool_init(runtime *rt);
 void syscall_pool_stop(runtime *rt); /* wait for running calls, drop queued ones */
 void syscall_pool_free(runtime *rt);
+
+/* ---- netpoll.c ---- */
+enum { MODE_READ = 0, MODE_WRITE = 1 };
+
+/* A G's registration with a context: fire() runs, with the context's lock
+ * held, when the context is cancelled. */
+typedef struct ctx_node {
+  void (*fire)(struct ctx_node *n, context **release); /* release: see context.c */
+  struct ctx_node *next, *prev;
+  context *ctx; /* the context it watches (held by the watcher) */
+  bool linked;  /* in ctx's list: guarded by ctx's lock */
+} ctx_node;
+
+/* A G in a descriptor op (pollDesc side `mode`) from its first call to its
+ * end: queued on the side while parked, and watching the op's context. */
+struct netwait {
+  g_t *g;
+  netwait *next, *prev; /* on pd->side[mode], under pd->lock */
+  polldesc *pd;
+  int mode;
+  bool queued;
+  _Atomic bool fired; /* the context was cancelled: the op returns its error */
+  size_t progress;    /* the op's own: bytes written so far, ... */
+  ctx_node cn;
+};
+
+typedef struct pdside {
+  _Atomic uint32_t gen;     /* bumped by every readiness event */
+  _Atomic uint32_t drained; /* listener sockets: gen when accept last said EAGAIN */
+  netwait *head, *tail;     /* parked Gs: each retries when woken */
+  g_t *holder;              /* the G whose op owns this side, as Go's fdMutex */
+  int64_t deadline;         /* monotonic ns, 0 for none */
+  rt_timer timer;           /* fires at deadline */
+} pdside;
+
+/* Go's pollDesc: one per descriptor. Type-stable: never freed while the
+ * runtime lives, so a stale epoll event or timer can always lock it; its
+ * seq, in every epoll event's tag, tells a stale event from a live one. */
+struct polldesc {
+  rtlock lock; /* guards every field but the sides' gen and drained */
+  runtime *rt;
+  int fd;      /* -1 once closed */
+  uint16_t seq;
+  bool closing;
+  bool is_hub;  /* a listener's: no descriptor, its sockets' events wake it */
+  p_t *owner;   /* whose epfd holds fd, NULL if none */
+  int32_t nops; /* syscalls on fd in progress: the last one closes a closing fd */
+  polldesc *hub; /* a listener socket: the hub its events wake */
+  polldesc **socks; /* a hub: its listener's sockets, closed with it */
+  int32_t nsocks;
+  pdside side[2];
+  rt_timer retry; /* a listener hub's accept back-off */
+  polldesc *next, *allnext;
+};
+
+polldesc *pd_alloc(runtime *rt, int fd, polldesc *hub);
+void pd_register(polldesc *pd, p_t *pp); /* add fd to pp's epfd */
+void pd_free(runtime *rt, polldesc *pd);  /* close fd if open; back to the cache */
+/* Close: wake every waiter; fd is closed now or by the last op in a syscall.
+ * False if it was closed already. */
+bool pd_close(polldesc *pd);
+void pd_set_deadline(polldesc *pd, int mode, int64_t when);
+int netpoll(p_t *pp); /* non-blocking: ready the Gs whose descriptors are ready */
+void netpoll_p_init(p_t *pp);
+void netpoll_p_close(p_t *pp);
+void netpoll_free(runtime *rt);
+void netwait_cancel(p_t *pp, g_t *gp); /* a parked G that is destroyed */
+
+enum net_step { NET_GO, NET_PARK, NET_ERR };
+/* The steps of a descriptor op by the running G, Go's prepareRead/waitRead
+ * with the fdMutex: begin takes the side (holder) and counts a syscall;
+ * again, after EAGAIN, either says go (an event came meanwhile) or parks;
+ * end releases. NET_ERR: *err says why (closed, timeout, the context's),
+ * and the op is over. exclusive: one op at a time on the side. */
+int net_begin(p_t *pp, g_t *gp, polldesc *pd, int mode, context *ctx, bool exclusive, uint32_t *gen,
+              const char **err);
+int net_again(p_t *pp, g_t *gp, polldesc *pd, int mode, uint32_t *gen, bool park_always, const char **err);
+void net_end(p_t *pp, g_t *gp, polldesc *pd, int mode, bool exclusive);
+/* [-0, +0] yield after NET_PARK */
+int net_park_yield(lua_State *L, g_t *gp);
+extern const char net_err_closed[], net_err_timeout[];
+
+/* ---- context.c ---- */
+/* Watch ctx: false (and n unlinked) if it is done already. */
+bool ctx_watch(context *ctx, ctx_node *n);
+void ctx_unwatch(ctx_node *n);
+const char *ctx_err_string(context *ctx); /* NULL while not done */
+void context_free(rt_object *o);
+void context_runtime_free(runtime *rt);
+void context_open(lua_State *L); /* its C API into the lugo.core table on top */
+/* ---- net.c ---- */
+void net_open(lua_State *L);
 
 /* ---- value.c ---- */
 /* [-0, +0 or +1] encode n values from idx; NULL with a message pushed on

@@ -162,8 +162,6 @@ void time_p_arm(p_t *pp, int64_t now) {
   ev_timer_start(pp->loop, w);
 }
 
-static void timer_obj_fire(p_t *pp, rt_timer *t, int64_t now);
-
 void timers_close(p_t *pp) {
   if (pp->timer_ev) {
     ev_timer_stop(pp->loop, pp->timer_ev);
@@ -173,7 +171,7 @@ void timers_close(p_t *pp) {
   while (pp->ntimers > 0) {
     rt_timer *t = pp->timers[0];
     timerheap_remove(pp, 0);
-    if (t->f == timer_obj_fire) rt_release(t->arg); /* a Timer object's heap reference */
+    if (t->ref) rt_release(t->ref); /* the heap's reference: it will never fire */
   }
 }
 
@@ -211,6 +209,7 @@ int time_sleep_block(lua_State *L) {
   else t = rt_malloc(sizeof *t);
   t->f = sleep_fire;
   t->arg = gp;
+  t->ref = NULL;
   t->period = 0;
   t->idx = -1;
   gp->live->sleep = t;
@@ -283,6 +282,7 @@ timer_obj *timer_obj_new(p_t *pp, int kind, double secs, int32_t fbox) {
   to->t.idx = -1;
   to->t.f = timer_obj_fire;
   to->t.arg = to;
+  to->t.ref = &to->obj;
   if (kind != TK_FUNC) to->c = chan_make(pp, 1);
   if (kind == TK_TICK) to->t.period = secs_to_ns(secs);
   timer_obj_arm(to, when_after(secs));
