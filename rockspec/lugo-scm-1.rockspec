@@ -4,17 +4,18 @@ source = {
   url = "git+https://example.invalid/lugo.git",
 }
 description = {
-  summary = "Go's runtime for LuaJIT: goroutines, channels, select, timers, sync",
+  summary = "Go's runtime for LuaJIT: goroutines, channels, select, timers, sync, context, net",
   detailed = [[
 lugo runs Lua scripts the way Go runs Go programs: a C core embeds LuaJIT and
-gives scripts goroutines, channels, select, timers and Go's sync primitives,
+gives scripts goroutines, channels, select, timers, Go's sync primitives,
+context, and TCP/Unix listeners and connections that read as blocking,
 scheduled by Go's GMP model. It installs the `lugo` host (run scripts and
 busted specs under the runtime), the Lua modules, and lugo/core.so so that
 plain luajit can run a main goroutine with lugo.main.]],
   license = "MIT",
 }
 dependencies = {
-  "luajit >= 2.1.0-beta3",
+  "lua ~> 5.1", -- LuaJIT: the build finds it (luajit.pc); LuaRocks 3.8 cannot match a "luajit" pin here
 }
 build = {
   type = "cmake",
