@@ -255,14 +255,6 @@ static double optwall(lua_State *L, int idx) {
   return lua_isnoneornil(L, idx) ? 0 : luaL_checknumber(L, idx);
 }
 
-/* wall seconds -> monotonic ns (never 0) */
-static int64_t wall_to_mono(double wall) {
-  double d = (wall - walltime()) * 1e9;
-  if (d > 9.2e18) d = 9.2e18;
-  int64_t now = nanotime();
-  int64_t when = d < (double)-now ? 1 : now + (int64_t)d;
-  return when != 0 ? when : 1;
-}
 
 /* with_cancel(parent[, deadline]) -> ctx */
 static int l_with_cancel(lua_State *L) {

@@ -86,15 +86,40 @@ static context *opt_ctx(lua_State *L, int idx) {
   return c;
 }
 
-/* The running G, if it may park; else (ERR, why) is pushed and false. */
-static bool can_park(lua_State *L, p_t **pp, g_t **gp, int *nret) {
-  *pp = getp();
-  *gp = *pp ? getg() : NULL;
-  int32_t can = rt_can_block(L, *gp);
-  if (can == RC_OK) return true;
-  *nret = rt_push_err(L, can);
-  return false;
+/* A descriptor op of the running G, from its first call to its end. */
+typedef struct op {
+  p_t *pp;
+  g_t *gp;
+  polldesc *pd;
+  int mode;
+  bool exclusive; /* one op at a time on the side */
+  uint32_t gen;
+  const char *err; /* why it ended, when a step returns results */
+} op;
+
+/* Begin, or resume after a wake-up, the op on pd's side `mode`. 0: go on;
+ * else return this many results: (ERR, why) if the G cannot park, nil and
+ * o->err if the op is over, or the park's yield. */
+static int op_begin(lua_State *L, op *o, polldesc *pd, int mode, bool exclusive, context *ctx) {
+  *o = (op){.pp = getp(), .pd = pd, .mode = mode, .exclusive = exclusive};
+  o->gp = o->pp ? getg() : NULL;
+  int32_t can = rt_can_block(L, o->gp);
+  if (can != RC_OK) return rt_push_err(L, can);
+  int st = net_begin(o->pp, o->gp, pd, mode, ctx, exclusive, &o->gen, &o->err);
+  if (st == NET_PARK) return net_park_yield(L, o->gp);
+  if (st == NET_ERR) return push_error(L, o->err);
+  return 0;
 }
+
+/* After EAGAIN: 0 to try again (an event came meanwhile), else as op_begin. */
+static int op_again(lua_State *L, op *o, bool park_always) {
+  int st = net_again(o->pp, o->gp, o->pd, o->mode, &o->gen, park_always, &o->err);
+  if (st == NET_PARK) return net_park_yield(L, o->gp);
+  if (st == NET_ERR) return push_error(L, o->err);
+  return 0;
+}
+
+static void op_end(op *o) { net_end(o->pp, o->gp, o->pd, o->mode, o->exclusive); }
 
 static char *netbuf(p_t *pp) {
   if (!pp->netbuf) pp->netbuf = rt_malloc(NETBUF_SIZE);
@@ -364,14 +389,6 @@ static void rbuf_reserve(netconn *c, uint32_t need) {
   }
 }
 
-/* Shared by the reads: begin, and after EAGAIN wait. Returns -1 to go on,
- * else the number of results to return (or to yield with). */
-#define NET_STEP(st, L, gp, err)                                \
-  do {                                                          \
-    if ((st) == NET_PARK) return net_park_yield((L), (gp));     \
-    if ((st) == NET_ERR) return push_error((L), (err));         \
-  } while (0)
-
 enum read_kind { READ_SOME, READ_EXACTLY, READ_LINE };
 
 /* conn_read(c, kind, n, ctx): READ_SOME up to n bytes; READ_EXACTLY n
@@ -384,32 +401,28 @@ static int l_conn_read(lua_State *L) {
   if (!(nn >= (kind == READ_EXACTLY ? 0 : 1)) || nn > 0x7fffffff) return luaL_argerror(L, 3, "size out of range");
   uint32_t n = (uint32_t)nn;
   context *ctx = opt_ctx(L, 4);
-  p_t *pp;
-  g_t *gp;
-  int nret;
-  if (!can_park(L, &pp, &gp, &nret)) return nret;
   if (kind == READ_EXACTLY && n == 0) {
     lua_pushliteral(L, "");
     return 1;
   }
   polldesc *pd = c->pd;
-  uint32_t gen;
-  const char *err;
-  int st = net_begin(pp, gp, pd, MODE_READ, ctx, true, &gen, &err);
-  NET_STEP(st, L, gp, err);
+  op o;
+  int nres = op_begin(L, &o, pd, MODE_READ, true, ctx);
+  if (nres) return nres;
+  p_t *pp = o.pp;
   for (;;) {
     uint32_t avail = c->rend - c->rstart;
     if (kind == READ_SOME && avail > 0) {
       uint32_t k = avail < n ? avail : n;
       lua_pushlstring(L, c->rbuf + c->rstart, k);
       rbuf_consume(c, k);
-      net_end(pp, gp, pd, MODE_READ, true);
+      op_end(&o);
       return 1;
     }
     if (kind == READ_EXACTLY && avail >= n) {
       lua_pushlstring(L, c->rbuf + c->rstart, n);
       rbuf_consume(c, n);
-      net_end(pp, gp, pd, MODE_READ, true);
+      op_end(&o);
       return 1;
     }
     if (kind == READ_LINE && avail > 0) {
@@ -418,16 +431,16 @@ static int l_conn_read(lua_State *L) {
         uint32_t len = (uint32_t)(nl - (c->rbuf + c->rstart));
         uint32_t linelen = len > 0 && nl[-1] == '\r' ? len - 1 : len;
         if (linelen > n) {
-          net_end(pp, gp, pd, MODE_READ, true);
+          op_end(&o);
           return push_error(L, "bufio.Scanner: token too long");
         }
         lua_pushlstring(L, c->rbuf + c->rstart, linelen);
         rbuf_consume(c, len + 1);
-        net_end(pp, gp, pd, MODE_READ, true);
+        op_end(&o);
         return 1;
       }
       if (avail > n + 1) { /* n bytes, a '\r' and still no end of line */
-        net_end(pp, gp, pd, MODE_READ, true);
+        op_end(&o);
         return push_error(L, "bufio.Scanner: token too long");
       }
     }
@@ -435,7 +448,7 @@ static int l_conn_read(lua_State *L) {
     if (kind == READ_SOME) {
       r = recv(pd->fd, netbuf(pp), n < NETBUF_SIZE ? n : NETBUF_SIZE, 0);
       if (r > 0) {
-        net_end(pp, gp, pd, MODE_READ, true);
+        op_end(&o);
         lua_pushlstring(L, pp->netbuf, (size_t)r);
         return 1;
       }
@@ -455,22 +468,29 @@ static int l_conn_read(lua_State *L) {
       if (kind == READ_LINE && avail > 0) { /* the last line has no end of line */
         lua_pushlstring(L, c->rbuf + c->rstart, avail);
         rbuf_consume(c, avail);
-        net_end(pp, gp, pd, MODE_READ, true);
+        op_end(&o);
         return 1;
       }
-      net_end(pp, gp, pd, MODE_READ, true);
+      op_end(&o);
       return push_error(L, kind == READ_EXACTLY && avail > 0 ? "unexpected EOF" : "EOF");
     }
     int e = errno;
     if (e == EINTR) continue;
     if (e == EAGAIN || e == EWOULDBLOCK) {
-      st = net_again(pp, gp, pd, MODE_READ, &gen, false, &err);
-      NET_STEP(st, L, gp, err);
+      if ((nres = op_again(L, &o, false))) return nres;
       continue;
     }
-    net_end(pp, gp, pd, MODE_READ, true);
+    op_end(&o);
     return push_errno(L, e);
   }
+}
+
+/* A write's op ended with nres results: after an error, how much of it
+ * was written. */
+static int written(lua_State *L, op *o, int nres) {
+  if (!o->err) return nres; /* a park, or it could not park */
+  lua_pushinteger(L, (lua_Integer)o->pp->net_progress);
+  return nres + 1;
 }
 
 /* conn_write(c, s, ctx) -> #s, or nil, err, bytes written; nothing when
@@ -480,21 +500,11 @@ static int l_conn_write(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 2, &len);
   context *ctx = opt_ctx(L, 3);
-  p_t *pp;
-  g_t *gp;
-  int nret;
-  if (!can_park(L, &pp, &gp, &nret)) return nret;
   polldesc *pd = c->pd;
-  uint32_t gen;
-  const char *err;
-  int st = net_begin(pp, gp, pd, MODE_WRITE, ctx, true, &gen, &err);
-  if (st == NET_PARK) return net_park_yield(L, gp);
-  if (st == NET_ERR) {
-    push_error(L, err);
-    lua_pushinteger(L, 0);
-    return 3;
-  }
-  netwait *nw = gp->live->nw;
+  op o;
+  int nres = op_begin(L, &o, pd, MODE_WRITE, true, ctx);
+  if (nres) return written(L, &o, nres);
+  netwait *nw = o.gp->live->nw;
   size_t off = nw->progress;
   while (off < len) {
     ssize_t w = send(pd->fd, s + off, len - off, MSG_NOSIGNAL);
@@ -506,21 +516,15 @@ static int l_conn_write(lua_State *L) {
     if (e == EINTR) continue;
     if (e == EAGAIN || e == EWOULDBLOCK) {
       nw->progress = off;
-      st = net_again(pp, gp, pd, MODE_WRITE, &gen, false, &err);
-      if (st == NET_PARK) return net_park_yield(L, gp);
-      if (st == NET_ERR) {
-        push_error(L, err);
-        lua_pushinteger(L, (lua_Integer)off);
-        return 3;
-      }
+      if ((nres = op_again(L, &o, false))) return written(L, &o, nres);
       continue;
     }
-    net_end(pp, gp, pd, MODE_WRITE, true);
+    op_end(&o);
     push_errno(L, e);
     lua_pushinteger(L, (lua_Integer)off);
     return 3;
   }
-  net_end(pp, gp, pd, MODE_WRITE, true);
+  op_end(&o);
   lua_pushinteger(L, (lua_Integer)len);
   return 1;
 }
@@ -531,15 +535,10 @@ static int l_conn_connect(lua_State *L) {
   size_t salen;
   const char *sa = luaL_checklstring(L, 2, &salen);
   context *ctx = opt_ctx(L, 3);
-  p_t *pp;
-  g_t *gp;
-  int nret;
-  if (!can_park(L, &pp, &gp, &nret)) return nret;
   polldesc *pd = c->pd;
-  uint32_t gen;
-  const char *err;
-  int st = net_begin(pp, gp, pd, MODE_WRITE, ctx, true, &gen, &err);
-  NET_STEP(st, L, gp, err);
+  op o;
+  int nres = op_begin(L, &o, pd, MODE_WRITE, true, ctx);
+  if (nres) return nres;
   for (;;) {
     int e;
     if (!c->connect_started) {
@@ -559,16 +558,15 @@ static int l_conn_connect(lua_State *L) {
       }
     }
     if (e == 0 || e == EISCONN) {
-      net_end(pp, gp, pd, MODE_WRITE, true);
+      op_end(&o);
       lua_pushboolean(L, 1);
       return 1;
     }
     if (e == EINPROGRESS || e == EALREADY || e == EINTR || e == EAGAIN) {
-      st = net_again(pp, gp, pd, MODE_WRITE, &gen, false, &err);
-      NET_STEP(st, L, gp, err);
+      if ((nres = op_again(L, &o, false))) return nres;
       continue;
     }
-    net_end(pp, gp, pd, MODE_WRITE, true);
+    op_end(&o);
     return push_errno(L, e);
   }
 }
@@ -624,13 +622,6 @@ static int l_conn_set_nodelay(lua_State *L) {
   return fd_call(L, c->pd, do_nodelay, lua_isnone(L, 2) || lua_toboolean(L, 2));
 }
 
-static int64_t wall_to_mono(double wall) {
-  double d = (wall - walltime()) * 1e9;
-  if (d > 9.2e18) d = 9.2e18;
-  int64_t now = nanotime();
-  int64_t when = d < (double)-now ? 1 : now + (int64_t)d;
-  return when != 0 ? when : 1;
-}
 
 /* set_deadline(obj, mode, t): mode 0 read, 1 write, 2 both; t wall
  * seconds or nil to clear */
@@ -766,15 +757,11 @@ static int l_listen(lua_State *L) {
 static int l_accept(lua_State *L) {
   listener *ln = check_listener(L, 1);
   context *ctx = opt_ctx(L, 2);
-  p_t *pp;
-  g_t *gp;
-  int nret;
-  if (!can_park(L, &pp, &gp, &nret)) return nret;
   polldesc *hub = ln->hub;
-  uint32_t gen;
-  const char *err;
-  int st = net_begin(pp, gp, hub, MODE_READ, ctx, false, &gen, &err);
-  NET_STEP(st, L, gp, err);
+  op o;
+  int nres = op_begin(L, &o, hub, MODE_READ, false, ctx);
+  if (nres) return nres;
+  p_t *pp = o.pp;
   int32_t n = ln->nsocks, start = n > 1 ? pp->id % n : 0;
   for (;;) {
     int fd = -1, e = EAGAIN;
@@ -787,7 +774,7 @@ static int l_accept(lua_State *L) {
         socklen_t plen = sizeof peer;
         fd = accept4(s->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-          net_end(pp, gp, hub, MODE_READ, false);
+          op_end(&o);
           rt_lock(&hub->lock);
           ln->backoff_ms = 0;
           rt_unlock(&hub->lock);
@@ -813,16 +800,14 @@ static int l_accept(lua_State *L) {
       timer_del(&hub->retry);
       timer_add(pp, &hub->retry, nanotime() + (int64_t)ln->backoff_ms * 1000000);
       rt_unlock(&hub->lock);
-      st = net_again(pp, gp, hub, MODE_READ, &gen, true, &err);
-      NET_STEP(st, L, gp, err);
+      if ((nres = op_again(L, &o, true))) return nres;
       continue;
     }
     if (e != EAGAIN && e != EWOULDBLOCK) {
-      net_end(pp, gp, hub, MODE_READ, false);
+      op_end(&o);
       return push_errno(L, e);
     }
-    st = net_again(pp, gp, hub, MODE_READ, &gen, false, &err);
-    NET_STEP(st, L, gp, err);
+    if ((nres = op_again(L, &o, false))) return nres;
   }
 }
 

@@ -330,6 +330,7 @@ static void nw_put(p_t *pp, g_t *gp) {
   netwait *nw = gp->live->nw;
   if (!nw) return;
   ctx_unwatch(&nw->cn);
+  pp->net_progress = nw->progress;
   gp->live->nw = NULL;
   gp->live->op = OP_NONE;
   nw->next = pp->netwaitfree;

@@ -371,6 +371,7 @@ struct p {
   void *poll_ev;   /* ev_io: epfd is readable */
   _Atomic int32_t nfds; /* descriptors registered with epfd */
   char *netbuf;    /* scratch for reads: a connection keeps no buffer while idle */
+  size_t net_progress; /* the last descriptor op's progress (a write's bytes) */
   void *wake_ev;  /* ev_async: another thread posted to the inbox */
   void *timer_ev; /* ev_timer: the earliest timer of the heap */
 
@@ -585,6 +586,9 @@ int32_t selectgo(select_case *cases, int32_t n, select_result *res);
 void selectgo_finish(p_t *pp, g_t *gp);
 
 /* ---- time.c ---- */
+/* A wall-clock time (seconds since the epoch) as a monotonic deadline in
+ * ns; never 0, so 0 can mean "none". */
+int64_t wall_to_mono(double wall);
 void timer_add(p_t *pp, rt_timer *t, int64_t when);
 bool timer_del(rt_timer *t);
 /* Run every timer due by `now`; returns the next when (0 if none). */

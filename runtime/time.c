@@ -36,6 +36,14 @@ static int64_t when_after(double secs) {
   return d >= INT64_MAX / 2 ? INT64_MAX / 2 : now + d;
 }
 
+int64_t wall_to_mono(double wall) {
+  double d = (wall - walltime()) * 1e9;
+  if (d > 9.2e18) d = 9.2e18;
+  int64_t now = nanotime();
+  int64_t when = d < (double)-now ? 1 : now + (int64_t)d;
+  return when != 0 ? when : 1;
+}
+
 static bool timer_less(const rt_timer *a, const rt_timer *b) {
   return a->when < b->when || (a->when == b->when && a->seq < b->seq);
 }

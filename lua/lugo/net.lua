@@ -135,33 +135,27 @@ local function check_size(n, argn, fname, optional)
   if (n ~= nil or not optional) and type(n) ~= "number" then argerror(argn, fname, "number", n, 4) end
 end
 
+local function reader(kind, fname, optional_size)
+  return function(c, n, ctx)
+    check_conn(c, fname)
+    check_size(n, 2, fname, optional_size)
+    check_ctx(ctx, 3, fname)
+    return retry(read, c, kind, n, ctx)
+  end
+end
+
 -- read([n][, ctx]) -> up to n bytes (default 65536) as soon as some are
 -- there, or nil, err ("EOF" at the end of the stream).
-function conn.read(c, n, ctx)
-  check_conn(c, "read")
-  check_size(n, 2, "read", true)
-  check_ctx(ctx, 3, "read")
-  return retry(read, c, READ_SOME, n, ctx)
-end
+conn.read = reader(READ_SOME, "read", true)
 
 -- read_exactly(n[, ctx]) -> exactly n bytes, or nil, err ("unexpected EOF"
 -- if the stream ends part way; those bytes stay for the next read).
-function conn.read_exactly(c, n, ctx)
-  check_conn(c, "read_exactly")
-  check_size(n, 2, "read_exactly")
-  check_ctx(ctx, 3, "read_exactly")
-  return retry(read, c, READ_EXACTLY, n, ctx)
-end
+conn.read_exactly = reader(READ_EXACTLY, "read_exactly", false)
 
 -- read_line([max][, ctx]) -> the next line without its "\n" (or "\r\n"),
 -- at most max bytes long (default 65536), or nil, err. A last line without
 -- an end of line is returned as it is; then "EOF".
-function conn.read_line(c, max, ctx)
-  check_conn(c, "read_line")
-  check_size(max, 2, "read_line", true)
-  check_ctx(ctx, 3, "read_line")
-  return retry(read, c, READ_LINE, max, ctx)
-end
+conn.read_line = reader(READ_LINE, "read_line", true)
 
 -- write(s[, ctx]) -> #s once all of s is written, or nil, err and how many
 -- bytes were written.
