@@ -160,6 +160,10 @@ static bool is_shared(hchan *c) { return atomic_load_explicit(&c->shared, memory
  * RC_OK when a copied scalar needs none), that box | RC_PARKBOX when gp is
  * set to park (store, then yield), RC_CLOSED, or RC_WOULDBLOCK when !block. */
 static int32_t chansend(hchan *c, p_t *pp, g_t *gp, bool block, rt_copy copy) {
+  if (c->recv_only) {
+    copy_free(&copy);
+    return RC_RECVONLY;
+  }
   chan_lock(c);
   if (c->closed) {
     chan_unlock(c);
@@ -319,6 +323,10 @@ int chan_send_block(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
+  if (r == RC_RECVONLY) {
+    lua_pushstring(L, "send on receive-only channel");
+    return rt_push_msg_err(L);
+  }
   if (r == RC_WOULDBLOCK) return rt_push_err(L, can);
   int32_t box = r & ~RC_PARKBOX;
   if (box) {
@@ -366,17 +374,22 @@ int chan_recv_block(lua_State *L) {
  * (nil, false); every sender wakes to raise "send on closed channel". */
 int32_t chan_close(proxy *px) {
   hchan *c = (hchan *)px->obj;
+  if (c->recv_only) return RC_RECVONLY;
+  return closechan(c) ? RC_OK : RC_CLOSED;
+}
+
+bool closechan(hchan *c) {
   chan_lock(c);
   if (c->closed) {
     chan_unlock(c);
-    return RC_CLOSED;
+    return false;
   }
   c->closed = true;
   sudog *sd;
   while ((sd = waitq_dequeue(&c->recvq))) chan_deliver(c, sd, (val){0}, false);
   while ((sd = waitq_dequeue(&c->sendq))) chan_deliver(c, sd, (val){0}, false);
   chan_unlock(c);
-  return RC_OK;
+  return true;
 }
 
 int32_t chan_len(proxy *px) {

@@ -113,7 +113,6 @@ void ctx_unwatch(ctx_node *n) {
   rt_lock(&c->lock);
   if (n->linked) unlink_node(c, n);
   rt_unlock(&c->lock);
-  n->ctx = NULL;
 }
 
 /* Cancel c and its subtree with err. References to drop (deadline timers
@@ -125,8 +124,7 @@ static void cancel(context *c, uint8_t err, context **release) {
     return;
   }
   c->err = err;
-  proxy px = {&c->done->obj};
-  chan_close(&px);
+  closechan(c->done);
   ctx_node *n;
   while ((n = c->watchers)) {
     unlink_node(c, n);
@@ -173,6 +171,7 @@ static context *with_cancel(p_t *pp, context *parent, int64_t when, double wall)
   context *c = ctx_new(CTX_CANCEL, parent);
   c->done = chan_make(pp, 0);
   atomic_store(&c->done->shared, true);
+  c->done->recv_only = true;
   c->self.fire = child_fire;
   bool live = ctx_watch(parent, &c->self);
   if (!live) { /* the parent is done: so is the child, with its error */

@@ -460,6 +460,7 @@ int luaopen_lugo_core(lua_State *L) {
   set_int(L, "PARKBOX", RC_PARKBOX);
   set_int(L, "SHARED", RC_SHARED);
   set_int(L, "DECODE", RC_DECODE);
+  set_int(L, "RECVONLY", RC_RECVONLY);
   set_int(L, "VAL_NIL", RC_VAL_NIL);
   set_int(L, "VAL_FALSE", RC_VAL_FALSE);
   set_int(L, "VAL_TRUE", RC_VAL_TRUE);

@@ -194,6 +194,7 @@ enum {
   RC_REUSED = -10,      /* WaitGroup is reused before previous Wait has returned */
   RC_SHARED = -11,      /* a shared channel: values must be copied, use the C API */
   RC_DECODE = -12,      /* a copy is waiting in the P (pending): take it with the C API */
+  RC_RECVONLY = -13,    /* send on, or close of, a receive-only channel (a context's done) */
   RC_VAL_NIL = -20,     /* a copied scalar came back inline: nil, false, true, *num */
   RC_VAL_FALSE = -21,
   RC_VAL_TRUE = -22,
@@ -524,6 +525,7 @@ struct hchan {
   val *buf;     /* ring of values, dataqsiz long */
   p_t *owner;   /* the VM holding the buffered boxes */
   bool closed;
+  bool recv_only; /* set before the channel is published: Lua may not send or close */
   waitq recvq, sendq;
 };
 
@@ -535,7 +537,8 @@ static inline void chan_unlock(hchan *c) {
 }
 
 hchan *chan_make(p_t *owner, uint32_t size);
-int32_t chan_close(proxy *px); /* RC_OK, or RC_CLOSED */
+int32_t chan_close(proxy *px); /* RC_OK, RC_CLOSED, or RC_RECVONLY */
+bool closechan(hchan *c);      /* the runtime's own close: false if closed already */
 void chan_free(hchan *c);
 void waitq_enqueue(waitq *q, sudog *sd);
 sudog *waitq_dequeue(waitq *q);

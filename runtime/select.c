@@ -121,9 +121,9 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
       if (res->box) box_free(pp, res->box); /* loaded at once by the caller */
       goto out;
     } else {
-      if (c->closed) {
+      if (c->closed || c->recv_only) {
         selunlock(cases, lockorder, norder);
-        rc = RC_CLOSED;
+        rc = c->recv_only ? RC_RECVONLY : RC_CLOSED;
         goto out;
       }
       sudog *sd = waitq_dequeue(&c->recvq);
@@ -252,7 +252,11 @@ int select_block(lua_State *L) {
     }
   } else {
     lua_pushinteger(L, res.idx);
-    if (rc == RC_CLOSED) {
+    if (rc == RC_RECVONLY) {
+      lua_pop(L, 1);
+      lua_pushstring(L, "send on receive-only channel");
+      nret = rt_push_msg_err(L);
+    } else if (rc == RC_CLOSED) {
       lua_pushinteger(L, 0);
       lua_pushboolean(L, 0);
     } else if (cases[res.idx - 1].kind == CASE_SEND) {

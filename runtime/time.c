@@ -38,6 +38,7 @@ static int64_t when_after(double secs) {
 
 int64_t wall_to_mono(double wall) {
   double d = (wall - walltime()) * 1e9;
+  if (d != d) d = 0; /* NaN: now, i.e. already past */
   if (d > 9.2e18) d = 9.2e18;
   int64_t now = nanotime();
   int64_t when = d < (double)-now ? 1 : now + (int64_t)d;

@@ -11,6 +11,7 @@ local argerror, raise, ERR = I.argerror, I.raise, I.ERR
 local send_block, recv_block, select_block = core.send, core.recv, core.select
 local getmetatable, type, select = getmetatable, type, select
 local OK, WOULDBLOCK, CLOSED, SHARED, DECODE = rc.OK, rc.WOULDBLOCK, rc.CLOSED, rc.SHARED, rc.DECODE
+local RECVONLY = rc.RECVONLY
 local VAL_NIL, VAL_FALSE, VAL_TRUE, VAL_NUM = rc.VAL_NIL, rc.VAL_FALSE, rc.VAL_TRUE, rc.VAL_NUM
 local COPY_NIL, COPY_FALSE, COPY_TRUE, COPY_NUM = rc.COPY_NIL, rc.COPY_FALSE, rc.COPY_TRUE, rc.COPY_NUM
 local take_pending = core.take_pending
@@ -73,7 +74,7 @@ function chan.send(ch, v)
     if ok == true then return end
     if ok == ERR then raise(nil, why) end
   end
-  raise(CLOSED)
+  raise(r == RECVONLY and RECVONLY or CLOSED)
 end
 
 local function recv(ch)
@@ -105,7 +106,9 @@ end
 
 function chan.close(ch)
   if getmetatable(ch) ~= Chan then argerror(1, "close", "channel", ch) end
-  if C.chan_close(ch) == CLOSED then raise(nil, "close of closed channel") end
+  local r = C.chan_close(ch)
+  if r == CLOSED then raise(nil, "close of closed channel") end
+  if r == RECVONLY then raise(nil, "close of receive-only channel") end
 end
 
 function chan.len(ch)
@@ -224,7 +227,7 @@ local function select_many(n, ...)
   local r = C.selectgo(cases, n, result)
   if r == OK then return chosen(result.idx, t[result.idx]) end
   if r == WOULDBLOCK or r == SHARED then return blocked(default, ...) end
-  raise(CLOSED)
+  raise(r)
 end
 
 -- select(case, ...): wait until one case can proceed, and do it. Returns the
@@ -247,7 +250,7 @@ function lugo.select(...)
     return chosen(i, i == 1 and c1 or i == 2 and c2 or i == 3 and c3 or c4)
   end
   if r == WOULDBLOCK or r == SHARED then return blocked(default, ...) end
-  raise(CLOSED)
+  raise(r)
 end
 
 -- main(f, ...): run f as the main goroutine from plain luajit, until it

@@ -50,6 +50,7 @@ end
 
 local messages = {
   [rc.CLOSED] = "send on closed channel",
+  [rc.RECVONLY] = "send on receive-only channel",
   [rc.NEGATIVE] = "sync: negative WaitGroup counter",
   [rc.MISUSE] = "sync: WaitGroup misuse: Add called concurrently with Wait",
   [rc.REUSED] = "sync: WaitGroup is reused before previous Wait has returned",
