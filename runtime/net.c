@@ -267,18 +267,25 @@ static int l_resolve(lua_State *L) {
     lua_rawseti(L, -2, 1);
     return 1;
   }
-  /* host:port, the host in brackets if it has colons */
-  const char *colon = memrchr(addr, ':', alen);
-  if (!colon) return push_error(L, lua_pushfstring(L, "address %s: missing port in address", addr));
-  const char *host = addr, *port = colon + 1;
-  size_t hlen = (size_t)(colon - addr), plen = alen - hlen - 1;
-  if (hlen > 0 && host[0] == '[') {
-    if (host[hlen - 1] != ']') return push_error(L, lua_pushfstring(L, "address %s: missing ']' in address", addr));
-    host++;
-    hlen -= 2;
-  } else if (memchr(host, ':', hlen)) {
-    return push_error(L, lua_pushfstring(L, "address %s: too many colons in address", addr));
+  /* host:port, the host in brackets if it has colons (Go's SplitHostPort) */
+  const char *host = addr, *colon;
+  size_t hlen;
+  if (alen > 0 && addr[0] == '[') {
+    const char *end = memchr(addr, ']', alen);
+    if (!end) return push_error(L, lua_pushfstring(L, "address %s: missing ']' in address", addr));
+    colon = end + 1;
+    if (colon == addr + alen || *colon != ':')
+      return push_error(L, lua_pushfstring(L, "address %s: missing port in address", addr));
+    host = addr + 1;
+    hlen = (size_t)(end - host);
+  } else {
+    colon = memrchr(addr, ':', alen);
+    if (!colon) return push_error(L, lua_pushfstring(L, "address %s: missing port in address", addr));
+    hlen = (size_t)(colon - addr);
+    if (memchr(host, ':', hlen)) return push_error(L, lua_pushfstring(L, "address %s: too many colons in address", addr));
   }
+  const char *port = colon + 1;
+  size_t plen = alen - (size_t)(port - addr);
   char *h = dupn(host, hlen), *pt = dupn(port, plen);
   char *end;
   long portnum = strtol(pt, &end, 10);

@@ -55,8 +55,8 @@ function net.listen(network, address, opts)
 end
 
 -- dial(network, address[, opts]) -> connection, or nil, err.
--- opts.timeout: seconds for the whole dial; opts.ctx: a context whose
--- cancellation abandons it. Names resolve in the blocking pool.
+-- opts.timeout: seconds for the whole dial (0: none, as in Go); opts.ctx: a
+-- context whose cancellation abandons it. Names resolve in the blocking pool.
 function net.dial(network, address, opts)
   if type(network) ~= "string" then argerror(1, "dial", "string", network) end
   if type(address) ~= "string" then argerror(2, "dial", "string", address) end
@@ -68,7 +68,7 @@ function net.dial(network, address, opts)
     local e = ctx:err()
     if e then return nil, e end
   end
-  local deadline = timeout and C.walltime() + timeout
+  local deadline = timeout and timeout ~= 0 and C.walltime() + timeout
   local addrs, err = retry(resolve, network, address, false)
   if not addrs then return nil, err end
   local first
@@ -131,14 +131,19 @@ local function check_conn(c, fname)
   if getmetatable(c) ~= Conn then argerror(1, fname, "connection", c, 4) end
 end
 
-local function check_size(n, argn, fname, optional)
-  if (n ~= nil or not optional) and type(n) ~= "number" then argerror(argn, fname, "number", n, 4) end
+local function check_size(n, argn, fname, optional, min)
+  if n == nil and optional then return end
+  if type(n) ~= "number" then argerror(argn, fname, "number", n, 4) end
+  if not (n >= min and n < 2 ^ 31) then
+    error(("bad argument #%d to '%s' (size out of range)"):format(argn, fname), 3)
+  end
 end
 
 local function reader(kind, fname, optional_size)
+  local min = kind == READ_EXACTLY and 0 or 1
   return function(c, n, ctx)
     check_conn(c, fname)
-    check_size(n, 2, fname, optional_size)
+    check_size(n, 2, fname, optional_size, min)
     check_ctx(ctx, 3, fname)
     return retry(read, c, kind, n, ctx)
   end
