@@ -903,12 +903,24 @@ static void wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
 #define SPIN_NS 50000
 #define INBOX_WAIT_NS 250000
 
+/* An error raised where no pcall or resume catches it (a bug of the
+ * runtime's, or an error in a finalizer while a VM closes): say so, as
+ * Go's fatal errors do, instead of LuaJIT's silent exit(1). */
+static int vm_panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  fflush(stdout);
+  fprintf(stderr, "fatal error: unprotected Lua error: %s\n", msg ? msg : "(not a string)");
+  fflush(stderr);
+  _exit(2);
+}
+
 /* The P's VM, created the first time the P runs a G. */
 void p_vm(p_t *pp) {
   if (pp->L) return;
   pp->arena = rt_vm_arena_new();
   lua_State *L = lua_newstate(rt_vm_alloc, pp->arena);
   if (!L) rt_throw("runtime: cannot create a Lua state");
+  lua_atpanic(L, vm_panic);
   pp->own_vm = true;
   luaL_openlibs(L);
   lugo_preload(L);
@@ -1282,7 +1294,9 @@ static void g_destroy(p_t *pp, g_t *gp) {
       }
       break;
     case OP_SLEEP: sleep_cancel(pp, gp); break;
-    case OP_SYSCALL: break; /* the pool has finished with it (syscall_pool_stop) */
+    case OP_SYSCALL: /* done, its G readied but never resumed: nobody else frees it */
+      if (l->job) l->job->free(l->job);
+      break;
     case OP_NET: netwait_cancel(pp, gp); break;
     }
     if (gp->res_copykind == COPY_BLOB) blob_free(l->res_copyblob);
@@ -1372,6 +1386,7 @@ lugo_runtime *lugo_new(const lugo_options *opts) {
   pp->arena = rt_vm_arena_new();
   lua_State *L = lua_newstate(rt_vm_alloc, pp->arena);
   if (!L) rt_throw("runtime: cannot create a Lua state");
+  lua_atpanic(L, vm_panic);
   pp->own_vm = true;
   luaL_openlibs(L);
   lugo_preload(L);

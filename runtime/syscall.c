@@ -127,6 +127,7 @@ void syscall_pool_stop(runtime *rt) {
     rt_job *job = pool->head;
     pool->head = job->next;
     pool->nqueued--;
+    job->g->live->job = NULL;
     job->free(job);
     atomic_fetch_sub(&rt->nblocking, 1);
   }
