@@ -86,17 +86,17 @@ void waitq_enqueue(waitq *q, sudog *sd) {
   if (q->last) q->last->next = sd;
   else q->first = sd;
   q->last = sd;
-  sd->inqueue = true;
+  sudog_set_inqueue(sd, true);
 }
 
 void waitq_remove(waitq *q, sudog *sd) {
-  if (!sd->inqueue) return;
+  if (!sudog_inqueue(sd)) return;
   if (sd->prev) sd->prev->next = sd->next;
   else q->first = sd->next;
   if (sd->next) sd->next->prev = sd->prev;
   else q->last = sd->prev;
   sd->next = sd->prev = NULL;
-  sd->inqueue = false;
+  sudog_set_inqueue(sd, false);
 }
 
 /* The first waiter that can still be woken: a select's sudog whose G was

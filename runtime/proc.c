@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -662,7 +663,7 @@ static void release_waiting(p_t *pp, g_t *gp) {
     selectgo_finish(pp, gp);
     return;
   }
-  if (sd->inqueue || sd->box || sd->copykind != COPY_NONE) {
+  if (sudog_inqueue(sd) || sd->box || sd->copykind != COPY_NONE) {
     selectgo_finish(pp, gp);
     return;
   }
@@ -1128,11 +1129,13 @@ static void *mstart(void *arg) {
 #define PREEMPT_NS 10000000      /* a time slice */
 #define HOG_NS 1000000000        /* running this long without yielding is reported */
 
-static volatile sig_atomic_t sigquit_pending; /* the one global: set by the handler */
+static _Atomic int sigquit_pending; /* the one global: set by the handler (lock-free, so signal-safe) */
 
 static void on_sigquit(int sig) {
   (void)sig;
-  sigquit_pending = 1;
+  int saved = errno;
+  atomic_store(&sigquit_pending, 1);
+  errno = saved;
 }
 
 /* LUGO_DEBUG=schedtrace=MS: the scheduler's state every MS, as GODEBUG. */

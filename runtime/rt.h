@@ -235,11 +235,16 @@ struct sudog {
   };
   uint8_t on;       /* enum sudog_on */
   uint8_t copykind; /* enum copy_kind */
-  bool is_select, is_send, inqueue;
+  bool is_select, is_send;
+  /* Written under the channel's lock; a woken select reads it for its
+   * other sudogs while a sender may still be dequeuing them. */
+  _Atomic bool inqueue;
   bool success; /* the op completed with a value, not with the close */
 };
 
 enum sudog_on { ON_NONE, ON_CHAN, ON_SEMA, ON_NOTIFYLIST };
+static inline bool sudog_inqueue(sudog *sd) { return atomic_load_explicit(&sd->inqueue, memory_order_relaxed); }
+static inline void sudog_set_inqueue(sudog *sd, bool q) { atomic_store_explicit(&sd->inqueue, q, memory_order_relaxed); }
 
 /* What the G is blocked in (or between the steps of, for a lock loop). */
 enum live_op { OP_NONE, OP_CHAN, OP_SEMA, OP_SLEEP, OP_SYSCALL, OP_NET };

@@ -288,7 +288,7 @@ int select_block(lua_State *L) {
 
 void selectgo_finish(p_t *pp, g_t *gp) {
   sudog *first = gp->live->waiting;
-  bool locked = first->is_select || first->inqueue;
+  bool locked = first->is_select || sudog_inqueue(first);
   if (locked) { /* Pass 3: leave every queue the select still sits in. */
     hchan *last = NULL;
     for (sudog *sd = first; sd; sd = sd->waitlink) {
