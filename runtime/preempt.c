@@ -1,17 +1,37 @@
 /*
- * preempt.c — making a running goroutine yield, after Go's preempt.go.
+ * preempt.c — making a running goroutine yield, after Go's preempt.go and
+ * its asynchronous preemption (signal_unix.go).
  *
- * sysmon (another thread) sets a count hook on the VM of a P whose G has run
- * for 10 ms without yielding; LuaJIT allows setting a hook from any thread.
- * The hook runs on the P's own thread, at the next instruction the
- * interpreter executes, and yields the G back to the scheduler, behind the
- * Gs already queued. JIT-compiled code does not run hooks: a compiled loop
- * keeps its P until it leaves the trace (sysmon reports it after 1 s).
+ * sysmon (another thread) asks a P whose G has run for 10 ms without
+ * yielding to give it up: it sets a flag and sends SIGURG to the P's
+ * thread, as Go's sysmon does. The handler, on the P's own thread, sets a
+ * count hook on the P's VM (lua_sethook is meant to be called from a signal
+ * handler, as LuaJIT's own profiler does; from another thread it is not
+ * safe: it rewrites the VM's hook mask and dispatch table, which the VM's
+ * thread updates too, and a lost HOOK_ACTIVE bit there made a later yield
+ * from a C function unwind as if from a hook). The hook
+ * runs at the next instruction the interpreter executes and yields the G
+ * back to the scheduler, behind the Gs already queued. JIT-compiled code
+ * does not run hooks: a compiled loop keeps its P until it leaves the trace
+ * (sysmon reports it after 1 s).
  *
  * Invariants:
+ *   - Only the P's thread touches its VM: the handler and the hook run there.
+ *     The handler leaves the hook alone while the hook changes it itself
+ *     (p->sethook_busy), so that no lua_sethook is interrupted halfway by
+ *     another.
+ *   - The handler may still land inside one of LuaJIT's own dispatch
+ *     updates (when it starts or stops recording a trace): every entry it
+ *     writes is a valid handler in any mode, so at worst that request is
+ *     lost; the handler rewrites the whole table (hook off, then on), so
+ *     the next one is not. A hook kept installed for good would need
+ *     no signal, but it slows every interpreted instruction (ping-pong took
+ *     30% longer).
+ *   - sysmon signals a P's thread only while the runtime runs (between
+ *     sysmon_start and sysmon_stop, inside the threads' lifetimes).
  *   - The hook yields only from the G's own coroutine, when it can yield,
  *     and never inside the runtime's Lua code (chunks named "=lugo...",
- *     "=[lugo]" or files under a lugo/ directory), whose steps between an
+ *     "=[lugo]" or lua/lugo's module files), whose steps between an
  *     FFI call and the load or store of a box must not be interleaved with
  *     other goroutines. There it re-arms itself to try again shortly.
  *   - A preempted G is resumed with no values and its stack untouched
@@ -20,6 +40,10 @@
  *     report of a G that could not be preempted: it runs on the VM's thread,
  *     the only one that may read the VM.
  */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,18 +55,68 @@ rtlock rt_print_lock; /* one goroutine dump at a time on stderr */
 
 static void preempt_hook(lua_State *L, lua_Debug *ar);
 
+/* SIGURG, on the thread of the P it was sent to: arm the hook if that P
+ * runs a G with something asked of it. */
+static void on_sigurg(int sig) {
+  (void)sig;
+  int saved = errno;
+  m_t *m = rt_tls_m;
+  p_t *pp = m ? m->p : NULL;
+  if (pp && pp->L && !pp->sethook_busy && atomic_load_explicit(&pp->curg, memory_order_relaxed) &&
+      (__atomic_load_n(&pp->preempt, __ATOMIC_ACQUIRE) || atomic_load(&pp->dump) || atomic_load(&pp->hog))) {
+    /* Off, then on: each call rewrites the whole dispatch table when the
+     * mode changes, so the hook is in place even if an interrupted update
+     * of LuaJIT's own left the table out of step with its mode. */
+    lua_sethook(pp->L, NULL, 0, 0);
+    lua_sethook(pp->L, preempt_hook, LUA_MASKCOUNT, 1);
+  }
+  errno = saved;
+}
+
+void preempt_install(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigurg;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGURG, &sa, NULL);
+}
+
 void preempt_request(p_t *pp) {
   __atomic_store_n(&pp->preempt, true, __ATOMIC_RELEASE);
-  lua_sethook(pp->L, preempt_hook, LUA_MASKCOUNT, 1);
+  pthread_kill(pp->thread, SIGURG);
 }
 
 void preempt_dump_request(p_t *pp) {
   atomic_store(&pp->dump, true);
-  if (atomic_load_explicit(&pp->curg, memory_order_acquire)) lua_sethook(pp->L, preempt_hook, LUA_MASKCOUNT, 1);
+  pthread_kill(pp->thread, SIGURG);
 }
 
+/* lua_sethook on the VM's own thread, with the handler kept out of it: the
+ * handler interrupts this thread, so a flag (no syscall) is enough. */
+static void sethook_masked(p_t *pp, lua_State *L, lua_Hook f, int mask, int count) {
+  pp->sethook_busy = 1;
+  atomic_signal_fence(memory_order_seq_cst);
+  lua_sethook(L, f, mask, count);
+  atomic_signal_fence(memory_order_seq_cst);
+  pp->sethook_busy = 0;
+}
+
+/* The runtime's own chunks: the host's embedded modules ("=lugo...") and
+ * trampoline ("=[lugo]"), or lua/lugo/<module>.lua loaded from a file when
+ * plain luajit runs lugo. Only those: a script that merely lives under a
+ * directory named lugo/ is user code and must stay preemptible. */
 static bool in_runtime_code(const char *source) {
-  return strncmp(source, "=lugo", 5) == 0 || strncmp(source, "=[lugo]", 7) == 0 || strstr(source, "/lugo/");
+  static const char *const modules[] = {"init", "internal", "sync", "time", "runtime", "context", "net", "os"};
+  if (strncmp(source, "=lugo", 5) == 0 || strncmp(source, "=[lugo]", 7) == 0) return true;
+  if (source[0] != '@') return false;
+  const char *slash = strrchr(source, '/');
+  if (!slash || slash - source < 5 || strncmp(slash - 5, "/lugo", 5) != 0) return false;
+  for (size_t i = 0; i < sizeof modules / sizeof *modules; i++) {
+    size_t n = strlen(modules[i]);
+    if (strncmp(slash + 1, modules[i], n) == 0 && strcmp(slash + 1 + n, ".lua") == 0) return true;
+  }
+  return false;
 }
 
 /* [-0, +0] print every G of pp: the running one (on L) from its own stack. */
@@ -73,8 +147,11 @@ bool preempt_poll(p_t *pp) {
 
 static void preempt_hook(lua_State *L, lua_Debug *ar) {
   p_t *pp = getp();
-  lua_sethook(L, NULL, 0, 0);
-  if (!pp) return;
+  if (!pp) {
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  sethook_masked(pp, L, NULL, 0, 0);
   g_t *gp = getg();
   if (atomic_load(&pp->dump)) {
     atomic_store(&pp->dump, false);
@@ -95,7 +172,9 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
   if (!gp || L != gp->live->co || gp->live->nonyield || !lua_isyieldable(L)) return; /* sysmon asks again */
   if (lua_getinfo(L, "S", ar) && in_runtime_code(ar->source)) { /* not here: a little later */
     __atomic_store_n(&pp->preempt, true, __ATOMIC_RELEASE);
-    lua_sethook(L, preempt_hook, LUA_MASKCOUNT, 100);
+    /* A count that varies: a loop whose body is mostly runtime code would
+     * otherwise bring the hook back to the same instruction every time. */
+    sethook_masked(pp, L, preempt_hook, LUA_MASKCOUNT, 37 + (int)(fastrand(pp) % 128));
     return;
   }
   gp->preempted = true;

@@ -1226,7 +1226,6 @@ static void *sysmon(void *arg) {
                 (long long)goid, (int)pp->id, (double)(now - execwhen[i]) / 1e9);
         fflush(stderr);
         rt_unlock(&rt_print_lock);
-        lua_sethook(pp->L, NULL, 0, 0);
         preempt_request(pp);
       }
     }
@@ -1251,6 +1250,7 @@ void sysmon_start(runtime *rt) {
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
   sigaction(SIGQUIT, &sa, NULL);
+  preempt_install();
   if (pthread_create(&rt->sysmon, NULL, sysmon, rt) != 0) rt_throw("runtime: cannot start sysmon");
   rt->sysmon_running = true;
 }
@@ -1484,6 +1484,7 @@ int lugo_run(lugo_runtime *rt, int nargs) {
   lua_rawseti(L, -2, box);
   lua_pop(L, 1);
   rt->maing = newproc(pp, box, nargs);
+  pp->thread = pthread_self();
 
   for (int32_t i = 1; i < rt->gomaxprocs; i++) {
     p_t *p = rt->allp[i];
@@ -1493,8 +1494,8 @@ int lugo_run(lugo_runtime *rt, int nargs) {
   sysmon_start(rt);
   schedule(pp);
   request_exit(rt, 0);
+  sysmon_stop(rt); /* it signals the Ms' threads: before they end */
   stop_the_ms(rt);
-  sysmon_stop(rt);
   syscall_pool_stop(rt);
 
   rt->maing = NULL;

@@ -21,6 +21,7 @@
 #define LUGO_RT_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -342,7 +343,7 @@ struct p {
   _Atomic uint32_t status; /* enum pstatus */
   runtime *rt;
   m_t m;            /* the thread that runs this P */
-  pthread_t thread; /* for P1..: started by lugo_run, joined at its end */
+  pthread_t thread; /* the M's: P0's is lugo_run's caller; P1.. are started by lugo_run, joined at its end */
   bool thread_running;
   bool spinning;    /* counted in rt->nmspinning */
   lua_State *L;    /* the VM's main thread: the scheduler's own stack */
@@ -353,6 +354,7 @@ struct p {
   int trampoline_ref;
   g_t *_Atomic curg; /* the G being resumed; sysmon reads it */
   bool preempt;      /* sysmon asked the running G to yield */
+  volatile sig_atomic_t sethook_busy; /* the P's thread is in lua_sethook: SIGURG leaves it alone */
   _Atomic int64_t hog;  /* goid sysmon reported as unpreemptible: print its stack */
   _Atomic bool dump;    /* SIGQUIT: print every G of this P at a safe point */
   _Atomic bool dumped;  _Atomic uint32_t schedtick; /* one more per time slice; sysmon preempts on it */
@@ -656,6 +658,7 @@ void rt_goyield(g_t *gp);
 void rt_push_stack(lua_State *L, p_t *pp, g_t *self, bool all);
 
 /* ---- preempt.c ---- */
+void preempt_install(void);        /* the SIGURG handler, before sysmon starts */
 void preempt_request(p_t *pp);     /* from sysmon: make the running G yield */
 void preempt_dump_request(p_t *pp); /* from sysmon: print this P's Gs at a safe point */
 bool preempt_poll(p_t *pp);        /* on pp's thread between Gs: a dump is due */

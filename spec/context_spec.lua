@@ -31,12 +31,7 @@ local background = context.background
 -- helper.pack, restated because spawned code must not require "helper".
 local function pack(...) return { n = select("#", ...), ... } end
 
--- The registry is per VM: this marks the VM of the test body, so that a
--- goroutine can tell whether it runs there.
-local HOME = "context_spec: the test body's VM"
-debug.getregistry()[HOME] = true
-
-local function at_home() return debug.getregistry()[HOME] == true end
+local at_home = helper.at_home -- for code that stays in this VM
 
 -- Whether ctx is done right now (its done channel is closed), without blocking.
 local function is_done(ctx)
@@ -55,54 +50,8 @@ local function wait_done(ctx, what)
   return time.now() - t0
 end
 
--- Spawn f(...) under pcall. The channel returned receives
--- pack(pcall(f, ...)) with `home` set to whether it ran in the body's VM.
-local function spawn_pcall(f, ...)
-  local res = lugo.chan(1)
-  lugo.spawn(function(res, f, ...)
-    local r = pack(pcall(f, ...))
-    r.home = at_home()
-    res:send(r)
-  end, res, f, ...)
-  return res
-end
-
--- As spawn_pcall, but with more than one processor f runs in a VM other
--- than the body's: the body keeps its processor busy until another one has
--- taken the goroutine, and tries again should its own processor take it.
-local function spawn_elsewhere(f, ...)
-  if runtime.gomaxprocs() == 1 then return spawn_pcall(f, ...) end
-  local res = lugo.chan(1)
-  for _ = 1, 50 do
-    local started = lugo.chan(1)
-    lugo.spawn(function(started, res, f, ...)
-      if at_home() then
-        started:send(false)
-        return
-      end
-      started:send(true)
-      local r = pack(pcall(f, ...))
-      r.home = false
-      res:send(r)
-    end, started, res, f, ...)
-    local deadline = time.now() + 0.2
-    while started:len() == 0 and time.now() < deadline do end
-    if recv(started, "a spawned goroutine to start") then return res end
-  end
-  error("no other processor ever took a spawned goroutine")
-end
-
--- The results of a goroutine started by spawn_pcall or spawn_elsewhere,
--- failing the test if it raised or took more than HANG seconds; the last
--- result is whether it ran in the body's VM.
-local function results(res, what)
-  local r, ok = recv_within(res, HANG)
-  assert(ok ~= "timeout", "timed out waiting for " .. (what or "a spawned goroutine"))
-  assert(r[1], "the spawned goroutine raised: " .. tostring(r[2]))
-  local t = { unpack(r, 2, r.n) }
-  t[r.n] = r.home
-  return unpack(t, 1, r.n)
-end
+local spawn_pcall, spawn_elsewhere = helper.spawn_pcall, helper.spawn_elsewhere
+local results = helper.spawn_results
 
 -- Run go(f) for a goroutine that blocks, and wait (bounded) until it ends.
 local function wait_for(f, what)

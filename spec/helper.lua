@@ -186,4 +186,88 @@ function helper.assert_contains(haystack, needle)
   luassert(haystack:find(needle, 1, true), ("expected %q to contain %q"):format(haystack, needle))
 end
 
+-- Run fn when the test ends, after the cleanups registered after it. busted
+-- keeps only a test's last `finally`: this one runs them all. `finally` is
+-- found in the environment busted gives the spec file that calls this.
+local cleanups
+function helper.defer(fn)
+  if not cleanups then
+    cleanups = {}
+    getfenv(2).finally(function()
+      local list = cleanups
+      cleanups = nil
+      for i = #list, 1, -1 do pcall(list[i]) end
+    end)
+  end
+  cleanups[#cleanups + 1] = fn
+end
+
+-- The registry is per VM: this marks the VM that loaded this file (the test
+-- body's), so that a goroutine can tell whether it runs there.
+local HOME = "spec/helper.lua: the test body's VM"
+debug.getregistry()[HOME] = true
+
+-- Spawned code copies the functions it captures, and a field of a loaded
+-- module travels by name: the other VM would require this file (and
+-- busted's luassert) to find it, and its at_home would mark that VM home.
+-- So the goroutines spawned below capture only these two, which are not
+-- fields of helper; helper.at_home is for code that stays in its VM.
+local function vm_pack(...) return { n = select("#", ...), ... } end
+local function vm_at_home() return debug.getregistry()[HOME] == true end
+
+-- Whether the calling goroutine runs in the test body's VM.
+function helper.at_home() return vm_at_home() end
+
+-- Spawn f(...) under pcall (an error escaping a spawned goroutine would end
+-- the process). The channel returned receives pack(pcall(f, ...)) with
+-- `home` set to whether it ran in the body's VM.
+function helper.spawn_pcall(f, ...)
+  local lugo = require "lugo"
+  local res = lugo.chan(1)
+  lugo.spawn(function(res, f, ...)
+    local r = vm_pack(pcall(f, ...))
+    r.home = vm_at_home()
+    res:send(r)
+  end, res, f, ...)
+  return res
+end
+
+-- As spawn_pcall, but with more than one processor f runs in a VM other
+-- than the body's: the body keeps its processor busy until another one has
+-- taken the goroutine, and tries again should its own processor take it.
+function helper.spawn_elsewhere(f, ...)
+  local lugo, time = require "lugo", require "lugo.time"
+  if require("lugo.runtime").gomaxprocs() == 1 then return helper.spawn_pcall(f, ...) end
+  local res = lugo.chan(1)
+  for _ = 1, 50 do
+    local started = lugo.chan(1)
+    lugo.spawn(function(started, res, f, ...)
+      if vm_at_home() then
+        started:send(false)
+        return
+      end
+      started:send(true)
+      local r = vm_pack(pcall(f, ...))
+      r.home = false
+      res:send(r)
+    end, started, res, f, ...)
+    local deadline = time.now() + 0.2
+    while started:len() == 0 and time.now() < deadline do end
+    if helper.recv(started, "a spawned goroutine to start") then return res end
+  end
+  error("no other processor ever took a spawned goroutine")
+end
+
+-- The results of a goroutine started by spawn_pcall or spawn_elsewhere,
+-- failing the test if it raised or took more than 10 s; the last result is
+-- whether it ran in the body's VM.
+function helper.spawn_results(res, what)
+  local r, ok = helper.recv_within(res, 10)
+  luassert(ok ~= "timeout", "timed out waiting for " .. (what or "a spawned goroutine"))
+  luassert(r[1], "the spawned goroutine raised: " .. tostring(r[2]))
+  local t = { unpack(r, 2, r.n) }
+  t[r.n] = r.home
+  return unpack(t, 1, r.n)
+end
+
 return helper

@@ -28,20 +28,7 @@ local TIMEOUT = "i/o timeout"
 local CANCELED = "context canceled"
 local DEADLINE = "context deadline exceeded"
 
--- Run fn when the test ends, after the cleanups registered after it. busted
--- keeps only a test's last `finally`: this one runs them all.
-local cleanups
-local function defer(fn)
-  if not cleanups then
-    cleanups = {}
-    finally(function()
-      local list = cleanups
-      cleanups = nil
-      for i = #list, 1, -1 do pcall(list[i]) end
-    end)
-  end
-  cleanups[#cleanups + 1] = fn
-end
+local defer = helper.defer
 
 -- Close x (a listener or connection) when the test ends; returns x.
 local function closing(x)

@@ -12,20 +12,7 @@ local error_of, here, go_pcall = helper.error_of, helper.here, helper.go_pcall
 local assert_contains = helper.assert_contains
 local HANG = 10 -- seconds; only against hangs
 
--- Run fn when the test ends, after the cleanups registered after it. busted
--- keeps only a test's last `finally`: this one runs them all.
-local cleanups
-local function defer(fn)
-  if not cleanups then
-    cleanups = {}
-    finally(function()
-      local list = cleanups
-      cleanups = nil
-      for i = #list, 1, -1 do pcall(list[i]) end
-    end)
-  end
-  cleanups[#cleanups + 1] = fn
-end
+local defer = helper.defer
 
 -- A fresh directory for one test, removed with everything in it afterwards.
 local function tempdir()

@@ -8,7 +8,7 @@
 -- copied: it may only capture values that can be copied (never busted's
 -- assert), so spawned goroutines send what they find back on a channel and
 -- the body asserts. An error escaping a spawned goroutine would end the
--- process, so they run their work under pcall (spawn_pcall below).
+-- process, so they run their work under pcall (helper.spawn_pcall).
 local lugo = require "lugo"
 local time = require "lugo.time"
 local sync = require "lugo.sync"
@@ -25,62 +25,9 @@ local HANG = 10 -- seconds; only against hangs
 -- "helper" (it would load busted's luassert into every VM it reaches).
 local function pack(...) return { n = select("#", ...), ... } end
 
--- The registry is per VM: this marks the VM of the test body, so that a
--- goroutine can tell whether it runs there.
-local HOME = "spawn_spec: the test body's VM"
-debug.getregistry()[HOME] = true
 
--- Whether the calling goroutine runs in the test body's VM.
-local function at_home() return debug.getregistry()[HOME] == true end
-
--- Spawn f(...) under pcall. The channel returned receives
--- pack(pcall(f, ...)) with `home` set to whether it ran in the body's VM.
-local function spawn_pcall(f, ...)
-  local res = lugo.chan(1)
-  lugo.spawn(function(res, f, ...)
-    local r = pack(pcall(f, ...))
-    r.home = at_home()
-    res:send(r)
-  end, res, f, ...)
-  return res
-end
-
--- As spawn_pcall, but with more than one processor f runs in a VM other
--- than the body's: the body keeps its processor busy until another one has
--- taken the goroutine, and tries again should its own processor take it.
-local function spawn_elsewhere(f, ...)
-  if runtime.gomaxprocs() == 1 then return spawn_pcall(f, ...) end
-  local res = lugo.chan(1)
-  for _ = 1, 50 do
-    local started = lugo.chan(1)
-    lugo.spawn(function(started, res, f, ...)
-      if at_home() then
-        started:send(false)
-        return
-      end
-      started:send(true)
-      local r = pack(pcall(f, ...))
-      r.home = false
-      res:send(r)
-    end, started, res, f, ...)
-    local deadline = time.now() + 0.2
-    while started:len() == 0 and time.now() < deadline do end
-    if recv(started, "a spawned goroutine to start") then return res end
-  end
-  error("no other processor ever took a spawned goroutine")
-end
-
--- The results of a goroutine started by spawn_pcall or spawn_elsewhere,
--- failing the test if it raised or took more than HANG seconds; the last
--- result is whether it ran in the body's VM.
-local function results(res, what)
-  local r, ok = recv_within(res, HANG)
-  assert(ok ~= "timeout", "timed out waiting for " .. (what or "a spawned goroutine"))
-  assert(r[1], "the spawned goroutine raised: " .. tostring(r[2]))
-  local t = { unpack(r, 2, r.n) }
-  t[r.n] = r.home
-  return unpack(t, 1, r.n)
-end
+local spawn_pcall, spawn_elsewhere = helper.spawn_pcall, helper.spawn_elsewhere
+local results = helper.spawn_results
 
 -- What f(...) returns when run on another processor (when there is one):
 -- f and its arguments copied there, its results copied back.
@@ -994,6 +941,50 @@ describe("a goroutine that runs without blocking is preempted", function()
     end
     jit.off(spin_until_flag)
     assert.is_true(spin_until_flag())
+  end)
+
+  -- A loop whose body is mostly calls into the runtime's Lua code, where
+  -- the hook may not yield: it must still land in the loop's own code soon.
+  it("preempts a loop that spends most of its instructions in runtime calls", function()
+    local r = helper.run([[
+      local lugo, time = require "lugo", require "lugo.time"
+      local ch, flag = lugo.chan(1), false
+      lugo.go(function() flag = true end)
+      local function spin()
+        local deadline = time.now() + 5
+        while not flag and time.now() < deadline do ch:len(); ch:cap() end
+        print(flag and "preempted" or "never preempted")
+      end
+      jit.off(spin)
+      spin()
+    ]], { flags = "-p 1" })
+    helper.assert_clean_run(r, "preempted\n")
+  end)
+
+  it("preempts a script that lives in a directory named lugo", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. helper.shell_quote(dir .. "/lugo")) == 0)
+    local path = dir .. "/lugo/app.lua"
+    local f = assert(io.open(path, "w"))
+    f:write([[
+      local lugo, time = require "lugo", require "lugo.time"
+      local flag = false
+      lugo.go(function() flag = true end)
+      local function spin()
+        local deadline = time.now() + 5
+        while not flag and time.now() < deadline do end
+        print(flag and "preempted" or "never preempted")
+      end
+      jit.off(spin)
+      spin()
+    ]])
+    f:close()
+    local r = helper.run("", { flags = "-p 1", no_script = true, args = { path } })
+    os.remove(path)
+    os.remove(dir .. "/lugo")
+    os.remove(dir)
+    helper.assert_clean_run(r, "preempted\n")
   end)
 end)
 
