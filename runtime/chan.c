@@ -114,37 +114,47 @@ sudog *waitq_dequeue(waitq *q) {
   }
 }
 
-void chan_deliver(hchan *c, sudog *sd, val v, bool ok) {
+void chan_deliver(hchan *c, sudog *sd, val *v, bool ok) {
   (void)c;
   g_t *gp = sd->g;
   sd->success = ok;
   gp->res_kind = RES_VALUE;
-  gp->res_box = ok ? val_take(gp->p, &v) : 0;
-  gp->res_copykind = ok && !gp->res_box ? v.copy.kind : COPY_NONE;
-  if (v.copy.kind == COPY_NUM) gp->live->res_copynum = v.copy.num;
-  else if (v.copy.kind == COPY_BLOB) gp->live->res_copyblob = v.copy.blob;
+  gp->res_box = ok && v ? val_take(gp->p, v) : 0;
+  gp->res_copykind = ok && v && !gp->res_box ? v->copy.kind : COPY_NONE;
+  if (gp->res_copykind == COPY_NUM) gp->live->res_copynum = v->copy.num;
+  else if (gp->res_copykind == COPY_BLOB) gp->live->res_copyblob = v->copy.blob;
   gp->res_ok = ok;
   gp->res_idx = sd->case_idx;
   goready(gp);
 }
 
-/* The value a sender in pp puts on c: a new box of pp (to be stored into by
- * the caller), and for a shared channel the copy made before locking. A
- * copied scalar needs no box: by value is by reference for it. */
-static val new_val(p_t *pp, rt_copy copy) {
-  bool scalar = copy.kind != COPY_NONE && copy.kind != COPY_BLOB;
-  return (val){copy, scalar ? 0 : box_alloc(pp), pp->id};
+/* Set *v to the value a sender in pp puts on c: a new box of pp (to be
+ * stored into by the caller), and the copy made before locking (for a
+ * shared channel, or a scalar, which needs no box: by value is by
+ * reference for it). Returns the box. Field by field, on purpose: a val
+ * built whole on the stack and then copied is reloaded with wider loads
+ * than the stores that wrote it, a store-forwarding stall on every send
+ * (buffered sends took 8 ns longer). */
+static int32_t val_init(val *v, p_t *pp, const rt_copy *copy) {
+  v->copy.kind = copy->kind;
+  if (copy->kind == COPY_NUM) v->copy.num = copy->num;
+  else if (copy->kind == COPY_BLOB) v->copy.blob = copy->blob;
+  v->box = copy->kind != COPY_NONE && copy->kind != COPY_BLOB ? 0 : box_alloc(pp);
+  v->vm = pp->id;
+  return v->box;
 }
 
 static void chan_unlock_f(g_t *gp) { chan_unlock(gp->live->waiting->c); }
 
 /* Queue the current G on q and ask it to park; c stays locked until it has. */
-static void chan_park(p_t *pp, g_t *gp, hchan *c, waitq *q, val v, enum waitreason reason) {
+/* v: a sender's value, NULL for a receiver. */
+static void chan_park(p_t *pp, g_t *gp, hchan *c, waitq *q, const val *v, enum waitreason reason) {
   sudog *sd = acquire_sudog(pp, gp);
   sd->c = c;
   sd->on = ON_CHAN;
-  sd->box = v.box;
-  sudog_set_copy(sd, v.copy);
+  sd->box = v ? v->box : 0;
+  sd->copykind = COPY_NONE;
+  if (v) sudog_set_copy(sd, v->copy);
   sd->is_send = q == &c->sendq;
   gp->live->waiting = sd;
   gp->live->op = OP_CHAN;
@@ -159,60 +169,61 @@ static bool is_shared(hchan *c) { return atomic_load_explicit(&c->shared, memory
  * box the caller must store its value into (the value has then been sent;
  * RC_OK when a copied scalar needs none), that box | RC_PARKBOX when gp is
  * set to park (store, then yield), RC_CLOSED, or RC_WOULDBLOCK when !block. */
-static int32_t chansend(hchan *c, p_t *pp, g_t *gp, bool block, rt_copy copy) {
+static int32_t chansend(hchan *c, p_t *pp, g_t *gp, bool block, rt_copy *copy) {
   if (c->recv_only) {
-    copy_free(&copy);
+    copy_free(copy);
     return RC_RECVONLY;
   }
   chan_lock(c);
   if (c->closed) {
     chan_unlock(c);
-    copy_free(&copy);
+    copy_free(copy);
     return RC_CLOSED;
   }
   sudog *sd = waitq_dequeue(&c->recvq);
   if (sd) { /* hand the value straight to a waiting receiver */
-    val v = new_val(pp, copy);
-    int32_t box = v.box;
-    chan_deliver(c, sd, v, true);
+    val v;
+    int32_t box = val_init(&v, pp, copy);
+    chan_deliver(c, sd, &v, true);
     chan_unlock(c);
     return box;
   }
   if (c->qcount < c->dataqsiz) {
-    val v = new_val(pp, copy);
-    c->buf[c->sendx] = v;
+    int32_t box = val_init(&c->buf[c->sendx], pp, copy);
     if (++c->sendx == c->dataqsiz) c->sendx = 0;
     c->qcount++;
     chan_unlock(c);
-    return v.box;
+    return box;
   }
   if (!block) {
     chan_unlock(c);
-    copy_free(&copy);
+    copy_free(copy);
     return RC_WOULDBLOCK;
   }
-  val v = new_val(pp, copy);
-  chan_park(pp, gp, c, &c->sendq, v, WR_CHAN_SEND);
-  return v.box | RC_PARKBOX;
+  val v;
+  int32_t box = val_init(&v, pp, copy);
+  chan_park(pp, gp, c, &c->sendq, &v, WR_CHAN_SEND);
+  return box | RC_PARKBOX;
 }
 
-val recv_from_sender_locked(hchan *c, sudog *sd, p_t *pp) {
-  val v;
-  val sent = {sudog_copy(sd), sd->box, sd->g->p->id};
-  if (c->dataqsiz == 0) {
-    v = sent;
-  } else {
+void recv_from_sender_locked(hchan *c, sudog *sd, val *v) {
+  val *sent = v; /* where the sender's value goes */
+  if (c->dataqsiz != 0) {
     /* Full buffer: take its head, put the sender's value at its tail. */
-    v = c->buf[c->recvx];
-    c->buf[c->recvx] = sent;
+    *v = c->buf[c->recvx];
+    sent = &c->buf[c->recvx];
     if (++c->recvx == c->dataqsiz) c->recvx = 0;
     c->sendx = c->recvx;
   }
-  (void)pp;
+  /* Field by field, as val_init does, for the same reason. */
+  sent->copy.kind = sd->copykind;
+  if (sd->copykind == COPY_NUM) sent->copy.num = sd->copynum;
+  else if (sd->copykind == COPY_BLOB) sent->copy.blob = sd->copyblob;
+  sent->box = sd->box;
+  sent->vm = sd->g->p->id;
   sd->box = 0; /* taken: the sender has nothing left to free */
   sd->copykind = COPY_NONE;
-  chan_deliver(c, sd, (val){0}, true);
-  return v;
+  chan_deliver(c, sd, NULL, true);
 }
 
 /* Go's chanrecv, for a receiver in pp (gp parks when block). On success
@@ -223,7 +234,7 @@ static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
   chan_lock(c);
   sudog *sd = waitq_dequeue(&c->sendq);
   if (sd) {
-    *v = recv_from_sender_locked(c, sd, pp);
+    recv_from_sender_locked(c, sd, v);
   } else if (c->qcount > 0) {
     *v = c->buf[c->recvx];
     c->buf[c->recvx] = (val){0};
@@ -236,7 +247,7 @@ static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
     chan_unlock(c);
     return RC_WOULDBLOCK;
   } else {
-    chan_park(pp, gp, c, &c->recvq, (val){0}, WR_CHAN_RECEIVE);
+    chan_park(pp, gp, c, &c->recvq, NULL, WR_CHAN_RECEIVE);
     return RC_PARK;
   }
   chan_unlock(c);
@@ -248,19 +259,20 @@ static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
 int32_t chan_trysend(proxy *px) {
   hchan *c = (hchan *)px->obj;
   if (is_shared(c)) return RC_SHARED;
-  return chansend(c, getp(), NULL, false, (rt_copy){COPY_NONE, {0}});
+  rt_copy none = {COPY_NONE, {0}};
+  return chansend(c, getp(), NULL, false, &none);
 }
 
 /* FFI: a send that does not block, of a nil, a boolean or a number (kind:
- * COPY_NIL, COPY_FALSE, COPY_TRUE, COPY_NUM), on any channel. */
+ * COPY_NIL, COPY_FALSE, COPY_TRUE, COPY_NUM), on any channel. The value
+ * travels inline on a local channel too: no box to take, no store into and
+ * load from the VM's value table on either side. */
 int32_t chan_trysend_scalar(proxy *px, int32_t kind, double num) {
   hchan *c = (hchan *)px->obj;
-  rt_copy copy = {COPY_NONE, {0}};
-  if (is_shared(c)) {
-    copy.kind = (uint8_t)kind;
-    copy.num = num;
-  }
-  return chansend(c, getp(), NULL, false, copy);
+  rt_copy copy;
+  copy.kind = (uint8_t)kind;
+  copy.num = num;
+  return chansend(c, getp(), NULL, false, &copy);
 }
 
 /* The Lua-visible code for a copy an FFI receive took: a scalar comes back
@@ -313,12 +325,16 @@ int chan_send_block(lua_State *L) {
   proxy *px = check_chan(L, 1);
   lua_settop(L, 2);
   hchan *c = (hchan *)px->obj;
+  /* A scalar travels inline on any channel (no box); anything else is
+   * copied only for a shared channel. */
   rt_copy copy = {COPY_NONE, {0}};
-  if (is_shared(c) && (copy = copy_make(L, 2, "value")).kind == COPY_NONE) return rt_push_msg_err(L);
+  int t = lua_type(L, 2);
+  bool scalar = t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER;
+  if ((scalar || is_shared(c)) && (copy = copy_make(L, 2, "value")).kind == COPY_NONE) return rt_push_msg_err(L);
   p_t *pp = getp();
   g_t *gp = pp ? getg() : NULL;
   int32_t can = rt_can_block(L, gp);
-  int32_t r = chansend(c, pp, gp, can == RC_OK, copy);
+  int32_t r = chansend(c, pp, gp, can == RC_OK, &copy);
   if (r == RC_CLOSED) {
     lua_pushboolean(L, 0);
     return 1;
@@ -386,8 +402,8 @@ bool closechan(hchan *c) {
   }
   c->closed = true;
   sudog *sd;
-  while ((sd = waitq_dequeue(&c->recvq))) chan_deliver(c, sd, (val){0}, false);
-  while ((sd = waitq_dequeue(&c->sendq))) chan_deliver(c, sd, (val){0}, false);
+  while ((sd = waitq_dequeue(&c->recvq))) chan_deliver(c, sd, NULL, false);
+  while ((sd = waitq_dequeue(&c->sendq))) chan_deliver(c, sd, NULL, false);
   chan_unlock(c);
   return true;
 }
@@ -410,7 +426,7 @@ bool chan_offer(hchan *c, val v) {
   }
   sudog *sd = waitq_dequeue(&c->recvq);
   if (sd) {
-    chan_deliver(c, sd, v, true);
+    chan_deliver(c, sd, &v, true);
   } else if (c->qcount < c->dataqsiz) {
     c->buf[c->sendx] = v;
     if (++c->sendx == c->dataqsiz) c->sendx = 0;

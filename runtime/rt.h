@@ -557,9 +557,9 @@ bool chan_offer(hchan *c, val v);
 void chan_drain(hchan *c);
 /* Give v to receiver sd (c locked) and ready it: a box of sd's VM, or a
  * copy (the other part of v is freed). ok false: woken by close. */
-void chan_deliver(hchan *c, sudog *sd, val v, bool ok);
+void chan_deliver(hchan *c, sudog *sd, val *v, bool ok); /* v: NULL when nothing is delivered */
 /* A receiver in pp takes sender sd's value (c locked). */
-val recv_from_sender_locked(hchan *c, sudog *sd, p_t *pp);
+void recv_from_sender_locked(hchan *c, sudog *sd, val *v);
 /* The part of *v a receiver in pp uses: its box (returned), or its copy
  * (left in v->copy, returning 0); the other part is freed. */
 int32_t val_take(p_t *pp, val *v);

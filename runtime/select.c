@@ -102,7 +102,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
       sudog *sd = waitq_dequeue(&c->sendq);
       val v = {0};
       if (sd) {
-        v = recv_from_sender_locked(c, sd, pp);
+        recv_from_sender_locked(c, sd, &v);
         res->ok = 1;
       } else if (c->qcount > 0) {
         v = c->buf[c->recvx];
@@ -132,7 +132,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
       cases[i].copy.kind = COPY_NONE; /* consumed */
       res->box = v.box;
       if (sd) {
-        chan_deliver(c, sd, v, true);
+        chan_deliver(c, sd, &v, true);
       } else {
         c->buf[c->sendx] = v;
         if (++c->sendx == c->dataqsiz) c->sendx = 0;

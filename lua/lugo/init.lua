@@ -190,10 +190,19 @@ local function chosen(i, c)
     return i
   end
   local box = result.box
-  if box == 0 then return i, nil, false end
-  local v = vals[box]
-  vals[box] = nil
-  return i, v, true
+  if box ~= 0 then
+    local v = vals[box]
+    vals[box] = nil
+    return i, v, true
+  end
+  if result.ok == 0 then return i, nil, false end
+  -- A scalar travels inline, without a box (a local channel carries no
+  -- other copies: selectgo leaves shared ones to the C select).
+  local k = result.copy.kind
+  if k == COPY_NUM then return i, result.copy.num, true end
+  if k == COPY_TRUE then return i, true, true end
+  if k == COPY_FALSE then return i, false, true end
+  return i, nil, true
 end
 
 -- Nothing was ready, or a channel is shared: the C select does it all
