@@ -36,6 +36,9 @@
  *     other goroutines. There it re-arms itself to try again shortly.
  *   - A preempted G is resumed with no values and its stack untouched
  *     (g->preempted): it continues exactly where it stopped.
+ *   - A hook the script set (debug.sethook) is saved by the handler and
+ *     put back by the hook, first thing: preemption borrows the VM's one
+ *     hook slot, it does not take it (a count hook's count restarts).
  *   - The same hook prints goroutine stacks for SIGQUIT and for sysmon's
  *     report of a G that could not be preempted: it runs on the VM's thread,
  *     the only one that may read the VM.
@@ -67,6 +70,12 @@ static void on_sigurg(int sig) {
     /* Off, then on: each call rewrites the whole dispatch table when the
      * mode changes, so the hook is in place even if an interrupted update
      * of LuaJIT's own left the table out of step with its mode. */
+    lua_Hook user = lua_gethook(pp->L);
+    if (user != preempt_hook) { /* the script's own (debug.sethook): put back by the hook */
+      pp->user_hook = user;
+      pp->user_hookmask = lua_gethookmask(pp->L);
+      pp->user_hookcount = lua_gethookcount(pp->L);
+    }
     lua_sethook(pp->L, NULL, 0, 0);
     lua_sethook(pp->L, preempt_hook, LUA_MASKCOUNT, 1);
   }
@@ -151,7 +160,7 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
     lua_sethook(L, NULL, 0, 0);
     return;
   }
-  sethook_masked(pp, L, NULL, 0, 0);
+  sethook_masked(pp, L, pp->user_hook, pp->user_hookmask, pp->user_hookcount);
   g_t *gp = getg();
   if (atomic_load(&pp->dump)) {
     atomic_store(&pp->dump, false);

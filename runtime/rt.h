@@ -355,6 +355,8 @@ struct p {
   g_t *_Atomic curg; /* the G being resumed; sysmon reads it */
   bool preempt;      /* sysmon asked the running G to yield */
   volatile sig_atomic_t sethook_busy; /* the P's thread is in lua_sethook: SIGURG leaves it alone */
+  lua_Hook user_hook; /* the script's hook, saved while preemption borrows the slot */
+  int user_hookmask, user_hookcount;
   _Atomic int64_t hog;  /* goid sysmon reported as unpreemptible: print its stack */
   _Atomic bool dump;    /* SIGQUIT: print every G of this P at a safe point */
   _Atomic bool dumped;  _Atomic uint32_t schedtick; /* one more per time slice; sysmon preempts on it */

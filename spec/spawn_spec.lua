@@ -961,6 +961,27 @@ describe("a goroutine that runs without blocking is preempted", function()
     helper.assert_clean_run(r, "preempted\n")
   end)
 
+  it("keeps a hook the script set with debug.sethook working after preempting it", function()
+    local r = helper.run([[
+      local lugo, time = require "lugo", require "lugo.time"
+      local lines = 0
+      debug.sethook(function() lines = lines + 1 end, "l")
+      local flag = false
+      lugo.go(function() flag = true end)
+      local function spin()
+        local deadline = time.now() + 5
+        while not flag and time.now() < deadline do end
+      end
+      jit.off(spin)
+      spin()
+      local before = lines
+      local x = 0
+      for i = 1, 3 do x = x + i end
+      print(flag, lines > before, debug.gethook() ~= nil)
+    ]], { flags = "-p 1" })
+    helper.assert_clean_run(r, "true\ttrue\ttrue\n")
+  end)
+
   it("preempts a script that lives in a directory named lugo", function()
     local dir = os.tmpname()
     os.remove(dir)
