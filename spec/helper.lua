@@ -186,20 +186,40 @@ function helper.assert_contains(haystack, needle)
   luassert(haystack:find(needle, 1, true), ("expected %q to contain %q"):format(haystack, needle))
 end
 
+-- busted's `finally`, from the environment busted gives the spec file that
+-- (maybe through other helpers) called us.
+local function busted_finally()
+  for level = 1, 20 do
+    local ok, env = pcall(getfenv, level)
+    if not ok then break end
+    if type(env) == "table" and env.finally then return env.finally end
+  end
+  error("helper: no busted `finally` in the callers' environments", 3)
+end
+
 -- Run fn when the test ends, after the cleanups registered after it. busted
--- keeps only a test's last `finally`: this one runs them all. `finally` is
--- found in the environment busted gives the spec file that calls this.
+-- keeps only a test's last `finally`: this one runs them all.
 local cleanups
 function helper.defer(fn)
   if not cleanups then
     cleanups = {}
-    getfenv(2).finally(function()
+    busted_finally()(function()
       local list = cleanups
       cleanups = nil
       for i = #list, 1, -1 do pcall(list[i]) end
     end)
   end
   cleanups[#cleanups + 1] = fn
+end
+
+-- A fresh directory for one test, removed with everything in it afterwards.
+function helper.tempdir()
+  local p = assert(io.popen("mktemp -d"))
+  local dir = p:read("*l")
+  p:close()
+  assert(dir and #dir > 0, "mktemp -d failed")
+  helper.defer(function() os.execute("rm -rf " .. shell_quote(dir)) end)
+  return dir
 end
 
 -- The registry is per VM: this marks the VM that loaded this file (the test

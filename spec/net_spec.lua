@@ -36,15 +36,7 @@ local function closing(x)
   return x
 end
 
--- A fresh directory for one test, removed with everything in it afterwards.
-local function tempdir()
-  local p = assert(io.popen("mktemp -d"))
-  local dir = p:read("*l")
-  p:close()
-  assert(dir and #dir > 0, "mktemp -d failed")
-  defer(function() os.execute("rm -rf " .. helper.shell_quote(dir)) end)
-  return dir
-end
+local tempdir = helper.tempdir
 
 -- Receive from ch within `limit` seconds (default HANG), failing the test
 -- instead of hanging; `what` names the awaited value.

@@ -14,15 +14,7 @@ local HANG = 10 -- seconds; only against hangs
 
 local defer = helper.defer
 
--- A fresh directory for one test, removed with everything in it afterwards.
-local function tempdir()
-  local p = assert(io.popen("mktemp -d"))
-  local dir = p:read("*l")
-  p:close()
-  assert(dir and #dir > 0, "mktemp -d failed")
-  defer(function() os.execute("rm -rf " .. helper.shell_quote(dir)) end)
-  return dir
-end
+local tempdir = helper.tempdir
 
 -- The contents of path read with plain io, or nil.
 local function io_read(path)
