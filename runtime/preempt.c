@@ -120,7 +120,10 @@ static bool in_runtime_code(const char *source) {
   if (strncmp(source, "=lugo", 5) == 0 || strncmp(source, "=[lugo]", 7) == 0) return true;
   if (source[0] != '@') return false;
   const char *slash = strrchr(source, '/');
-  if (!slash || slash - source < 5 || strncmp(slash - 5, "/lugo", 5) != 0) return false;
+  if (!slash) return false;
+  bool in_lugo_dir = (slash - source >= 5 && strncmp(slash - 5, "/lugo", 5) == 0) ||
+                     (slash - source == 5 && strncmp(source, "@lugo", 5) == 0); /* "@lugo/x.lua" */
+  if (!in_lugo_dir) return false;
   for (size_t i = 0; i < sizeof modules / sizeof *modules; i++) {
     size_t n = strlen(modules[i]);
     if (strncmp(slash + 1, modules[i], n) == 0 && strcmp(slash + 1 + n, ".lua") == 0) return true;
