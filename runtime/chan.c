@@ -8,7 +8,8 @@
  *     waiting senders, a full one.
  *   - A local channel (shared false) is held by its owner's VM only, so only
  *     the owner's thread touches it and no lock is taken. Its values are
- *     boxes of the owner's VM (see rt.h, struct val).
+ *     boxes of the owner's VM (see rt.h, struct val), except nil, booleans
+ *     and numbers, which travel inline on every channel (no box).
  *   - A shared channel's values carry a copy for receivers in other VMs and
  *     the sender's box for receivers in the sender's VM, who get the value
  *     by reference, as within one VM. The sender copies before locking (a

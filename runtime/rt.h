@@ -512,7 +512,7 @@ typedef struct waitq {
 } waitq;
 
 /* A value in flight on a channel. A local channel carries boxes of its
- * owner's VM. A shared channel carries, for each value, a copy for a
+ * owner's VM, and scalars inline (copy, box 0). A shared channel carries, for each value, a copy for a
  * receiver in another VM and the box in the sender's VM (vm: its P's id),
  * which a receiver in that same VM takes by reference. The taker frees
  * whichever it does not use. */
