@@ -82,14 +82,7 @@ static void on_sigurg(int sig) {
   errno = saved;
 }
 
-void preempt_install(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sigurg;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGURG, &sa, NULL);
-}
+void preempt_install(void) { rt_handle_signal(SIGURG, on_sigurg); }
 
 void preempt_request(p_t *pp) {
   __atomic_store_n(&pp->preempt, true, __ATOMIC_RELEASE);

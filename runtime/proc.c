@@ -915,9 +915,9 @@ static int vm_panic(lua_State *L) {
   _exit(2);
 }
 
-/* The P's VM, created the first time the P runs a G. */
-void p_vm(p_t *pp) {
-  if (pp->L) return;
+/* A new VM of pp's own (closed at exit), on its arena, with the standard
+ * libraries and lugo's embedded modules, bound to pp. */
+static lua_State *vm_new(p_t *pp) {
   pp->arena = rt_vm_arena_new();
   lua_State *L = lua_newstate(rt_vm_alloc, pp->arena);
   if (!L) rt_throw("runtime: cannot create a Lua state");
@@ -926,6 +926,13 @@ void p_vm(p_t *pp) {
   luaL_openlibs(L);
   lugo_preload(L);
   rt_vm_bind(pp, L);
+  return L;
+}
+
+/* The P's VM, created the first time the P runs a G. */
+void p_vm(p_t *pp) {
+  if (pp->L) return;
+  lua_State *L = vm_new(pp);
   /* The modules that give runtime objects their methods, for objects that
    * arrive from other VMs. */
   static const char *const modules[] = {"lugo.internal", "lugo", "lugo.sync", "lugo.time", "lugo.context", "lugo.net"};
@@ -1243,13 +1250,18 @@ static void *sysmon(void *arg) {
   return NULL;
 }
 
-void sysmon_start(runtime *rt) {
+/* Run fn on sig, restarting the system calls it interrupts. */
+void rt_handle_signal(int sig, void (*fn)(int)) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sigquit;
+  sa.sa_handler = fn;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
-  sigaction(SIGQUIT, &sa, NULL);
+  sigaction(sig, &sa, NULL);
+}
+
+void sysmon_start(runtime *rt) {
+  rt_handle_signal(SIGQUIT, on_sigquit);
   preempt_install();
   if (pthread_create(&rt->sysmon, NULL, sysmon, rt) != 0) rt_throw("runtime: cannot start sysmon");
   rt->sysmon_running = true;
@@ -1386,14 +1398,7 @@ static runtime *runtime_new(int32_t nprocs) {
 lugo_runtime *lugo_new(const lugo_options *opts) {
   runtime *rt = runtime_new(opts ? opts->maxprocs : 0);
   p_t *pp = rt->allp[0];
-  pp->arena = rt_vm_arena_new();
-  lua_State *L = lua_newstate(rt_vm_alloc, pp->arena);
-  if (!L) rt_throw("runtime: cannot create a Lua state");
-  lua_atpanic(L, vm_panic);
-  pp->own_vm = true;
-  luaL_openlibs(L);
-  lugo_preload(L);
-  rt_vm_bind(pp, L);
+  vm_new(pp);
   rt_tls_m = &pp->m;
   return rt;
 }

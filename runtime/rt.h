@@ -655,6 +655,7 @@ int rt_push_err(lua_State *L, int32_t code);
 int rt_push_msg_err(lua_State *L);
 runtime *rt_adopt(lua_State *L); /* a runtime whose P0 runs in an embedder's VM */
 void rt_exit_request(runtime *rt, int code);
+void rt_handle_signal(int sig, void (*fn)(int)); /* with SA_RESTART */
 void rt_gosched(g_t *gp);
 void rt_goyield(g_t *gp);
 void rt_push_stack(lua_State *L, p_t *pp, g_t *self, bool all);

@@ -11,6 +11,7 @@ function helper.lugo_bin()
   return os.getenv("LUGO_BIN") or "build/lugo"
 end
 
+-- A file's whole contents, "" if it cannot be read.
 local function slurp(path)
   local f = io.open(path, "rb")
   if not f then return "" end
@@ -18,6 +19,7 @@ local function slurp(path)
   f:close()
   return s
 end
+helper.slurp = slurp
 
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
@@ -32,6 +34,7 @@ local function write_temp(text)
   f:close()
   return path
 end
+helper.write_temp = write_temp
 
 -- Run a shell command line; returns its exit status.
 local function shell_status(cmd)

@@ -208,11 +208,8 @@ end
 local function start_child(code, opts)
   opts = opts or {}
   local q = helper.shell_quote
-  local script, out, err, st = os.tmpname(), os.tmpname(), os.tmpname(), os.tmpname()
+  local script, out, err, st = helper.write_temp(code), os.tmpname(), os.tmpname(), os.tmpname()
   os.remove(st)
-  local f = assert(io.open(script, "wb"))
-  f:write(code)
-  f:close()
   local args = {}
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = q(a) end
   local limit = opts.ulimit_n and ("ulimit -n " .. opts.ulimit_n .. "; ") or ""
@@ -220,13 +217,7 @@ local function start_child(code, opts)
   local cmd = string.format("( (%sexec %stimeout -k 1 30 %s %s %s) <%s >%s 2>%s; echo $? >%s.tmp; mv %s.tmp %s ) &",
     limit, env, q(helper.lugo_bin()), q(script), table.concat(args, " "), "/dev/null", q(out), q(err), q(st), q(st), q(st))
   os.execute(cmd)
-  local function slurp(path)
-    local h = io.open(path, "rb")
-    if not h then return "" end
-    local s = h:read("*a")
-    h:close()
-    return s
-  end
+  local slurp = helper.slurp
   local done
   local child = {}
   function child.wait(limit)

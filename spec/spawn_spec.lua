@@ -983,10 +983,9 @@ describe("a goroutine that runs without blocking is preempted", function()
   end)
 
   it("preempts a script that lives in a directory named lugo", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. helper.shell_quote(dir .. "/lugo")) == 0)
-    local path = dir .. "/lugo/app.lua"
+    local dir = helper.tempdir() .. "/lugo"
+    assert(os.execute("mkdir " .. helper.shell_quote(dir)) == 0)
+    local path = dir .. "/app.lua"
     local f = assert(io.open(path, "w"))
     f:write([[
       local lugo, time = require "lugo", require "lugo.time"
@@ -1002,9 +1001,6 @@ describe("a goroutine that runs without blocking is preempted", function()
     ]])
     f:close()
     local r = helper.run("", { flags = "-p 1", no_script = true, args = { path } })
-    os.remove(path)
-    os.remove(dir .. "/lugo")
-    os.remove(dir)
     helper.assert_clean_run(r, "preempted\n")
   end)
 end)
