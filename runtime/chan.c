@@ -258,10 +258,12 @@ static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
 /* FFI: a send that does not block, of a value that is not a scalar: on a
  * local channel (see chansend); a shared one needs the C API to copy it. */
 int32_t chan_trysend(proxy *px) {
+  p_t *pp = getp();
+  if (preempt_pending(pp)) return RC_PREEMPT;
   hchan *c = (hchan *)px->obj;
   if (is_shared(c)) return RC_SHARED;
   rt_copy none = {COPY_NONE, {0}};
-  return chansend(c, getp(), NULL, false, &none);
+  return chansend(c, pp, NULL, false, &none);
 }
 
 /* FFI: a send that does not block, of a nil, a boolean or a number (kind:
@@ -269,11 +271,13 @@ int32_t chan_trysend(proxy *px) {
  * travels inline on a local channel too: no box to take, no store into and
  * load from the VM's value table on either side. */
 int32_t chan_trysend_scalar(proxy *px, int32_t kind, double num) {
+  p_t *pp = getp();
+  if (preempt_pending(pp)) return RC_PREEMPT;
   hchan *c = (hchan *)px->obj;
   rt_copy copy;
   copy.kind = (uint8_t)kind;
   copy.num = num;
-  return chansend(c, getp(), NULL, false, &copy);
+  return chansend(c, pp, NULL, false, &copy);
 }
 
 /* The Lua-visible code for a copy an FFI receive took: a scalar comes back
@@ -295,6 +299,7 @@ int32_t chan_tryrecv(proxy *px, double *num) {
   hchan *c = (hchan *)px->obj;
   val v;
   p_t *pp = getp();
+  if (preempt_pending(pp)) return RC_PREEMPT;
   int32_t r = chanrecv(c, pp, NULL, false, &v);
   if (r != RC_OK) return r;
   int32_t box = val_take(pp, &v);

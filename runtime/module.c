@@ -240,6 +240,20 @@ static int l_gosched(lua_State *L) {
   return rt_park_yield(L, gp, SHAPE_NONE);
 }
 
+/* C API preempt_yield(): after an FFI call answered RC_PREEMPT, give the P
+ * to the others; where this G cannot yield, drop the request instead (sysmon
+ * asks again), so that the call goes on when it is made again. */
+static int l_preempt_yield(lua_State *L) {
+  g_t *gp = getg();
+  if (rt_can_block(L, gp) != RC_OK) {
+    p_t *pp = getp();
+    if (pp) __atomic_store_n(&pp->preempt, false, __ATOMIC_RELAXED);
+    return 0;
+  }
+  rt_gosched(gp);
+  return rt_park_yield(L, gp, SHAPE_NONE);
+}
+
 /* C API can_block() -> OK, or (ERR, code) if this G could not park here. */
 static int l_can_block(lua_State *L) {
   int32_t can = rt_can_block(L, getg());
@@ -308,6 +322,8 @@ int32_t mutex_unlock(proxy *);
 int32_t rw_try_rlock(proxy *);
 int32_t rw_runlock(proxy *);
 int32_t rw_try_lock(proxy *);
+int32_t rw_rlock_fast(proxy *);
+int32_t rw_lock_fast(proxy *);
 int32_t rw_unlock(proxy *);
 int32_t wg_add(proxy *, int32_t);
 int32_t wg_count(proxy *);
@@ -340,6 +356,8 @@ static const ffi_entry ffi_entries[] = {
     {"rw_try_rlock", "int32_t (*)(" P ")", (void *)rw_try_rlock},
     {"rw_runlock", "int32_t (*)(" P ")", (void *)rw_runlock},
     {"rw_try_lock", "int32_t (*)(" P ")", (void *)rw_try_lock},
+    {"rw_rlock_fast", "int32_t (*)(" P ")", (void *)rw_rlock_fast},
+    {"rw_lock_fast", "int32_t (*)(" P ")", (void *)rw_lock_fast},
     {"rw_unlock", "int32_t (*)(" P ")", (void *)rw_unlock},
     {"wg_add", "int32_t (*)(" P ", int32_t)", (void *)wg_add},
     {"wg_count", "int32_t (*)(" P ")", (void *)wg_count},
@@ -385,6 +403,7 @@ int luaopen_lugo_core(lua_State *L) {
       {"chan", l_chan},         {"timer", l_timer},   {"cond_locker", l_cond_locker},
       {"stack", l_stack},       {"main", l_main},     {"memstats", l_memstats},
       {"numcpu", l_numcpu},     {"gosched", l_gosched}, {"park_forever", l_park_forever},
+      {"preempt_yield", l_preempt_yield},
       {"spawn", l_spawn},       {"timer_chan", l_timer_chan},
       {"read_file", os_read_file}, {"write_file", os_write_file},
       {"take_pending", chan_take_pending},
@@ -461,6 +480,7 @@ int luaopen_lugo_core(lua_State *L) {
   set_int(L, "SHARED", RC_SHARED);
   set_int(L, "DECODE", RC_DECODE);
   set_int(L, "RECVONLY", RC_RECVONLY);
+  set_int(L, "PREEMPT", RC_PREEMPT);
   set_int(L, "VAL_NIL", RC_VAL_NIL);
   set_int(L, "VAL_FALSE", RC_VAL_FALSE);
   set_int(L, "VAL_TRUE", RC_VAL_TRUE);

@@ -105,6 +105,10 @@ static int op_begin(lua_State *L, op *o, polldesc *pd, int mode, bool exclusive,
   o->gp = o->pp ? getg() : NULL;
   int32_t can = rt_can_block(L, o->gp);
   if (can != RC_OK) return rt_push_err(L, can);
+  if (o->gp->live->op != OP_NET && preempt_pending(o->pp)) { /* a preemption point: yield, then begin */
+    rt_gosched(o->gp);
+    return rt_park_yield(L, o->gp, SHAPE_NONE);
+  }
   int st = net_begin(o->pp, o->gp, pd, mode, ctx, exclusive, &o->gen, &o->err);
   if (st == NET_PARK) return net_park_yield(L, o->gp);
   if (st == NET_ERR) return push_error(L, o->err);

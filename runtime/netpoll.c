@@ -234,6 +234,8 @@ static void hub_wake(p_t *pp, polldesc *hub) {
 
 int netpoll(p_t *pp) {
   struct epoll_event evs[128];
+  atomic_store_explicit(&pp->pollreq, false, memory_order_relaxed);
+  atomic_store_explicit(&pp->lastpoll_ns, nanotime(), memory_order_relaxed);
   int n = epoll_wait(pp->epfd, evs, 128, 0);
   for (int i = 0; i < n; i++) {
     polldesc *pd = tag_pd(evs[i].data.u64);

@@ -127,12 +127,24 @@ g_t *overflowget(p_t *pp) {
   return gp;
 }
 
+/* A ring slot holds a G's address with bit 0 set when the G is a spawned
+ * one that no P has started: the only kind a thief may take. Thieves read
+ * the bit without touching the G, which another P may have run, ended and
+ * freed meanwhile (their CAS on the head then fails). */
+#define RUNQ_STEALABLE ((uintptr_t)1)
+
+static inline g_t *runq_slot(g_t *gp) {
+  return atomic_load_explicit(&gp->p, memory_order_relaxed) ? gp : (g_t *)((uintptr_t)gp | RUNQ_STEALABLE);
+}
+static inline g_t *slot_g(g_t *slot) { return (g_t *)((uintptr_t)slot & ~RUNQ_STEALABLE); }
+static inline bool slot_stealable(g_t *slot) { return ((uintptr_t)slot & RUNQ_STEALABLE) != 0; }
+
 /* Move half of the full local ring, plus gp, to the overflow list. */
 static bool runqputslow(p_t *pp, g_t *gp, uint32_t h, uint32_t t) {
   g_t *batch[RUNQ_SIZE / 2];
   uint32_t n = (t - h) / 2;
   for (uint32_t i = 0; i < n; i++)
-    batch[i] = atomic_load_explicit(&pp->runq[(h + i) % RUNQ_SIZE], memory_order_relaxed);
+    batch[i] = slot_g(atomic_load_explicit(&pp->runq[(h + i) % RUNQ_SIZE], memory_order_relaxed));
   if (!atomic_compare_exchange_strong_explicit(&pp->runqhead, &h, h + n, memory_order_release,
                                                memory_order_relaxed))
     return false;
@@ -151,7 +163,7 @@ void runqput(p_t *pp, g_t *gp, bool next) {
     uint32_t h = atomic_load_explicit(&pp->runqhead, memory_order_acquire);
     uint32_t t = atomic_load_explicit(&pp->runqtail, memory_order_relaxed);
     if (t - h < RUNQ_SIZE) {
-      atomic_store_explicit(&pp->runq[t % RUNQ_SIZE], gp, memory_order_relaxed);
+      atomic_store_explicit(&pp->runq[t % RUNQ_SIZE], runq_slot(gp), memory_order_relaxed);
       atomic_store_explicit(&pp->runqtail, t + 1, memory_order_release);
       return;
     }
@@ -170,11 +182,11 @@ g_t *runqget(p_t *pp, bool *inherit_time) {
     uint32_t h = atomic_load_explicit(&pp->runqhead, memory_order_acquire);
     uint32_t t = atomic_load_explicit(&pp->runqtail, memory_order_relaxed);
     if (t == h) return NULL;
-    g_t *gp = atomic_load_explicit(&pp->runq[h % RUNQ_SIZE], memory_order_relaxed);
+    g_t *slot = atomic_load_explicit(&pp->runq[h % RUNQ_SIZE], memory_order_relaxed);
     if (atomic_compare_exchange_strong_explicit(&pp->runqhead, &h, h + 1, memory_order_release,
                                                 memory_order_relaxed)) {
       if (inherit_time) *inherit_time = false;
-      return gp;
+      return slot_g(slot);
     }
   }
 }
@@ -260,9 +272,9 @@ static g_t *runqsteal(p_t *pp, p_t *victim) {
     g_t *batch[RUNQ_SIZE / 2];
     uint32_t m = 0;
     for (; m < n; m++) {
-      g_t *gp = atomic_load_explicit(&victim->runq[(h + m) % RUNQ_SIZE], memory_order_relaxed);
-      if (atomic_load_explicit(&gp->p, memory_order_relaxed)) break;
-      batch[m] = gp;
+      g_t *slot = atomic_load_explicit(&victim->runq[(h + m) % RUNQ_SIZE], memory_order_relaxed);
+      if (!slot_stealable(slot)) break;
+      batch[m] = slot_g(slot);
     }
     if (m == 0) return NULL;
     if (atomic_compare_exchange_strong_explicit(&victim->runqhead, &h, h + m, memory_order_acq_rel,
@@ -578,10 +590,30 @@ static void print_all_goroutines(runtime *rt) {
 static void p_wake(p_t *pp);
 
 /* Stop the program: the first reason wins; every M leaves its scheduler. */
+/* How long an exit waits for what cannot be stopped at a safe point (a
+ * JIT-compiled loop, a call in the blocking pool): then the process ends
+ * anyway, as Go's does without waiting at all. Goroutines in interpreted
+ * code are preempted at once (sysmon) and stop within a few ms. */
+#define EXIT_GRACE_NS 900000000
+
 static void request_exit(runtime *rt, int code) {
   if (atomic_exchange(&rt->exiting, 1)) return;
   rt->exit_code = code;
+  atomic_store_explicit(&rt->exit_deadline, nanotime() + EXIT_GRACE_NS, memory_order_release);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) p_wake(rt->allp[i]);
+}
+
+/* Flush stdio without waiting on a lock a stuck thread might hold, then
+ * end the process now. */
+_Noreturn void rt_exit_now(int code) {
+  FILE *files[] = {stdout, stderr};
+  for (size_t i = 0; i < 2; i++) {
+    if (ftrylockfile(files[i]) == 0) {
+      fflush_unlocked(files[i]);
+      funlockfile(files[i]);
+    }
+  }
+  _exit(code);
 }
 
 /* The G's body raised: print Go's panic report and stop the program. The
@@ -640,9 +672,10 @@ static void park_m(p_t *pp, g_t *gp) {
     if (unlockf) unlockf(gp);
     break;
   }
-  case PARK_YIELD: /* behind everything this P has queued */
+  case PARK_YIELD: /* behind everything this P has queued, and the global queue */
     casgstatus(gp, G_RUNNING, G_RUNNABLE);
     overflowput(pp, gp);
+    pp->yielded = true;
     break;
   case PARK_LOCAL:
     casgstatus(gp, G_RUNNING, G_RUNNABLE);
@@ -840,8 +873,17 @@ static int push_start(p_t *pp, g_t *gp, lua_State *co, bool spawned) {
   return n;
 }
 
+static void set_curg(p_t *pp, g_t *gp) {
+  atomic_store_explicit(&pp->curgoid, gp ? atomic_load_explicit(&gp->goid, memory_order_relaxed) : 0,
+                        memory_order_relaxed);
+  atomic_store_explicit(&pp->curg, gp, memory_order_release);
+}
+
 static void execute(p_t *pp, g_t *gp, bool inherit_time) {
-  if (!inherit_time) atomic_fetch_add_explicit(&pp->schedtick, 1, memory_order_relaxed);
+  if (!inherit_time) { /* a new time slice: a request about the last one is void */
+    atomic_fetch_add_explicit(&pp->schedtick, 1, memory_order_relaxed);
+    __atomic_store_n(&pp->preempt, false, __ATOMIC_RELAXED);
+  }
   atomic_fetch_add_explicit(&pp->nexec, 1, memory_order_relaxed);
   casgstatus(gp, G_RUNNABLE, G_RUNNING);
   int nargs;
@@ -854,24 +896,26 @@ static void execute(p_t *pp, g_t *gp, bool inherit_time) {
       atomic_store_explicit(&gp->p, pp, memory_order_relaxed);
       allg_add(pp, gp);
     }
-    atomic_store_explicit(&pp->curg, gp, memory_order_release);
+    set_curg(pp, gp);
     co = copool_get(pp);
     gp->live = live_get(pp, gp, co);
     nargs = push_start(pp, gp, co, spawned);
     if (nargs < 0) { /* its body could not be copied here: that is its panic */
       lua_xmove(pp->L, co, 1);
-      atomic_store_explicit(&pp->curg, NULL, memory_order_relaxed);
+      set_curg(pp, NULL);
       gopanic(pp, gp, co);
       goexit(pp, gp, false);
       return;
     }
   } else {
-    atomic_store_explicit(&pp->curg, gp, memory_order_release);
+    set_curg(pp, gp);
     co = gp->live->co;
     nargs = push_results(pp, gp, co);
   }
   int st = lua_resume(co, nargs);
-  atomic_store_explicit(&pp->curg, NULL, memory_order_relaxed);
+  set_curg(pp, NULL);
+  /* Whatever sysmon asked of this G's slice, the G has given up the P. */
+  __atomic_store_n(&pp->preempt, false, __ATOMIC_RELAXED);
   if (st == LUA_YIELD) {
     void *mark = gp->parking ? NULL : lua_touserdata(co, 1);
     if (gp->parking) {
@@ -972,15 +1016,18 @@ static g_t *findlocal(p_t *pp, bool *inherit_time) {
     boxes_clean(pp);
   int64_t when = atomic_load_explicit(&pp->timer0when, memory_order_relaxed);
   if (when && nanotime() >= when) timers_run(pp, nanotime());
-  /* A P that always has Gs to run polls its descriptors now and then, so
-   * that their Gs are not starved. */
-  uint32_t nexec = atomic_load_explicit(&pp->nexec, memory_order_relaxed);
-  if (nexec - pp->lastpoll >= 61 && atomic_load_explicit(&pp->nfds, memory_order_relaxed) > 0) {
-    pp->lastpoll = nexec;
-    netpoll(pp);
-  }
+  /* A P that always has Gs to run polls its descriptors when sysmon finds
+   * its last poll older than a time slice, so that they are not starved. */
+  if (atomic_load_explicit(&pp->pollreq, memory_order_relaxed)) netpoll(pp);
   *inherit_time = false;
   g_t *gp;
+  /* A G that yielded (preempted, or gosched) goes behind the global queue,
+   * as Go puts it on the global queue: spawned Gs waiting there start
+   * within a time slice even while every P is busy. */
+  if (pp->yielded) {
+    pp->yielded = false;
+    if (atomic_load_explicit(&rt->runqsize, memory_order_relaxed) > 0 && (gp = globrunqget(pp, 1))) return gp;
+  }
   /* Every 61st tick the queues behind the ring first, so they cannot starve. */
   if (atomic_load_explicit(&pp->schedtick, memory_order_relaxed) % 61 == 0) {
     if (atomic_load_explicit(&rt->runqsize, memory_order_relaxed) > 0 && (gp = globrunqget(pp, 1))) return gp;
@@ -993,7 +1040,6 @@ static g_t *findlocal(p_t *pp, bool *inherit_time) {
   if ((gp = overflowget(pp))) return gp;
   /* Nothing else to run: descriptors that became ready. */
   if (atomic_load_explicit(&pp->nfds, memory_order_relaxed) > 0 && netpoll(pp) > 0) {
-    pp->lastpoll = atomic_load_explicit(&pp->nexec, memory_order_relaxed);
     if ((gp = runqget(pp, inherit_time))) return gp;
     if ((gp = inbox_get(pp))) return gp;
   }
@@ -1122,10 +1168,17 @@ static void schedule(p_t *pp) {
 }
 
 /* The body of the thread of P1.. */
+static void m_unsignalable(p_t *pp) {
+  rt_lock(&pp->rt->signal_lock);
+  pp->signalable = false;
+  rt_unlock(&pp->rt->signal_lock);
+}
+
 static void *mstart(void *arg) {
   p_t *pp = arg;
   rt_tls_m = &pp->m;
   schedule(pp);
+  m_unsignalable(pp);
   return NULL;
 }
 
@@ -1135,6 +1188,7 @@ static void *mstart(void *arg) {
 #define SYSMON_TICK_NS 2000000   /* how often it looks */
 #define PREEMPT_NS 10000000      /* a time slice */
 #define HOG_NS 1000000000        /* running this long without yielding is reported */
+#define NETPOLL_MAX_AGE_NS 10000000 /* a busy P polls its descriptors at least this often (Go's sysmon) */
 
 static _Atomic int sigquit_pending; /* the one global: set by the handler (lock-free, so signal-safe) */
 
@@ -1194,6 +1248,25 @@ static void sigquit_dump(runtime *rt) {
   _exit(2);
 }
 
+/* Signal pp's M, unless its thread is gone or going. */
+static void signal_m(runtime *rt, p_t *pp, void (*request)(p_t *)) {
+  rt_lock(&rt->signal_lock);
+  if (pp->signalable) request(pp);
+  rt_unlock(&rt->signal_lock);
+}
+
+/* While the program exits: every running G is asked to yield at once, so
+ * that each M leaves its scheduler within a few ms; past the deadline,
+ * whatever still runs (compiled code, a pool call) is not waited for. */
+static void sysmon_exiting(runtime *rt, int64_t now) {
+  int64_t deadline = atomic_load_explicit(&rt->exit_deadline, memory_order_acquire);
+  if (deadline && now >= deadline) rt_exit_now(rt->exit_code);
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    if (atomic_load_explicit(&pp->curg, memory_order_relaxed)) signal_m(rt, pp, preempt_request);
+  }
+}
+
 static void *sysmon(void *arg) {
   runtime *rt = arg;
   int32_t n = rt->gomaxprocs;
@@ -1202,21 +1275,30 @@ static void *sysmon(void *arg) {
   int64_t *asked = rt_calloc((size_t)n, sizeof *asked);
   bool *reported = rt_calloc((size_t)n, sizeof *reported);
   int64_t start = nanotime(), nexttrace = start + rt->schedtrace_ns;
-  while (!atomic_load(&rt->exiting)) {
+  while (!atomic_load(&rt->sysmon_quit)) {
     struct timespec ts = {0, SYSMON_TICK_NS};
     nanosleep(&ts, NULL);
     int64_t now = nanotime();
+    if (atomic_load(&rt->exiting)) {
+      sysmon_exiting(rt, now);
+      continue;
+    }
     if (sigquit_pending) sigquit_dump(rt);
     for (int32_t i = 0; i < n; i++) {
       p_t *pp = rt->allp[i];
       g_t *gp = atomic_load_explicit(&pp->curg, memory_order_acquire);
       uint32_t tick = atomic_load(&pp->schedtick), exec = atomic_load(&pp->nexec);
+      /* A P that is busy and has descriptors polls them at its next
+       * schedule once its last poll is older than a time slice. */
+      if (atomic_load_explicit(&pp->nfds, memory_order_relaxed) > 0 &&
+          now - atomic_load_explicit(&pp->lastpoll_ns, memory_order_relaxed) >= NETPOLL_MAX_AGE_NS)
+        atomic_store_explicit(&pp->pollreq, true, memory_order_relaxed);
       if (!gp || tick != lasttick[i]) {
         lasttick[i] = tick;
         tickwhen[i] = asked[i] = now;
       } else if (now - asked[i] >= PREEMPT_NS) { /* its time slice is over */
         asked[i] = now;
-        preempt_request(pp);
+        signal_m(rt, pp, preempt_request);
       }
       if (!gp || exec != lastexec[i]) {
         lastexec[i] = exec;
@@ -1224,16 +1306,17 @@ static void *sysmon(void *arg) {
         reported[i] = false;
       } else if (now - execwhen[i] >= HOG_NS && !reported[i]) {
         reported[i] = true;
-        int64_t goid = gp->goid;
+        int64_t goid = atomic_load_explicit(&pp->curgoid, memory_order_relaxed);
         atomic_store(&pp->hog, goid);
         rt_lock(&rt_print_lock);
         fprintf(stderr,
-                "lugo: goroutine %lld on processor %d has run for %.1fs without yielding: compiled code "
-                "and C calls cannot be preempted (its stack is printed when it next runs interpreted code)\n",
+                "lugo: goroutine %lld on processor %d has run for %.1fs without yielding: JIT-compiled code "
+                "cannot be preempted. Call runtime.gosched() in its loop, or keep that function out of the "
+                "JIT (jit.off(f)); its stack is printed when it next runs interpreted code.\n",
                 (long long)goid, (int)pp->id, (double)(now - execwhen[i]) / 1e9);
         fflush(stderr);
         rt_unlock(&rt_print_lock);
-        preempt_request(pp);
+        signal_m(rt, pp, preempt_request);
       }
     }
     if (rt->schedtrace_ns && now >= nexttrace) {
@@ -1269,6 +1352,7 @@ void sysmon_start(runtime *rt) {
 
 void sysmon_stop(runtime *rt) {
   if (!rt->sysmon_running) return;
+  atomic_store(&rt->sysmon_quit, true);
   pthread_join(rt->sysmon, NULL);
   rt->sysmon_running = false;
 }
@@ -1447,18 +1531,27 @@ runtime *rt_adopt(lua_State *L) {
 /* Stop the other Ms: wake them all and wait for them to leave their
  * schedulers. One that runs a G that never yields (a JIT-compiled loop)
  * cannot be stopped: then the process ends at once, as Go's does. */
+void rt_exit_deadline(runtime *rt, struct timespec *ts) {
+  int64_t when = atomic_load(&rt->exit_deadline);
+  int64_t left = when ? when - nanotime() : EXIT_GRACE_NS;
+  clock_gettime(CLOCK_REALTIME, ts);
+  if (left <= 0) return;
+  ts->tv_sec += left / 1000000000;
+  ts->tv_nsec += left % 1000000000;
+  if (ts->tv_nsec >= 1000000000) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000;
+  }
+}
+
 static void stop_the_ms(runtime *rt) {
   for (int32_t i = 1; i < rt->gomaxprocs; i++) p_wake(rt->allp[i]);
+  struct timespec deadline;
+  rt_exit_deadline(rt, &deadline);
   for (int32_t i = 1; i < rt->gomaxprocs; i++) {
     p_t *pp = rt->allp[i];
     if (!pp->thread_running) continue;
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 2;
-    if (pthread_timedjoin_np(pp->thread, NULL, &deadline) != 0) {
-      fflush(NULL);
-      _exit(rt->exit_code);
-    }
+    if (pthread_timedjoin_np(pp->thread, NULL, &deadline) != 0) rt_exit_now(rt->exit_code);
     pp->thread_running = false;
   }
 }
@@ -1490,18 +1583,26 @@ int lugo_run(lugo_runtime *rt, int nargs) {
   lua_pop(L, 1);
   rt->maing = newproc(pp, box, nargs);
   pp->thread = pthread_self();
+  atomic_store(&rt->sysmon_quit, false);
+  atomic_store(&rt->exit_deadline, 0);
 
+  rt_lock(&rt->signal_lock);
+  pp->signalable = true;
   for (int32_t i = 1; i < rt->gomaxprocs; i++) {
     p_t *p = rt->allp[i];
     if (pthread_create(&p->thread, NULL, mstart, p) != 0) rt_throw("runtime: cannot start a thread");
-    p->thread_running = true;
+    p->thread_running = p->signalable = true;
   }
+  rt_unlock(&rt->signal_lock);
   sysmon_start(rt);
   schedule(pp);
+  m_unsignalable(pp);
   request_exit(rt, 0);
-  sysmon_stop(rt); /* it signals the Ms' threads: before they end */
+  /* sysmon goes on preempting the other Ms' goroutines, and ends the
+   * process at the exit deadline if something cannot be stopped. */
   stop_the_ms(rt);
   syscall_pool_stop(rt);
+  sysmon_stop(rt);
 
   rt->maing = NULL;
   /* Nothing may run after main: drop the Gs that are left. */

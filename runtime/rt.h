@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <lua.h>
 
@@ -196,6 +197,7 @@ enum {
   RC_SHARED = -11,      /* a shared channel: values must be copied, use the C API */
   RC_DECODE = -12,      /* a copy is waiting in the P (pending): take it with the C API */
   RC_RECVONLY = -13,    /* send on, or close of, a receive-only channel (a context's done) */
+  RC_PREEMPT = -14,     /* nothing done: the G's time slice is over, yield (preempt_yield) and call again */
   RC_VAL_NIL = -20,     /* a copied scalar came back inline: nil, false, true, *num */
   RC_VAL_FALSE = -21,
   RC_VAL_TRUE = -22,
@@ -345,6 +347,10 @@ struct p {
   m_t m;            /* the thread that runs this P */
   pthread_t thread; /* the M's: P0's is lugo_run's caller; P1.. are started by lugo_run, joined at its end */
   bool thread_running;
+  /* The M's thread may be signalled (SIGURG): cleared by the M under
+   * rt->signal_lock before it returns, so that sysmon never signals a
+   * thread that is gone. */
+  bool signalable;
   bool spinning;    /* counted in rt->nmspinning */
   lua_State *L;    /* the VM's main thread: the scheduler's own stack */
   bool own_vm;     /* L was made by us, to be closed at exit */
@@ -352,8 +358,10 @@ struct p {
   int vals_ref;    /* registry refs of the VM's tables */
   int cos_ref;     /* cos[thread] = true: anchors every pooled coroutine */
   int trampoline_ref;
-  g_t *_Atomic curg; /* the G being resumed; sysmon reads it */
+  g_t *_Atomic curg; /* the G being resumed; sysmon reads the pointer, never the G */
+  _Atomic int64_t curgoid; /* its goid, for sysmon's reports: 0 when none */
   bool preempt;      /* sysmon asked the running G to yield */
+  bool yielded;      /* the last G yielded its slice: look at the global queue first */
   volatile sig_atomic_t sethook_busy; /* the P's thread is in lua_sethook: SIGURG leaves it alone */
   lua_Hook user_hook; /* the script's hook, saved while preemption borrows the slot */
   int user_hookmask, user_hookcount;
@@ -361,7 +369,8 @@ struct p {
   _Atomic bool dump;    /* SIGQUIT: print every G of this P at a safe point */
   _Atomic bool dumped;  _Atomic uint32_t schedtick; /* one more per time slice; sysmon preempts on it */
   _Atomic uint32_t nexec;     /* one more per G resumed; sysmon reports hogs on it */
-  uint32_t lastpoll;          /* nexec when netpoll last ran */
+  _Atomic int64_t lastpoll_ns; /* nanotime of the last netpoll */
+  _Atomic bool pollreq;        /* sysmon: the last poll is too old, poll at the next schedule */
   uint64_t rand;   /* fastrand state */
 
   _Atomic uint32_t runqhead, runqtail;
@@ -446,6 +455,9 @@ struct runtime {
   bool main_done;
   _Atomic int32_t exiting; /* an exit was requested: stop scheduling */
   int exit_code;
+  _Atomic int64_t exit_deadline; /* nanotime by which the process ends, whatever still runs */
+  _Atomic bool sysmon_quit;      /* every M has stopped: sysmon may end */
+  rtlock signal_lock; /* guards the Ps' signalable: sysmon signals under it */
   bool adopted_vm; /* P0's VM belongs to an embedder (lugo.main in luajit) */
   pthread_t sysmon;
   bool sysmon_running;
@@ -640,6 +652,14 @@ void notifylist_notify_all(notifylist *l);
 /* A G that is destroyed while parked on a semaphore leaves its queue. */
 void sema_cancel(sudog *sd);
 
+/* Is the running G's time slice over? Every runtime call that may block
+ * is a preemption point: it yields first when sysmon has asked, even if it
+ * could go on, so that a loop of runtime calls (compiled code that never
+ * runs the preemption hook) cannot hold its P. pp: getp(), may be NULL. */
+static inline bool preempt_pending(p_t *pp) {
+  return pp && __atomic_load_n(&pp->preempt, __ATOMIC_RELAXED);
+}
+
 /* proc.c entry points used by module.c and the blocking C API functions */
 extern const char rt_mark_park, rt_mark_exit, rt_mark_topyield, rt_mark_err;
 /* RC_OK if the running G (on L) may park: it exists, and L can yield all
@@ -655,6 +675,10 @@ int rt_push_err(lua_State *L, int32_t code);
 int rt_push_msg_err(lua_State *L);
 runtime *rt_adopt(lua_State *L); /* a runtime whose P0 runs in an embedder's VM */
 void rt_exit_request(runtime *rt, int code);
+/* The realtime clock's time by which an exit stops waiting for threads. */
+void rt_exit_deadline(runtime *rt, struct timespec *ts);
+/* Flush stdout and stderr (unless a stuck thread holds them) and _exit. */
+_Noreturn void rt_exit_now(int code);
 void rt_handle_signal(int sig, void (*fn)(int)); /* with SA_RESTART */
 void rt_gosched(g_t *gp);
 void rt_goyield(g_t *gp);

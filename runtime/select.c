@@ -187,10 +187,12 @@ out:
 
 /* FFI: a select that does not block, over local channels. */
 int32_t selectgo(select_case *cases, int32_t n, select_result *res) {
+  p_t *pp = getp();
+  if (preempt_pending(pp)) return RC_PREEMPT;
   for (int32_t i = 0; i < n; i++)
     if (cases[i].c && atomic_load_explicit(&case_chan(&cases[i])->shared, memory_order_relaxed))
       return RC_SHARED;
-  return selectgo_impl(getp(), NULL, cases, n, false, res);
+  return selectgo_impl(pp, NULL, cases, n, false, res);
 }
 
 /* C API select(block, case, ...) -> index, box, ok (box: a received value's,

@@ -103,6 +103,7 @@ static mutex *mutex_of(rt_object *o) {
 
 /* Lock's fast path: 1 if the mutex was free and is now ours. */
 int32_t mutex_lock_fast(proxy *px) {
+  if (preempt_pending(getp())) return RC_PREEMPT;
   int32_t unlocked = 0;
   return atomic_compare_exchange_strong(&mutex_of(px->obj)->state, &unlocked, MUTEX_LOCKED);
 }
@@ -195,6 +196,9 @@ int32_t rw_try_rlock(proxy *px) {
   return 0;
 }
 
+/* FFI: RWMutex.RLock's fast path, a preemption point (try_rlock is not). */
+int32_t rw_rlock_fast(proxy *px) { return preempt_pending(getp()) ? RC_PREEMPT : rw_try_rlock(px); }
+
 int32_t rw_rlock_step(proxy *px, int32_t mode) {
   rwmutex_obj *rw = (rwmutex_obj *)px->obj;
   if (mode == MODE_RESUMED) return semacquire_step(&rw->readersem, false, WR_SYNC_RWMUTEX_RLOCK, true);
@@ -237,6 +241,9 @@ int32_t rw_try_lock(proxy *px) {
   return 1;
 }
 
+/* FFI: RWMutex.Lock's fast path, a preemption point (try_lock is not). */
+int32_t rw_lock_fast(proxy *px) { return preempt_pending(getp()) ? RC_PREEMPT : rw_try_lock(px); }
+
 int32_t rw_unlock(proxy *px) {
   rwmutex_obj *rw = (rwmutex_obj *)px->obj;
   int32_t r = atomic_fetch_add(&rw->readercount, RWMUTEX_MAX_READERS) + RWMUTEX_MAX_READERS;
@@ -278,6 +285,7 @@ int32_t wg_wait_step(proxy *px, int32_t mode) {
     if (rc != RC_OK) return rc;
     return atomic_load(&wg->state) != 0 ? RC_REUSED : RC_OK;
   }
+  if (mode == MODE_TRY && preempt_pending(getp())) return RC_PREEMPT;
   uint64_t state = atomic_load(&wg->state);
   for (;;) {
     if ((state >> 32) == 0) return RC_OK;

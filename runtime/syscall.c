@@ -116,9 +116,8 @@ void syscall_pool_stop(runtime *rt) {
   pthread_mutex_lock(&pool->lock);
   pool->stopping = true;
   pthread_cond_broadcast(&pool->cond);
-  struct timespec deadline;
-  clock_gettime(CLOCK_REALTIME, &deadline);
-  deadline.tv_sec += 2;
+  struct timespec deadline; /* a call that does not end by then is not waited for */
+  rt_exit_deadline(rt, &deadline);
   bool stuck = false;
   while (pool->nthreads > 0 && !stuck)
     stuck = pthread_cond_timedwait(&pool->cond, &pool->lock, &deadline) == ETIMEDOUT;
@@ -133,10 +132,7 @@ void syscall_pool_stop(runtime *rt) {
   }
   pool->tail = NULL;
   pthread_mutex_unlock(&pool->lock);
-  if (stuck) {
-    fflush(NULL);
-    _exit(rt->exit_code);
-  }
+  if (stuck) rt_exit_now(rt->exit_code);
 }
 
 void syscall_pool_free(runtime *rt) {

@@ -11,7 +11,8 @@ local argerror, raise, ERR = I.argerror, I.raise, I.ERR
 local send_block, recv_block, select_block = core.send, core.recv, core.select
 local getmetatable, type, select = getmetatable, type, select
 local OK, WOULDBLOCK, CLOSED, SHARED, DECODE = rc.OK, rc.WOULDBLOCK, rc.CLOSED, rc.SHARED, rc.DECODE
-local RECVONLY = rc.RECVONLY
+local RECVONLY, PREEMPT = rc.RECVONLY, rc.PREEMPT
+local preempt_yield = core.preempt_yield
 local VAL_NIL, VAL_FALSE, VAL_TRUE, VAL_NUM = rc.VAL_NIL, rc.VAL_FALSE, rc.VAL_TRUE, rc.VAL_NUM
 local COPY_NIL, COPY_FALSE, COPY_TRUE, COPY_NUM = rc.COPY_NIL, rc.COPY_FALSE, rc.COPY_TRUE, rc.COPY_NUM
 local take_pending = core.take_pending
@@ -69,6 +70,10 @@ function chan.send(ch, v)
     return
   end
   if r == OK then return end -- a scalar copied for another processor: no box
+  if r == PREEMPT then -- a preemption point: yield first, then send
+    preempt_yield()
+    return chan.send(ch, v)
+  end
   if r == WOULDBLOCK or r == SHARED then
     local ok, why = send_block(ch, v)
     if ok == true then return end
@@ -90,6 +95,10 @@ local function recv(ch)
   if r == VAL_NIL then return nil, true end
   if r == VAL_TRUE then return true, true end
   if r == VAL_FALSE then return false, true end
+  if r == PREEMPT then -- a preemption point: yield first, then receive
+    preempt_yield()
+    return recv(ch)
+  end
   local box, ok = recv_block(ch)
   if box == ERR then raise(nil, ok) end
   if box == 0 then return nil, ok end
@@ -236,6 +245,10 @@ local function select_many(n, ...)
   local r = C.selectgo(cases, n, result)
   if r == OK then return chosen(result.idx, t[result.idx]) end
   if r == WOULDBLOCK or r == SHARED then return blocked(default, ...) end
+  if r == PREEMPT then
+    preempt_yield()
+    return select_many(n, ...)
+  end
   raise(r)
 end
 
@@ -259,6 +272,10 @@ function lugo.select(...)
     return chosen(i, i == 1 and c1 or i == 2 and c2 or i == 3 and c3 or c4)
   end
   if r == WOULDBLOCK or r == SHARED then return blocked(default, ...) end
+  if r == PREEMPT then -- a preemption point: yield, then select afresh
+    preempt_yield()
+    return lugo.select(...)
+  end
   raise(r)
 end
 

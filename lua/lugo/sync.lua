@@ -6,7 +6,8 @@ local I = require "lugo.internal"
 local C, rc, core = I.C, I.rc, I.core
 local argerror, raise, block, ERR = I.argerror, I.raise, I.block, I.ERR
 local getmetatable, type, error, pcall = getmetatable, type, error, pcall
-local OK, YIELD, UNLOCKED = rc.OK, rc.YIELD, rc.UNLOCKED
+local OK, YIELD, UNLOCKED, PREEMPT = rc.OK, rc.YIELD, rc.UNLOCKED, rc.PREEMPT
+local preempt_yield = core.preempt_yield
 local gosched, can_block, cond_wait_begin, cond_locker = core.gosched, core.can_block, core.cond_wait_begin, core.cond_locker
 
 -- The steps of runtime/sync.c that block.
@@ -19,7 +20,12 @@ local Mutex, RWMutex, WaitGroup, Once, Cond = I.mt.mutex, I.mt.rwmutex, I.mt.wai
 -- Lock the mutex inside m (a Mutex, an RWMutex's writer lock, a Once's
 -- lock); returns OK, or ERR and why the goroutine could not wait.
 local function lock_mutex(m)
-  if C.mutex_lock_fast(m) == 1 then return OK end
+  local r = C.mutex_lock_fast(m)
+  if r == 1 then return OK end
+  if r == PREEMPT then -- a preemption point: yield first, then lock
+    preempt_yield()
+    return lock_mutex(m)
+  end
   return block(MUTEX_LOCK, m)
 end
 
@@ -35,8 +41,7 @@ Mutex.__index = mutex
 
 function mutex.lock(m)
   if getmetatable(m) ~= Mutex then argerror(1, "lock", "mutex", m) end
-  if C.mutex_lock_fast(m) == 1 then return end
-  local r, why = block(MUTEX_LOCK, m)
+  local r, why = lock_mutex(m)
   if r ~= OK then raise(nil, why) end
 end
 
@@ -58,7 +63,12 @@ RWMutex.__index = rwmutex
 
 function rwmutex.lock(rw)
   if getmetatable(rw) ~= RWMutex then argerror(1, "lock", "rwmutex", rw) end
-  if C.rw_try_lock(rw) == 1 then return end
+  local fast = C.rw_lock_fast(rw)
+  if fast == 1 then return end
+  if fast == PREEMPT then
+    preempt_yield()
+    return rwmutex.lock(rw)
+  end
   -- Once the writer lock is ours, waiting for readers must not fail.
   local r, why = can_block()
   if r == OK then r, why = lock_mutex(rw) end
@@ -75,7 +85,12 @@ end
 
 function rwmutex.rlock(rw)
   if getmetatable(rw) ~= RWMutex then argerror(1, "rlock", "rwmutex", rw) end
-  if C.rw_try_rlock(rw) == 1 then return end
+  local fast = C.rw_rlock_fast(rw)
+  if fast == 1 then return end
+  if fast == PREEMPT then
+    preempt_yield()
+    return rwmutex.rlock(rw)
+  end
   local r, why = block(RW_RLOCK, rw)
   if r ~= OK then raise(nil, why) end
 end
@@ -120,7 +135,12 @@ end
 -- wait(): block until the counter is zero.
 function waitgroup.wait(wg)
   if getmetatable(wg) ~= WaitGroup then argerror(1, "wait", "waitgroup", wg) end
-  if C.wg_wait_step(wg, 0) == OK then return end
+  local fast = C.wg_wait_step(wg, 0)
+  if fast == OK then return end
+  if fast == PREEMPT then
+    preempt_yield()
+    return waitgroup.wait(wg)
+  end
   local r, why = block(WG_WAIT, wg)
   if r == ERR then raise(nil, why) end
   if r ~= OK then raise(r) end
