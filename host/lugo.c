@@ -23,9 +23,35 @@
 static const char *progname = "lugo";
 
 /* The main goroutine's body. Its frames carry the "[lugo]" chunk name,
- * which panic and deadlock tracebacks leave out. */
+ * which tracebacks leave out. Each chunk it runs (-e, -l, the script) runs
+ * as luajit runs it: an error that escapes it is reported as luajit does
+ * ("progname: message" and the traceback, nothing for a nil error) and ends
+ * the program with status 1; the chunk is called by xpcall itself, so that
+ * its frame reads "in main chunk". */
 static const char launcher_src[] =
-    "local steps, script, argv, interactive = ...\n"
+    "local steps, script, argv, interactive, progname = ...\n"
+    "local core_traceback = require('lugo.core').traceback\n"
+    "local function traceback(e)\n"
+    "  if type(e) ~= 'string' and type(e) ~= 'number' then\n"
+    "    local mt = getmetatable(e)\n"
+    "    if e == nil or type(mt) ~= 'table' or mt.__tostring == nil then return e end\n"
+    "    e = tostring(e)\n"
+    "    if type(e) ~= 'string' then return e end\n"
+    "  end\n"
+    "  local tb = core_traceback(e, 2) -- not a tail call: level 2 is the error's\n"
+    "  return tb\n"
+    "end\n"
+    "local function run(f, ...)\n"
+    "  local ok, err = xpcall(f, traceback, ...)\n"
+    "  if ok then return end\n"
+    "  if err ~= nil then\n"
+    "    local msg = (type(err) == 'string' or type(err) == 'number') and err or '(error object is not a string)'\n"
+    "    io.stdout:flush()\n"
+    "    io.stderr:write(progname, ': ', msg, '\\n')\n"
+    "    io.stderr:flush()\n"
+    "  end\n"
+    "  os.exit(1)\n"
+    "end\n"
     "local function split(s)\n"
     "  local t = {}\n"
     "  for a in s:gmatch('[^,]+') do t[#t + 1] = a end\n"
@@ -70,14 +96,14 @@ static const char launcher_src[] =
     "return function()\n"
     "  for i = 1, #steps do\n"
     "    local kind, v = steps[i][1], steps[i][2]\n"
-    "    if kind == 'e' then v()\n"
-    "    elseif kind == 'l' then require(v)\n"
-    "    elseif kind == 'j' then jitcmd(v)\n"
-    "    elseif kind == 'O' then require('jit.opt').start(unpack(split(v)))\n"
-    "    elseif kind == 'b' then return require('jit.bcsave').start(unpack(v))\n"
+    "    if kind == 'e' then run(v)\n"
+    "    elseif kind == 'l' then run(require, v)\n"
+    "    elseif kind == 'j' then run(jitcmd, v)\n"
+    "    elseif kind == 'O' then run(function() require('jit.opt').start(unpack(split(v))) end)\n"
+    "    elseif kind == 'b' then return run(function() require('jit.bcsave').start(unpack(v)) end)\n"
     "    end\n"
     "  end\n"
-    "  if script then script(unpack(argv, 1, argv.n)) end\n"
+    "  if script then run(script, unpack(argv, 1, argv.n)) end\n"
     "  if interactive then repl() end\n"
     "end\n";
 
@@ -241,10 +267,11 @@ int main(int argc, char **argv) {
   lua_pushinteger(L, nscript);
   lua_setfield(L, -2, "n");
   lua_pushboolean(L, interactive);
+  lua_pushstring(L, progname);
 
   check_load(L, luaL_loadbuffer(L, launcher_src, sizeof launcher_src - 1, "=[lugo]"));
   lua_insert(L, steps);
-  lua_call(L, 4, 1); /* launcher(steps, script, argv, interactive) -> main */
+  lua_call(L, 5, 1); /* launcher(steps, script, argv, interactive, progname) -> main */
 
   int status = lugo_run(rt, 0);
   fflush(stdout);

@@ -65,8 +65,16 @@ static void on_sigurg(int sig) {
   int saved = errno;
   m_t *m = rt_tls_m;
   p_t *pp = m ? m->p : NULL;
+  if (pp && atomic_load(&pp->freeze)) { /* SIGQUIT reads this P's VM from sysmon: stop here for good */
+    atomic_store(&pp->frozen, true);
+    for (;;) {
+      struct timespec ts = {1, 0};
+      nanosleep(&ts, NULL);
+    }
+  }
   if (pp && pp->L && !pp->sethook_busy && atomic_load_explicit(&pp->curg, memory_order_relaxed) &&
-      (__atomic_load_n(&pp->preempt, __ATOMIC_ACQUIRE) || atomic_load(&pp->dump) || atomic_load(&pp->hog))) {
+      (__atomic_load_n(&pp->preempt, __ATOMIC_ACQUIRE) || atomic_load(&pp->dump) == DUMP_ASKED ||
+       atomic_load(&pp->hog))) {
     /* Off, then on: each call rewrites the whole dispatch table when the
      * mode changes, so the hook is in place even if an interrupted update
      * of LuaJIT's own left the table out of step with its mode. */
@@ -90,7 +98,12 @@ void preempt_request(p_t *pp) {
 }
 
 void preempt_dump_request(p_t *pp) {
-  atomic_store(&pp->dump, true);
+  atomic_store(&pp->dump, DUMP_ASKED);
+  pthread_kill(pp->thread, SIGURG);
+}
+
+void preempt_freeze(p_t *pp) {
+  atomic_store(&pp->freeze, true);
   pthread_kill(pp->thread, SIGURG);
 }
 
@@ -124,29 +137,36 @@ static bool in_runtime_code(const char *source) {
   return false;
 }
 
-/* [-0, +0] print every G of pp: the running one (on L) from its own stack. */
-void print_p_goroutines(p_t *pp, lua_State *L, g_t *running) {
-  lua_State *S = L ? L : pp->L; /* the stack that builds the strings */
-  rt_lock(&rt_print_lock);
-  for (g_t *gp = pp->allg; gp; gp = gp->allnext) {
-    if (gp == running) {
-      luaL_traceback(S, L, NULL, 0);
-      fprintf(stderr, "goroutine %lld [running, on processor %d]:\n%s\n\n", (long long)gp->goid,
-              (int)pp->id, lua_tostring(S, -1));
-      lua_pop(S, 1);
-    } else {
-      rt_print_goroutine(pp, S, gp);
-    }
+void dump_p_goroutines(tbuf *b, p_t *pp, lua_State *L, g_t *running, bool compiled) {
+  if (running) {
+    char state[80];
+    snprintf(state, sizeof state, compiled ? "running, in compiled code, on processor %d" : "running, on processor %d",
+             (int)pp->id);
+    tb_goroutine(b, running, L, 0, state);
+    tb_puts(b, "\n", 1);
   }
-  fflush(stderr);
-  rt_unlock(&rt_print_lock);
+  for (g_t *gp = pp->allg; gp; gp = gp->allnext) {
+    if (gp == running) continue;
+    rt_tb_parked(b, gp);
+    tb_puts(b, "\n", 1);
+  }
+}
+
+/* On pp's own thread, at a safe point: write its goroutines for sysmon,
+ * unless sysmon took them over meanwhile. */
+static void dump_here(p_t *pp, lua_State *L, g_t *running) {
+  int32_t asked = DUMP_ASKED;
+  if (!atomic_compare_exchange_strong(&pp->dump, &asked, DUMP_BUSY)) return;
+  tbuf b;
+  tb_init(&b);
+  dump_p_goroutines(&b, pp, L, running, false);
+  pp->dump_text = b.p; /* handed over to sysmon */
+  atomic_store(&pp->dump, DUMP_DONE);
 }
 
 bool preempt_poll(p_t *pp) {
-  if (!atomic_load_explicit(&pp->dump, memory_order_relaxed)) return false;
-  atomic_store(&pp->dump, false);
-  if (pp->L) print_p_goroutines(pp, NULL, NULL);
-  atomic_store(&pp->dumped, true);
+  if (atomic_load_explicit(&pp->dump, memory_order_relaxed) != DUMP_ASKED) return false;
+  if (pp->L) dump_here(pp, NULL, NULL);
   return true;
 }
 
@@ -158,20 +178,19 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
   }
   sethook_masked(pp, L, pp->user_hook, pp->user_hookmask, pp->user_hookcount);
   g_t *gp = getg();
-  if (atomic_load(&pp->dump)) {
-    atomic_store(&pp->dump, false);
-    print_p_goroutines(pp, L, gp);
-    atomic_store(&pp->dumped, true);
-  }
+  if (atomic_load(&pp->dump) == DUMP_ASKED) dump_here(pp, L, gp);
   if (gp && atomic_load(&pp->hog) == gp->goid) {
     atomic_store(&pp->hog, 0);
-    luaL_traceback(L, L, NULL, 0);
+    tbuf b;
+    tb_init(&b);
+    tb_frames(&b, L, 0);
     rt_lock(&rt_print_lock);
-    fprintf(stderr, "goroutine %lld on processor %d left compiled code after running without yielding:\n%s\n\n",
-            (long long)gp->goid, (int)pp->id, lua_tostring(L, -1));
+    fprintf(stderr,
+            "goroutine %lld on processor %d left compiled code after running without yielding:\nstack traceback:\n%s\n",
+            (long long)gp->goid, (int)pp->id, tb_str(&b));
     fflush(stderr);
     rt_unlock(&rt_print_lock);
-    lua_pop(L, 1);
+    tb_free(&b);
   }
   if (!__atomic_exchange_n(&pp->preempt, false, __ATOMIC_ACQ_REL)) return;
   if (!gp || L != gp->live->co || gp->live->nonyield || !lua_isyieldable(L)) return; /* sysmon asks again */

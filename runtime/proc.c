@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -479,6 +480,9 @@ g_t *newproc(p_t *pp, int32_t start_box, int32_t nargs) {
   gp->waitreason = WR_NONE;
   gp->parking = PARK_NONE;
   gp->res_kind = RES_NONE;
+  gp->site = NULL;
+  g_t *creator = getg();
+  gp->parent = creator ? creator->goid : 0;
   casgstatus(gp, G_IDLE, G_RUNNABLE);
   allg_add(pp, gp);
   atomic_fetch_add_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
@@ -500,7 +504,7 @@ void goready(g_t *gp) {
   else inbox_put(gp->p, gp); /* its VM is another M's: let that M resume it */
 }
 
-g_t *newproc_spawn(runtime *rt, rt_blob *blob) {
+g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site) {
   g_t *gp = gfget(getp());
   gp->goid = atomic_fetch_add_explicit(&rt->goidgen, 1, memory_order_relaxed) + 1;
   atomic_store_explicit(&gp->p, NULL, memory_order_relaxed);
@@ -509,6 +513,9 @@ g_t *newproc_spawn(runtime *rt, rt_blob *blob) {
   gp->waitreason = WR_NONE;
   gp->parking = PARK_NONE;
   gp->res_kind = RES_NONE;
+  gp->site = site;
+  g_t *creator = getg();
+  gp->parent = creator ? creator->goid : 0;
   casgstatus(gp, G_IDLE, G_RUNNABLE);
   atomic_fetch_add_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
   atomic_fetch_add(&rt->nunstarted, 1);
@@ -534,57 +541,31 @@ g_t *newproc_spawn(runtime *rt, rt_blob *blob) {
 /* ------------------------------------------------------------------ */
 /* Panics, deadlock, tracebacks                                        */
 
-/* [-0, +1] traceback text without its header and the runtime's own frames
- * (the trampoline and launcher, chunk "[lugo]", and their xpcall). */
-static void push_clean_traceback(lua_State *L, const char *s) {
-  const char *body = strstr(s, "stack traceback:\n");
-  body = body ? body + strlen("stack traceback:\n") : s;
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  const char *line = body;
-  bool first = true;
-  while (*line) {
-    const char *end = strchr(line, '\n');
-    size_t len = end ? (size_t)(end - line) : strlen(line);
-    bool runtime_frame = memmem(line, len, "[lugo]", 6) || memmem(line, len, "in function 'xpcall'", 20);
-    if (!runtime_frame && len > 0) {
-      if (!first) luaL_addchar(&b, '\n');
-      luaL_addlstring(&b, line, len);
-      first = false;
-    }
-    if (!end) break;
-    line = end + 1;
-  }
-  luaL_pushresult(&b);
-}
-
-/* [-0, +1] a goroutine's traceback, without the runtime's own frames. */
-static void push_traceback(lua_State *L, g_t *gp) {
-  if (!gp->live) {
-    lua_pushliteral(L, "\t(not started)");
-    return;
-  }
-  luaL_traceback(L, gp->live->co, NULL, 0);
-  push_clean_traceback(L, lua_tostring(L, -1));
-  lua_remove(L, -2);
-}
-
-void rt_print_goroutine(p_t *pp, lua_State *L, g_t *gp) {
-  (void)pp;
+/* What a traceback says a G is doing: its wait reason while it waits. */
+const char *rt_gstate(g_t *gp) {
   uint32_t st = atomic_load(&gp->status);
-  const char *state = st == G_WAITING ? rt_waitreason_string(gp->waitreason) : gstatus_names[st];
-  push_traceback(L, gp);
-  fprintf(stderr, "goroutine %lld [%s]:\n%s\n\n", (long long)gp->goid, state, lua_tostring(L, -1));
-  lua_pop(L, 1);
+  return st == G_WAITING ? rt_waitreason_string(gp->waitreason) : gstatus_names[st];
+}
+
+/* Append the block of a G that is not running (parked, queued, or not
+ * started) to b. Reads its coroutine only. */
+void rt_tb_parked(tbuf *b, g_t *gp) {
+  tb_goroutine(b, gp, gp->live ? gp->live->co : NULL, 0, rt_gstate(gp));
 }
 
 /* Every goroutine's traceback, as Go prints on a fatal error: every M is
  * asleep, so this thread may read every VM. */
 static void print_all_goroutines(runtime *rt) {
+  tbuf b;
+  tb_init(&b);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
-    p_t *pp = rt->allp[i];
-    for (g_t *gp = pp->allg; gp; gp = gp->allnext) rt_print_goroutine(pp, pp->L, gp);
+    for (g_t *gp = rt->allp[i]->allg; gp; gp = gp->allnext) {
+      rt_tb_parked(&b, gp);
+      tb_puts(&b, "\n", 1);
+    }
   }
+  fputs(tb_str(&b), stderr);
+  tb_free(&b);
 }
 
 static void p_wake(p_t *pp);
@@ -616,26 +597,23 @@ _Noreturn void rt_exit_now(int code) {
   _exit(code);
 }
 
-/* The G's body raised: print Go's panic report and stop the program. The
- * error is on top of co, whose dead stack still shows where it was raised. */
+/* Print a goroutine's panic report and stop the program, as Go does. */
+static void report_panic(runtime *rt, const char *report) {
+  fflush(stdout);
+  rt_lock(&rt_print_lock);
+  fputs(report, stderr);
+  fflush(stderr);
+  rt_unlock(&rt_print_lock);
+  request_exit(rt, 2);
+}
+
+/* The G's body raised past every handler (its coroutine is dead, the error
+ * on top): report it as a panic. */
 static void gopanic(p_t *pp, g_t *gp, lua_State *co) {
   lua_State *L = pp->L;
-  /* tostring(err), safely: __tostring may itself fail. */
-  lua_getglobal(L, "tostring");
-  lua_pushvalue(co, -1);
-  lua_xmove(co, L, 1);
-  if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
-    lua_pop(L, 1);
-    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(co, -1));
-  }
-  luaL_traceback(L, co, NULL, 0);
-  push_clean_traceback(L, lua_tostring(L, -1));
-  fflush(stdout);
-  fprintf(stderr, "panic: %s\n\ngoroutine %lld [running]:\n%s\n", lua_tostring(L, -3), (long long)gp->goid,
-          lua_tostring(L, -1));
-  fflush(stderr);
-  lua_pop(L, 3);
-  request_exit(pp->rt, 2);
+  tb_push_dead_panic(L, gp, co);
+  report_panic(pp->rt, lua_tostring(L, -1));
+  lua_pop(L, 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1214,37 +1192,94 @@ static void schedtrace(runtime *rt, int64_t now, int64_t start) {
   rt_unlock(&rt_print_lock);
 }
 
-/* SIGQUIT: every P prints its goroutines at its next safe point; then the
- * program exits with status 2, as Go's does. */
+/* Reading a frozen VM: it was stopped at an arbitrary instruction, maybe
+ * halfway through changing a stack. A fault while reading it ends that
+ * P's part of the dump instead of the dump (sysmon's thread only). */
+static sigjmp_buf dump_fault_jmp;
+static volatile sig_atomic_t dump_guarded;
+
+static void on_dump_fault(int sig) {
+  if (dump_guarded) siglongjmp(dump_fault_jmp, 1);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static void dump_frozen_p(tbuf *b, p_t *pp) {
+  struct sigaction sa, old_segv, old_bus;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_dump_fault;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, &old_segv);
+  sigaction(SIGBUS, &sa, &old_bus);
+  size_t mark = b->len;
+  if (sigsetjmp(dump_fault_jmp, 1) == 0) {
+    dump_guarded = 1;
+    g_t *gp = atomic_load(&pp->curg);
+    dump_p_goroutines(b, pp, gp && gp->live ? gp->live->co : NULL, gp, true);
+  } else {
+    b->len = mark;
+    tb_printf(b, "processor %d: its goroutines could not be read (stopped in the middle of a change)\n\n",
+              (int)pp->id);
+  }
+  dump_guarded = 0;
+  sigaction(SIGSEGV, &old_segv, NULL);
+  sigaction(SIGBUS, &old_bus, NULL);
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {0, (long)ms * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+/* SIGQUIT: every goroutine of every P, then exit 2, as Go does. Each P
+ * writes its own at its next safe point (the preemption hook, or between
+ * goroutines); one that does not within 200 ms runs compiled code or a C
+ * call: its thread is stopped where it is, and its goroutines are read from
+ * here, the running one as last seen. */
 static void sigquit_dump(runtime *rt) {
-  rt_lock(&rt_print_lock);
-  fflush(stdout);
-  fprintf(stderr, "SIGQUIT: quit\n\n");
-  rt_unlock(&rt_print_lock);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *pp = rt->allp[i];
-    atomic_store(&pp->dumped, !pp->L);
-    if (pp->L) {
-      preempt_dump_request(pp);
-      p_wake(pp);
-    }
+    if (!pp->L) continue;
+    rt_lock(&rt->signal_lock);
+    if (pp->signalable) preempt_dump_request(pp);
+    rt_unlock(&rt->signal_lock);
+    p_wake(pp);
   }
-  int64_t deadline = nanotime() + 1000000000;
+  int64_t deadline = nanotime() + 200000000;
+  tbuf b;
+  tb_init(&b);
+  tb_printf(&b, "SIGQUIT: quit\n\n");
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *pp = rt->allp[i];
-    while (!atomic_load(&pp->dumped) && nanotime() < deadline) {
-      struct timespec ts = {0, 1000000};
-      nanosleep(&ts, NULL);
+    if (!pp->L) continue;
+    while (atomic_load(&pp->dump) == DUMP_ASKED && nanotime() < deadline) sleep_ms(1);
+    int32_t asked = DUMP_ASKED;
+    if (atomic_compare_exchange_strong(&pp->dump, &asked, DUMP_TAKEN)) {
+      rt_lock(&rt->signal_lock);
+      if (pp->signalable) preempt_freeze(pp);
+      rt_unlock(&rt->signal_lock);
+      for (int k = 0; k < 100 && !atomic_load(&pp->frozen); k++) sleep_ms(1);
+      if (atomic_load(&pp->frozen)) dump_frozen_p(&b, pp);
+      else tb_printf(&b, "processor %d: did not stop; its goroutines cannot be shown\n\n", (int)pp->id);
+      continue;
     }
-    if (!atomic_load(&pp->dumped)) {
-      g_t *gp = atomic_load(&pp->curg);
-      rt_lock(&rt_print_lock);
-      fprintf(stderr, "goroutine %lld [running, on processor %d]:\n\t(in compiled code: no traceback)\n\n",
-              gp ? (long long)gp->goid : 0LL, (int)pp->id);
-      rt_unlock(&rt_print_lock);
-    }
+    for (int k = 0; k < 1000 && atomic_load(&pp->dump) == DUMP_BUSY; k++) sleep_ms(1);
+    if (atomic_load(&pp->dump) == DUMP_DONE && pp->dump_text) tb_printf(&b, "%s", pp->dump_text);
   }
-  fflush(NULL);
+  /* Spawned goroutines no processor has started yet. */
+  rt_lock(&rt->sched_lock);
+  for (g_t *gp = rt->runq_head; gp; gp = gp->schedlink) {
+    tb_goroutine(&b, gp, NULL, 0, "runnable");
+    tb_puts(&b, "\n", 1);
+  }
+  rt_unlock(&rt->sched_lock);
+  /* No rt_print_lock: a frozen thread may hold it. */
+  if (ftrylockfile(stdout) == 0) {
+    fflush_unlocked(stdout);
+    funlockfile(stdout);
+  }
+  fputs(tb_str(&b), stderr);
+  fflush(stderr);
   _exit(2);
 }
 
@@ -1645,32 +1680,19 @@ void rt_exit_request(runtime *rt, int code) { request_exit(rt, code); }
 void rt_gosched(g_t *gp) { gp->parking = PARK_YIELD; }
 void rt_goyield(g_t *gp) { gp->parking = PARK_LOCAL; }
 
-static void add_goroutine(lua_State *L, luaL_Buffer *b, g_t *gp, bool self) {
-  uint32_t st = atomic_load(&gp->status);
-  const char *state = st == G_WAITING ? rt_waitreason_string(gp->waitreason) : gstatus_names[st];
-  if (self) { /* the running G: its own stack, from the caller's frame */
-    luaL_traceback(L, L, NULL, 1);
-    push_clean_traceback(L, lua_tostring(L, -1));
-    lua_remove(L, -2);
-  } else {
-    push_traceback(L, gp);
-  }
-  lua_pushfstring(L, "goroutine %d [%s]:\n%s\n", (int)gp->goid, state, lua_tostring(L, -1));
-  lua_remove(L, -2);
-  luaL_addvalue(b);
-}
-
-/* [-0, +1] runtime.stack(all): this goroutine's traceback, then the others'. */
+/* [-0, +1] runtime.stack(all): this goroutine's traceback (from L, the
+ * caller's frame), then with all every other goroutine of this P's. */
 void rt_push_stack(lua_State *L, p_t *pp, g_t *self, bool all) {
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  if (self) add_goroutine(L, &b, self, true);
+  tbuf b;
+  tb_init(&b);
+  if (self) tb_goroutine(&b, self, L, 1, "running");
   if (all) {
     for (g_t *gp = pp->allg; gp; gp = gp->allnext) {
       if (gp == self) continue;
-      luaL_addchar(&b, '\n');
-      add_goroutine(L, &b, gp, false);
+      if (b.len) tb_puts(&b, "\n", 1);
+      rt_tb_parked(&b, gp);
     }
   }
-  luaL_pushresult(&b);
+  lua_pushlstring(L, tb_str(&b), b.len);
+  tb_free(&b);
 }

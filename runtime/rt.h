@@ -47,6 +47,7 @@ typedef struct rt_job rt_job;
 typedef struct polldesc polldesc;
 typedef struct netwait netwait;
 typedef struct context context;
+typedef struct gsite gsite;
 
 /* ---- lock_futex.c: a three-state futex lock, Go's lock_futex.go ---- */
 
@@ -303,6 +304,8 @@ struct g {
   };
   g_t *schedlink;         /* run queue, inbox, free list */
   g_t *allnext, *allprev; /* the P's list of live Gs */
+  const gsite *site;      /* the go or spawn call that made it (NULL for main) */
+  int64_t parent;         /* the goid of the G that made it */
 };
 
 /* A value copied for another VM: scalars inline, anything else encoded. */
@@ -320,6 +323,14 @@ typedef struct rt_copy {
  * thieves (other Ps) take with CAS on head. The global queue holds only
  * spawned Gs that have not started: any P may run those. */
 #define RUNQ_SIZE 256
+
+/* A P's cache of creation sites (traceback.c), looked up without a lock. */
+#define SITE_CACHE 64
+typedef struct site_cache_entry {
+  const char *source; /* the chunk name's address, a hint checked by content */
+  int line;
+  const gsite *site;
+} site_cache_entry;
 
 typedef struct box_pool {
   int32_t *free; /* free box numbers */
@@ -366,8 +377,10 @@ struct p {
   lua_Hook user_hook; /* the script's hook, saved while preemption borrows the slot */
   int user_hookmask, user_hookcount;
   _Atomic int64_t hog;  /* goid sysmon reported as unpreemptible: print its stack */
-  _Atomic bool dump;    /* SIGQUIT: print every G of this P at a safe point */
-  _Atomic bool dumped;  _Atomic uint32_t schedtick; /* one more per time slice; sysmon preempts on it */
+  _Atomic int32_t dump; /* SIGQUIT: enum dump_state, who writes this P's goroutines */
+  char *dump_text;      /* what the P wrote at a safe point (DUMP_DONE) */
+  _Atomic bool freeze, frozen; /* SIGQUIT: the P's thread stops in the signal handler, for good */
+  _Atomic uint32_t schedtick; /* one more per time slice; sysmon preempts on it */
   _Atomic uint32_t nexec;     /* one more per G resumed; sysmon reports hogs on it */
   _Atomic int64_t lastpoll_ns; /* nanotime of the last netpoll */
   _Atomic bool pollreq;        /* sysmon: the last poll is too old, poll at the next schedule */
@@ -417,6 +430,7 @@ struct p {
 
   g_t *allg; /* live Gs of this P, for tracebacks */
   int32_t nallg;
+  site_cache_entry sites[SITE_CACHE];
 };
 
 /* A blocking call: run() on a pool thread, then push() its results on the
@@ -503,7 +517,7 @@ void box_free_dirty(p_t *pp, int32_t box); /* clear vals[box] before reuse; any 
 /* The P's VM, created the first time it is needed (on the P's thread). */
 void p_vm(p_t *pp);
 /* Start a spawned G: its body and arguments are in blob (n values). */
-g_t *newproc_spawn(runtime *rt, rt_blob *blob);
+g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site);
 /* New work any P could run appeared: make sure an M is looking for it. */
 void wakep(runtime *rt);
 
@@ -684,13 +698,44 @@ void rt_gosched(g_t *gp);
 void rt_goyield(g_t *gp);
 void rt_push_stack(lua_State *L, p_t *pp, g_t *self, bool all);
 
+/* ---- traceback.c ---- */
+typedef struct tbuf { /* a growing C string */
+  char *p;
+  size_t len, cap;
+} tbuf;
+void tb_init(tbuf *b);
+void tb_free(tbuf *b);
+void tb_printf(tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tb_puts(tbuf *b, const char *s, size_t n);
+const char *tb_str(tbuf *b);
+/* Frames of co from level on, one "\t...\n" line each, as luaL_traceback
+ * words them, without the runtime's own frames. Reads co only. */
+void tb_frames(tbuf *b, lua_State *co, int level);
+/* "goroutine N [state]:\n", its frames (co NULL: not started), "created by". */
+void tb_goroutine(tbuf *b, g_t *gp, lua_State *co, int level, const char *state);
+void tb_created_by(tbuf *b, g_t *gp);
+/* The call at `level` of L, which is making a goroutine (interned). */
+const gsite *tb_site(p_t *pp, lua_State *L, int level);
+int tb_debug_traceback(lua_State *L); /* C API: debug.traceback */
+/* [-0, +1] the panic report of an error that killed co. */
+void tb_push_dead_panic(lua_State *L, g_t *gp, lua_State *co);
+
 /* ---- preempt.c ---- */
 void preempt_install(void);        /* the SIGURG handler, before sysmon starts */
 void preempt_request(p_t *pp);     /* from sysmon: make the running G yield */
-void preempt_dump_request(p_t *pp); /* from sysmon: print this P's Gs at a safe point */
+/* SIGQUIT's dump: sysmon asks each P to write its goroutines at a safe
+ * point (ASKED -> BUSY -> DONE, on the P's thread); from a P that does not
+ * get there in time (compiled code, a C call) it takes them itself
+ * (ASKED -> TAKEN) after freezing the P's thread. */
+enum dump_state { DUMP_NONE, DUMP_ASKED, DUMP_BUSY, DUMP_DONE, DUMP_TAKEN };
+void preempt_dump_request(p_t *pp); /* from sysmon: write this P's Gs at a safe point */
+void preempt_freeze(p_t *pp);      /* from sysmon: stop pp's thread where it is, for good */
 bool preempt_poll(p_t *pp);        /* on pp's thread between Gs: a dump is due */
-void print_p_goroutines(p_t *pp, lua_State *L, g_t *running);
-void rt_print_goroutine(p_t *pp, lua_State *L, g_t *gp); /* one parked or queued G */
+/* Write pp's goroutines to b: the running one (on L, NULL if none) first.
+ * compiled: the running G did not reach a safe point (a frozen P). */
+void dump_p_goroutines(tbuf *b, p_t *pp, lua_State *L, g_t *running, bool compiled);
+const char *rt_gstate(g_t *gp);     /* "chan receive", "runnable", ... */
+void rt_tb_parked(tbuf *b, g_t *gp); /* the block of a G that is not running */
 extern rtlock rt_print_lock;
 
 /* ---- proc.c: sysmon ---- */

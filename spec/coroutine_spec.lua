@@ -290,12 +290,42 @@ describe("a suspended coroutine moved between goroutines", function()
   end)
 end)
 
+describe("at a goroutine's top level, as in luajit's main thread", function()
+  it("coroutine.running() returns nil and coroutine.isyieldable() false", function()
+    assert.is_nil(coroutine.running())
+    assert.is_false(coroutine.isyieldable())
+    local r = recv(go_pcall(function() return coroutine.running(), coroutine.isyieldable() end))
+    assert.are.same({ n = 3, true, nil, false }, r)
+  end)
+
+  it("inside a coroutine they give the coroutine, as always", function()
+    local inner
+    local co = coroutine.create(function()
+      inner = { coroutine.running(), coroutine.isyieldable() }
+    end)
+    assert.is_true((coroutine.resume(co)))
+    assert.are.equal(co, inner[1])
+    assert.is_true(inner[2])
+  end)
+
+  it("the main chunk's debug.traceback ends in main chunk, without the runtime's frames", function()
+    local r = helper.run("print(debug.traceback('here'))")
+    assert.are.equal(0, r.status)
+    assert.matches("^here\nstack traceback:\n\t[^\n]*:1: in main chunk\n\t%[C%]: in %?\n$", r.stdout)
+  end)
+end)
+
+-- The goroutine's own coroutine, which coroutine.running() no longer gives
+-- (it returns nil at a goroutine's top level): reached the way a debugging
+-- tool would.
+local raw_running = require("lugo.core").raw_coroutine.running
+
 describe("a goroutine's own coroutine", function()
   it("cannot be resumed from another goroutine", function()
     local ch = lugo.chan()
     local gco
     local res = go_pcall(function()
-      gco = coroutine.running()
+      gco = raw_running()
       return ch:recv()
     end)
     settle()
@@ -312,7 +342,7 @@ describe("a goroutine's own coroutine", function()
     local gco
     local res = lugo.chan(1)
     lugo.go(function()
-      gco = coroutine.running()
+      gco = raw_running()
       gosched()
       res:send("resumed normally")
     end)
@@ -326,7 +356,7 @@ describe("a goroutine's own coroutine", function()
   end)
 
   it("of the main goroutine cannot be resumed by another goroutine", function()
-    local main = coroutine.running()
+    local main = raw_running()
     local res = go_pcall(function() return coroutine.resume(main), coroutine.status(main) end)
     local r = recv(res, "the goroutine")
     assert.is_true(r[1])
@@ -336,7 +366,7 @@ describe("a goroutine's own coroutine", function()
 
   it("cannot be resumed by itself", function()
     local r = recv(go_pcall(function()
-      return coroutine.status(coroutine.running()), coroutine.resume(coroutine.running())
+      return coroutine.status(raw_running()), coroutine.resume(raw_running())
     end))
     assert.are.same({ n = 4, true, "running", false, "cannot resume non-suspended coroutine" }, r)
   end)

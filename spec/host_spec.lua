@@ -137,17 +137,77 @@ describe("program lifetime", function()
     assert.matches("in function 'explode'", r.stderr)
   end)
 
-  it("panics when an error escapes the main goroutine", function()
-    local r = run("error('main failed')")
+  it("ends a panic's traceback with the line that created the goroutine", function()
+    local r = run([[
+      local lugo = require "lugo"
+      local function handler(req) return req.user.name end
+      local function worker() handler({}) end
+      local function start()
+        lugo.go(worker)
+      end
+      start()
+      require("lugo.time").sleep(10)
+    ]])
     assert.are.equal(2, r.status)
-    assert.matches("^panic: [^\n]*: main failed\n\ngoroutine 1 %[running%]:", r.stderr)
+    local script = r.script:gsub("%p", "%%%0")
+    assert.matches("\n\t" .. script .. ":2: in function 'handler'\n", r.stderr)
+    assert.matches("\n\t" .. script .. ":3: in function <" .. script .. ":3>\n", r.stderr)
+    assert.matches("\ncreated by function 'start' in goroutine 1\n\t" .. script .. ":5\n$", r.stderr)
   end)
 
-  it("panics with a value that is not a string", function()
+  it("says which goroutine and line spawned a goroutine that panics", function()
+    local r = run([[
+      local lugo = require "lugo"
+      lugo.spawn(function(x) error("spawned " .. x) end, 7)
+      require("lugo.time").sleep(10)
+    ]])
+    assert.are.equal(2, r.status)
+    local script = r.script:gsub("%p", "%%%0")
+    assert.matches("^panic: " .. script .. ":2: spawned 7\n\ngoroutine %d+ %[running%]:\n", r.stderr)
+    assert.matches("\ncreated by main chunk in goroutine 1\n\t" .. script .. ":2\n$", r.stderr)
+  end)
+
+  -- The main chunk (and -e, -l) behaves as under luajit: its error is
+  -- reported as "progname: message" and the traceback, with status 1.
+  it("ends with status 1 and luajit's report when an error escapes the main chunk", function()
+    local r = run([[
+      local function inner() error("main failed") end
+      inner()
+    ]])
+    assert.are.equal(1, r.status)
+    local script = r.script:gsub("%p", "%%%0")
+    local bin = helper.lugo_bin():gsub("%p", "%%%0")
+    assert.matches("^" .. bin .. ": " .. script .. ":1: main failed\nstack traceback:\n\t%[C%]: in function 'error'\n\t"
+      .. script .. ":1: in function 'inner'\n\t" .. script .. ":2: in main chunk\n\t%[C%]: in %?\n$", r.stderr)
+  end)
+
+  it("reports an error escaping -e as luajit does", function()
+    local r = run("", { flags = "-e " .. helper.shell_quote("error('from e')"), no_script = true })
+    assert.are.equal(1, r.status)
+    assert.matches(": %(command line%):1: from e\nstack traceback:\n", r.stderr)
+  end)
+
+  it("reports a non-string error from the main chunk as luajit does", function()
     local r = run("error(setmetatable({}, { __tostring = function() return 'custom' end }))")
+    assert.are.equal(1, r.status)
+    assert.matches(": custom\nstack traceback:\n", r.stderr)
+    r = run("error({})")
+    assert.are.equal(1, r.status)
+    assert.matches(": %(error object is not a string%)\n$", r.stderr)
+    r = run("error()") -- luajit says nothing: busted fails a suite this way
+    assert.are.equal(1, r.status)
+    assert.are.equal("", r.stderr)
+  end)
+
+  it("still panics with status 2 for a non-string error escaping another goroutine", function()
+    local r = run([[
+      local lugo = require "lugo"
+      lugo.go(function() error(setmetatable({}, { __tostring = function() return 'custom' end })) end)
+      require("lugo.time").sleep(10)
+    ]])
     assert.are.equal(2, r.status)
     assert.matches("^panic: custom\n", r.stderr)
-    r = run("error()")
+    r = run("require('lugo').go(function() error() end) require('lugo.time').sleep(10)")
     assert.are.equal(2, r.status)
     assert.matches("^panic: nil\n", r.stderr)
   end)

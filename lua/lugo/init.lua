@@ -28,24 +28,15 @@ local function callable(f)
   return type(mt) == "table" and mt.__call ~= nil
 end
 
--- go(f, ...): run f(...) in a new goroutine of this VM.
-function lugo.go(f, ...)
-  if not callable(f) then argerror(1, "go", "function", f) end
-  local n = select("#", ...)
-  local box = C.newproc(n)
-  if box < 0 then raise(box) end
-  if n == 0 then vals[box] = f else vals[box] = { f, ... } end
-end
+-- go(f, ...): run f(...) in a new goroutine of this VM (in C: it records
+-- where it was called, for "created by" in tracebacks).
+lugo.go = core.go
 
 -- spawn(f, ...): run f(...) in a new goroutine on whichever processor is
 -- free. f (its bytecode and upvalues) and the arguments are copied into
 -- that processor's VM, where globals and require resolve; channels and other
 -- runtime objects among them cross by reference.
-function lugo.spawn(f, ...)
-  if type(f) ~= "function" then argerror(1, "spawn", "function", f) end
-  local ok, err = pcall(core.spawn, f, ...)
-  if not ok then error(err, 2) end
-end
+lugo.spawn = core.spawn
 
 -- chan([cap]): a channel with a buffer of cap values (0: unbuffered).
 lugo.chan = core.chan

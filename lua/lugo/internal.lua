@@ -132,7 +132,26 @@ local function wrap(f)
   return function(...) return wrapped(resume(co, ...)) end
 end
 
+-- At a goroutine's top level Lua code runs as in luajit's main thread:
+-- there is no coroutine to yield from (coroutine libraries test this).
+local function running()
+  local co = raw_running()
+  if co == nil or goroutine_coroutines[co] then return nil end
+  return co
+end
+
+local function yieldable()
+  local co = raw_running()
+  if co == nil or goroutine_coroutines[co] then return false end
+  return isyieldable()
+end
+
 coroutine.resume, coroutine.yield, coroutine.status, coroutine.wrap = resume, yield, status, wrap
+coroutine.running, coroutine.isyieldable = running, yieldable
+
+-- Tracebacks leave the runtime's own frames out: a main chunk's ends
+-- "in main chunk", as under luajit.
+debug.traceback = core.traceback
 
 -- os.exit stops the program as Go's os.Exit does, but closes every VM on the
 -- way out so that finalizers run and nothing leaks.
