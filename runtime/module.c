@@ -167,7 +167,7 @@ static int l_stack(lua_State *L) {
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   p_t *pp = vm_p(L);
-  rt_blob *blob = value_encode(L, 1, lua_gettop(L), "argument");
+  rt_blob *blob = value_encode_args(L, 1, lua_gettop(L));
   if (!blob) return lua_error(L);
   newproc_spawn(pp->rt, blob);
   return 0;

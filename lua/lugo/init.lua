@@ -37,9 +37,10 @@ function lugo.go(f, ...)
 end
 
 -- spawn(f, ...): run f(...) in a new goroutine on whichever processor is
--- free. f (its bytecode and upvalues) and the arguments are copied into
--- that processor's VM, where globals and require resolve; channels and other
--- runtime objects among them cross by reference.
+-- free. f (its bytecode, upvalues and the globals it names) and the
+-- arguments are copied into that processor's VM, even when it is this one
+-- (runtime/value.c); modules resolve there by name, channels and other
+-- runtime objects cross by reference.
 function lugo.spawn(f, ...)
   if type(f) ~= "function" then argerror(1, "spawn", "function", f) end
   local ok, err = pcall(core.spawn, f, ...)
