@@ -50,8 +50,9 @@ void val_free(runtime *rt, val v) {
 }
 
 int32_t val_take(p_t *pp, val *v) {
-  if (v->copy.kind == COPY_NONE) return v->box; /* a local channel's: pp is its owner */
-  if (v->box) box_free_dirty(pp->rt->allp[v->vm], v->box);
+  /* A copy alone (0), or a local channel's box (pp is its owner). */
+  if (!v->box || v->copy.kind == COPY_NONE) return v->box;
+  box_free_dirty(pp->rt->allp[v->vm], v->box); /* both (a timer's): the copy is used */
   v->box = 0;
   return 0;
 }

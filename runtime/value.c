@@ -52,6 +52,7 @@
 #include <string.h>
 
 #include <lauxlib.h>
+#include <lualib.h>
 
 #include "rt.h"
 
@@ -321,9 +322,32 @@ static int gettable_protected(lua_State *L) {
   return 1;
 }
 
+/* [-1, +1] keep, of the globals table on top, only the names that a fresh
+ * VM has too: a VM adopted by lugo.main may hold its script's globals
+ * already, and those are no standard library. */
+static void keep_fresh_names(lua_State *L) {
+  lua_State *fresh = luaL_newstate();
+  if (!fresh) rt_throw("runtime: cannot create a Lua state");
+  luaL_openlibs(fresh);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    lua_getglobal(fresh, lua_tostring(L, -1));
+    bool standard = !lua_isnil(fresh, -1);
+    lua_pop(fresh, 1);
+    if (!standard) {
+      lua_pushvalue(L, -1);
+      lua_pushnil(L);
+      lua_rawset(L, -4); /* clearing a field during lua_next is allowed */
+    }
+  }
+  lua_close(fresh);
+}
+
 /* Make the VM's copying state: remember its standard globals (before any
- * user code runs), make the caches and the environments' metatable, find
- * require's sentinel, and watch package.loaded. */
+ * user code runs: for an adopted VM, those a fresh VM has), make the
+ * caches and the environments' metatable, find require's sentinel, and
+ * watch package.loaded. */
 void value_vm_init(lua_State *L) {
   lua_pushlightuserdata(L, (void *)state_key);
   lua_createtable(L, S_COUNT, 0);
@@ -339,6 +363,10 @@ void value_vm_init(lua_State *L) {
       lua_pop(L, 1);
     }
   }
+  lua_getfield(L, LUA_REGISTRYINDEX, "lugo.p"); /* rt_vm_bind's */
+  p_t *pp = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (pp && pp->rt->adopted_vm) keep_fresh_names(L);
   lua_pushvalue(L, -1);
   lua_rawseti(L, state, S_STD);
   /* A copied function's environment: what it was not given is standard. */

@@ -5,8 +5,10 @@
 --
 -- ctest runs this file with 1, 2 and 4 processors (LUGO_MAXPROCS). Every
 -- `it` body runs in the main goroutine on processor 0. A spawned function is
--- copied: it may only capture values that can be copied (never busted's
--- assert), so spawned goroutines send what they find back on a channel and
+-- copied, with its upvalues and the globals it names, even when it runs on
+-- processor 0: it may only capture values that can be copied, and should
+-- not name busted's assert (luassert would be loaded in every VM it
+-- reaches), so spawned goroutines send what they find back on a channel and
 -- the body asserts. An error escaping a spawned goroutine would end the
 -- process, so they run their work under pcall (helper.spawn_pcall).
 local lugo = require "lugo"
@@ -389,6 +391,22 @@ describe("spawn copies the globals its function names, at every -p", function()
       print((ch:recv()))
     ]])
     helper.assert_clean_run(r, "4 42\n")
+  end)
+
+  local plain = helper.has_plain_luajit() and it or pending
+  plain("copies the globals a plain luajit script set before it required lugo", function()
+    local status, out = helper.run_luajit([[
+      function helper(x) return x * 2 end
+      CONFIG = { workers = 4 }
+      local lugo = require "lugo"
+      lugo.main(function()
+        local ch = lugo.chan()
+        lugo.spawn(function() ch:send(CONFIG.workers .. " " .. helper(21)) end)
+        print((ch:recv()))
+      end)
+    ]])
+    assert.are.equal(0, status)
+    assert.are.equal("4 42\n", out)
   end)
 
   it("reads them from the function's own environment (here busted's)", function()
