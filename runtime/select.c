@@ -12,6 +12,9 @@
  *     any other op that dequeues one of its sudogs skips it. The G removes
  *     its remaining sudogs (selectgo_finish) before its Lua code runs again,
  *     so no case can fire twice.
+ *   - A send case's value is a box of the selecting VM on a local channel,
+ *     and on a shared one only its copy, made before any channel is locked
+ *     (chan.c: a shared channel carries copies for every receiver).
  */
 #include <stdlib.h>
 #include <string.h>
