@@ -8,13 +8,16 @@
  *     waiting senders, a full one.
  *   - A local channel (shared false) is held by its owner's VM only, so only
  *     the owner's thread touches it and no lock is taken. Its values are
- *     boxes of the owner's VM (see rt.h, struct val), except nil, booleans
- *     and numbers, which travel inline on every channel (no box).
- *   - A shared channel's values carry a copy for receivers in other VMs and
- *     the sender's box for receivers in the sender's VM, who get the value
- *     by reference, as within one VM. The sender copies before locking (a
- *     copy may fail: the error is the sender's); the taker frees the part it
- *     does not use; a box of another VM is freed by that VM's thread.
+ *     boxes of the owner's VM (see rt.h, struct val): they pass by
+ *     reference, except nil, booleans and numbers, which travel inline on
+ *     every channel (no box).
+ *   - A shared channel carries copies only, for every receiver, in the
+ *     sender's VM too: a program means the same whichever processors its
+ *     goroutines run on. The sender copies before locking (a copy may fail:
+ *     the error is the sender's). chan_share, on the owner's thread, turns
+ *     the values waiting in a local channel into copies before anyone else
+ *     can see it, and frees their boxes. A value that comes with both (a
+ *     timer's) is taken as its copy; its box is freed by its VM's thread.
  *   - A waiter is readied with its results in g->res_* (and g->live->
  *     res_blob), by the one op that dequeued its sudog (for a select, the one
  *     that won selectdone).
@@ -47,11 +50,9 @@ void val_free(runtime *rt, val v) {
 }
 
 int32_t val_take(p_t *pp, val *v) {
-  if (v->box && v->vm == pp->id) {
-    copy_free(&v->copy);
-    return v->box;
-  }
-  if (v->box) box_free_dirty(pp->rt->allp[v->vm], v->box);
+  /* A copy alone (0), or a local channel's box (pp is its owner). */
+  if (!v->box || v->copy.kind == COPY_NONE) return v->box;
+  box_free_dirty(pp->rt->allp[v->vm], v->box); /* both (a timer's): the copy is used */
   v->box = 0;
   return 0;
 }
@@ -129,18 +130,18 @@ void chan_deliver(hchan *c, sudog *sd, val *v, bool ok) {
   goready(gp);
 }
 
-/* Set *v to the value a sender in pp puts on c: a new box of pp (to be
- * stored into by the caller), and the copy made before locking (for a
- * shared channel, or a scalar, which needs no box: by value is by
- * reference for it). Returns the box. Field by field, on purpose: a val
- * built whole on the stack and then copied is reloaded with wider loads
+/* Set *v to the value a sender in pp puts on c: the copy made before
+ * locking (for a shared channel, or a scalar, which needs no box: by value
+ * is by reference for it), or else a new box of pp, to be stored into by
+ * the caller. Returns the box (0 for a copy). Field by field, on purpose: a
+ * val built whole on the stack and then copied is reloaded with wider loads
  * than the stores that wrote it, a store-forwarding stall on every send
  * (buffered sends took 8 ns longer). */
 static int32_t val_init(val *v, p_t *pp, const rt_copy *copy) {
   v->copy.kind = copy->kind;
   if (copy->kind == COPY_NUM) v->copy.num = copy->num;
   else if (copy->kind == COPY_BLOB) v->copy.blob = copy->blob;
-  v->box = copy->kind != COPY_NONE && copy->kind != COPY_BLOB ? 0 : box_alloc(pp);
+  v->box = copy->kind == COPY_NONE ? box_alloc(pp) : 0;
   v->vm = pp->id;
   return v->box;
 }
@@ -471,19 +472,48 @@ static rt_copy copy_box(lua_State *L, p_t *pp, int32_t box) {
   return c;
 }
 
+/* Undo chan_share's copies: of the first n buffered values, and of the
+ * parked senders before `upto`. */
+static void unshare(hchan *c, uint32_t n, sudog *upto) {
+  for (uint32_t i = 0; i < n; i++) {
+    val *v = &c->buf[(c->recvx + i) % c->dataqsiz];
+    if (v->box) copy_free(&v->copy);
+  }
+  for (sudog *sd = c->sendq.first; sd != upto; sd = sd->next)
+    if (sd->box) sudog_free_copy(sd);
+}
+
 int chan_share(hchan *c, lua_State *L) {
   if (is_shared(c)) return 0;
   p_t *pp = c->owner;
-  /* Copy everything waiting before anyone else can see it. */
+  /* Copy every boxed value waiting (buffered, or with a parked sender)
+   * before anyone else can see the channel: all of them, or, if one cannot
+   * be copied, none (the channel stays local). Scalars are inline already. */
   for (uint32_t i = 0; i < c->qcount; i++) {
     val *v = &c->buf[(c->recvx + i) % c->dataqsiz];
-    if (v->copy.kind == COPY_NONE && (v->copy = copy_box(L, pp, v->box)).kind == COPY_NONE) return -1;
+    if (v->box && (v->copy = copy_box(L, pp, v->box)).kind == COPY_NONE) {
+      unshare(c, i, c->sendq.first);
+      return -1;
+    }
   }
   for (sudog *sd = c->sendq.first; sd; sd = sd->next) {
-    if (sd->copykind != COPY_NONE || !sd->box) continue;
+    if (!sd->box) continue;
     rt_copy copy = copy_box(L, pp, sd->box);
-    if (copy.kind == COPY_NONE) return -1;
+    if (copy.kind == COPY_NONE) {
+      unshare(c, c->qcount, sd);
+      return -1;
+    }
     sudog_set_copy(sd, copy);
+  }
+  /* The copies are the values now. */
+  for (uint32_t i = 0; i < c->qcount; i++) {
+    val *v = &c->buf[(c->recvx + i) % c->dataqsiz];
+    if (v->box) box_free_dirty(pp, v->box);
+    v->box = 0;
+  }
+  for (sudog *sd = c->sendq.first; sd; sd = sd->next) {
+    if (sd->box) box_free_dirty(pp, sd->box);
+    sd->box = 0;
   }
   atomic_store_explicit(&c->shared, true, memory_order_release);
   return 0;

@@ -215,7 +215,7 @@ static int l_go(lua_State *L) {
 static int l_spawn(lua_State *L) {
   if (lua_type(L, 1) != LUA_TFUNCTION) return bad_function(L, "spawn");
   p_t *pp = vm_p(L);
-  rt_blob *blob = value_encode(L, 1, lua_gettop(L), "argument");
+  rt_blob *blob = value_encode_args(L, 1, lua_gettop(L));
   if (!blob) return raise_at_caller(L);
   newproc_spawn(pp->rt, blob, tb_site(pp, L, 1));
   return 0;

@@ -228,11 +228,11 @@ struct sudog {
     struct notifylist *nl;
   };
   sudog *waitlink; /* g->live->waiting, in lock order */
-  union {          /* a sender's value, copied, on a shared channel (copykind) */
+  union {          /* a sender's value, copied: a scalar, or on a shared channel (copykind) */
     double copynum;
     rt_blob *copyblob;
   };
-  int32_t box;     /* a sender's value in its own VM; 0 for a receiver or once taken */
+  int32_t box;     /* a sender's value in its own VM, on a local channel; else 0 */
   union {
     int32_t case_idx; /* select case (1-based), 0 for a plain op */
     uint32_t ticket;  /* semaphore handoff / notify list ticket */
@@ -538,10 +538,9 @@ typedef struct waitq {
 } waitq;
 
 /* A value in flight on a channel. A local channel carries boxes of its
- * owner's VM, and scalars inline (copy, box 0). A shared channel carries, for each value, a copy for a
- * receiver in another VM and the box in the sender's VM (vm: its P's id),
- * which a receiver in that same VM takes by reference. The taker frees
- * whichever it does not use. */
+ * owner's VM, and scalars inline (copy, box 0). A shared channel carries
+ * copies only (box 0), for every receiver. A value may come with both (a
+ * timer's, box in VM vm): the taker uses the copy and frees the box. */
 typedef struct val {
   rt_copy copy;
   int32_t box;
@@ -846,6 +845,9 @@ void net_open(lua_State *L);
 /* [-0, +0 or +1] encode n values from idx; NULL with a message pushed on
  * failure (`what` names them in it: "argument", "value"). */
 rt_blob *value_encode(lua_State *L, int idx, int n, const char *what);
+/* [-0, +0 or +1] value_encode of spawn's arguments: "argument #i" even
+ * when there is one. */
+rt_blob *value_encode_args(lua_State *L, int idx, int n);
 /* [-0, +n, e] push the values of b (b stays valid). */
 int value_decode(lua_State *L, const rt_blob *b);
 /* [-0, +n or +1] value_decode in protected mode: the count, or -1 with a

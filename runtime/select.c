@@ -12,6 +12,9 @@
  *     any other op that dequeues one of its sudogs skips it. The G removes
  *     its remaining sudogs (selectgo_finish) before its Lua code runs again,
  *     so no case can fire twice.
+ *   - A send case's value is a box of the selecting VM on a local channel,
+ *     and on a shared one only its copy, made before any channel is locked
+ *     (chan.c: a shared channel carries copies for every receiver).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -128,7 +131,8 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
       }
       sudog *sd = waitq_dequeue(&c->recvq);
       if (!sd && c->qcount >= c->dataqsiz) continue;
-      val v = {cases[i].copy, box_alloc(pp), pp->id};
+      /* A shared channel's value is its copy; a local one's, a box. */
+      val v = {cases[i].copy, cases[i].copy.kind == COPY_NONE ? box_alloc(pp) : 0, pp->id};
       cases[i].copy.kind = COPY_NONE; /* consumed */
       res->box = v.box;
       if (sd) {
@@ -163,7 +167,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
     sd->case_idx = i + 1;
     sd->is_send = cases[i].kind == CASE_SEND;
     if (sd->is_send) {
-      sd->box = cases[i].box = box_alloc(pp);
+      sd->box = cases[i].box = cases[i].copy.kind == COPY_NONE ? box_alloc(pp) : 0;
       sd->copykind = cases[i].copy.kind;
       if (sd->copykind == COPY_NUM) sd->copynum = cases[i].copy.num;
       else if (sd->copykind == COPY_BLOB) sd->copyblob = cases[i].copy.blob;
@@ -240,7 +244,7 @@ int select_block(lua_State *L) {
   int nret = 3;
   if (rc == RC_PARK) {
     for (int32_t i = 0; i < n; i++) { /* the values of send cases wait in their boxes */
-      if (cases[i].kind != CASE_SEND) continue;
+      if (cases[i].kind != CASE_SEND || !cases[i].box) continue;
       lua_rawgeti(L, i + 2, 3);
       lua_rawseti(L, lua_upvalueindex(1), cases[i].box);
     }
@@ -262,8 +266,10 @@ int select_block(lua_State *L) {
       lua_pushinteger(L, 0);
       lua_pushboolean(L, 0);
     } else if (cases[res.idx - 1].kind == CASE_SEND) {
-      lua_rawgeti(L, res.idx + 1, 3);
-      lua_rawseti(L, lua_upvalueindex(1), res.box);
+      if (res.box) { /* a local channel's; a shared one took the copy */
+        lua_rawgeti(L, res.idx + 1, 3);
+        lua_rawseti(L, lua_upvalueindex(1), res.box);
+      }
       lua_pushinteger(L, 0);
       lua_pushboolean(L, 1);
     } else if (res.ok) {

@@ -785,3 +785,62 @@ describe("select where Lua cannot yield", function()
     assert.are.same({ 1, 1, 2, 1, 1, 2, 1, 1, 2 }, got)
   end)
 end)
+
+-- A channel that has crossed to another VM (through spawn) carries copies
+-- for every receiver, in the sender's VM too, select or not: what a
+-- program means does not depend on where its goroutines run.
+describe("select on a channel that crossed through spawn copies its values", function()
+  local function shared_chan(cap)
+    local ch = lugo.chan(cap)
+    local done = lugo.chan(1)
+    lugo.spawn(function(ch, done) done:send(ch ~= nil) end, ch, done)
+    assert.is_true(helper.recv(done))
+    return ch
+  end
+
+  it("gives a receive case a copy of a table sent in this VM", function()
+    local ch, t = shared_chan(1), { n = 1 }
+    ch:send(t)
+    local i, v, ok = select_(case.recv(ch), case.default)
+    assert.are.same({ 1, { n = 1 }, true }, { i, v, ok })
+    assert.is_false(rawequal(t, v))
+  end)
+
+  it("sends a copy from a ready send case, taken when the case fires", function()
+    local ch, t = shared_chan(1), { n = 1 }
+    assert.are.equal(1, (select_(case.send(ch, t), case.default)))
+    t.n = 2
+    local v = ch:recv()
+    assert.are.equal(1, v.n)
+    assert.is_false(rawequal(t, v))
+  end)
+
+  it("sends a copy from a send case that waited for a receiver of this VM", function()
+    local ch, t = shared_chan(0), { n = 1 }
+    local res = go_pcall(function() return select_(case.send(ch, t), case.recv(nil)) end)
+    settle() -- parked on the send case, its copy made
+    t.n = 2
+    local v = ch:recv()
+    assert.are.same({ n = 2, true, 1 }, helper.recv(res))
+    assert.are.equal(1, v.n)
+    assert.is_false(rawequal(t, v))
+  end)
+
+  it("delivers a copy to a receive case that waited, in the sender's VM", function()
+    local ch, t = shared_chan(0), { n = 1 }
+    local res = go_pcall(function() return select_(case.recv(ch), case.recv(nil)) end)
+    settle()
+    ch:send(t)
+    local r = helper.recv(res)
+    assert.are.equal(1, r[2])
+    assert.are.equal(1, r[3].n)
+    assert.is_false(rawequal(t, r[3]))
+  end)
+
+  it("still passes values by reference on a channel that never crossed", function()
+    local ch, t = lugo.chan(1), {}
+    select_(case.send(ch, t))
+    local _, v = select_(case.recv(ch))
+    assert.is_true(rawequal(t, v))
+  end)
+end)

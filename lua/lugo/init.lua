@@ -33,9 +33,10 @@ end
 lugo.go = core.go
 
 -- spawn(f, ...): run f(...) in a new goroutine on whichever processor is
--- free. f (its bytecode and upvalues) and the arguments are copied into
--- that processor's VM, where globals and require resolve; channels and other
--- runtime objects among them cross by reference.
+-- free. f (its bytecode, upvalues and the globals it names) and the
+-- arguments are copied into that processor's VM, even when it is this one
+-- (runtime/value.c); modules resolve there by name, channels and other
+-- runtime objects cross by reference. (In C, to record where it was called.)
 lugo.spawn = core.spawn
 
 -- chan([cap]): a channel with a buffer of cap values (0: unbuffered).
