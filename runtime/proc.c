@@ -946,6 +946,7 @@ static lua_State *vm_new(p_t *pp) {
   lua_atpanic(L, vm_panic);
   pp->own_vm = true;
   luaL_openlibs(L);
+  print_open(L, false);
   lugo_preload(L);
   rt_vm_bind(pp, L);
   return L;
@@ -1556,6 +1557,7 @@ static void destroy_all_gs(runtime *rt) {
 runtime *rt_adopt(lua_State *L) {
   runtime *rt = runtime_new(0);
   rt->adopted_vm = true;
+  print_open(L, true);
   rt_vm_bind(rt->allp[0], L);
   /* This thread holds P0 from now on, so that the VM may use channels that
    * do not block even before lugo.main runs. */

@@ -864,6 +864,11 @@ void blob_free(rt_blob *b);
 void value_vm_init(lua_State *L);
 void value_names_changed(lua_State *L);
 
+/* ---- print.c ---- */
+/* [-0, +0] print with one write per call, and SIGPIPE for writes to a
+ * broken stdout or stderr; adopted: keep a print the script replaced. */
+void print_open(lua_State *L, bool adopted);
+
 /* ---- module.c: the lugo.core Lua module ---- */
 int rt_vm_bind(p_t *pp, lua_State *L); /* install the runtime in a VM */
 void rt_vm_unbind(p_t *pp);

@@ -68,6 +68,39 @@ function helper.run(code, opts)
   return r
 end
 
+-- Start `code` with the lugo host in the background (opts as for run).
+-- Returns { wait_line = function() -> its first line of stdout (waits up to
+-- 30 s), kill = function() }.
+function helper.start(code, opts)
+  opts = opts or {}
+  local script = write_temp(code)
+  local out, err = os.tmpname(), os.tmpname()
+  local args = {}
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = shell_quote(a) end
+  local cmd = string.format("%s %s %s %s %s </dev/null >%s 2>%s & echo $!",
+    opts.env or "", shell_quote(helper.lugo_bin()), opts.flags or "", shell_quote(script),
+    table.concat(args, " "), out, err)
+  local p = assert(io.popen(cmd))
+  local pid = tonumber(p:read("*a"):match("%d+"))
+  p:close()
+  local child = {}
+  function child.wait_line()
+    for _ = 1, 3000 do
+      local line = slurp(out):match("^([^\n]*)\n")
+      if line then return line end
+      os.execute("sleep 0.01")
+    end
+    error("the background child printed no line; stderr: " .. slurp(err))
+  end
+  function child.kill()
+    os.execute("kill " .. pid .. " 2>/dev/null; wait " .. pid .. " 2>/dev/null")
+    os.remove(out)
+    os.remove(err)
+    os.remove(script)
+  end
+  return child
+end
+
 -- Whether plain luajit can load the built lugo/core.so: ctest sets
 -- LUGO_CORE_DIR, and plain luajit cannot load an ASan build of it.
 function helper.has_plain_luajit()

@@ -286,4 +286,88 @@ describe("program lifetime", function()
   it("exits non-zero when a script raises nil (how busted fails on 5.1)", function()
     assert.are_not.equal(0, run("error()").status)
   end)
+
+  -- exit_while_spinning.lua: sysmon stopped preempting once the exit began,
+  -- so a processor running an interpreted loop never left it.
+  it("ends at once on os.exit while goroutines spin in interpreted loops on every processor", function()
+    for _, how in ipairs({ "exit", "panic", "return" }) do
+      local r = run([[
+        local lugo, time, runtime = require "lugo", require "lugo.time", require "lugo.runtime"
+        for _ = 1, runtime.gomaxprocs() + 1 do
+          lugo.spawn(function() jit.off(true, true) local x = 0 while true do x = x + 1 end end)
+        end
+        time.sleep(0.1)
+        local how = ...
+        if how == "return" then return end
+        lugo.spawn(function(how)
+          if how == "panic" then error("boom") end
+          os.exit(3)
+        end, how)
+        time.sleep(30)
+      ]], { args = { how }, env = "timeout 20" })
+      assert.are.equal(how == "exit" and 3 or how == "panic" and 2 or 0, r.status, how .. ": " .. r.stderr)
+    end
+  end)
+
+  it("ends on os.exit even while another processor runs compiled code", function()
+    local r = run([[
+      local lugo = require "lugo"
+      local started = lugo.chan(1)
+      lugo.spawn(function(started)
+        started:send(true)
+        local x = 0
+        while true do x = x + 1 end -- compiled: never reaches a safe point
+      end, started)
+      -- Keep this processor busy (len is no preemption point), so that the
+      -- loop starts on the other one.
+      while started:len() == 0 do end
+      os.exit(4)
+    ]], { flags = "-p 2", env = "timeout 20" })
+    assert.are.equal(4, r.status)
+  end)
+
+  it("writes each print from many processors as one whole line", function()
+    local r = run([[
+      local lugo, sync = require "lugo", require "lugo.sync"
+      local wg = sync.waitgroup()
+      for w = 1, 4 do
+        wg:add(1)
+        lugo.spawn(function(w, wg)
+          for i = 1, 5000 do print("worker", w, "line", i, "end") end
+          wg:done()
+        end, w, wg)
+      end
+      wg:wait()
+    ]], { flags = "-p 4" })
+    assert.are.equal(0, r.status)
+    local n = 0
+    for line in r.stdout:gmatch("[^\n]*\n") do
+      n = n + 1
+      if not line:match("^worker\t%d\tline\t%d+\tend\n$") then error("torn line: " .. line) end
+    end
+    assert.are.equal(20000, n)
+  end)
+
+  it("prints as luajit does: tostring on each argument, tabs between", function()
+    local r = run([[print(1, nil, true, "s", 2.5, setmetatable({}, { __tostring = function() return "T" end })) print()]])
+    assert.are.equal("1\tnil\ttrue\ts\t2.5\tT\n\n", r.stdout)
+    r = run([[print(setmetatable({}, { __tostring = function() return {} end }))]])
+    assert.are.equal(1, r.status)
+    assert.matches("'tostring' must return a string to 'print'", r.stderr, 1, true)
+  end)
+
+  -- A write to a stdout whose reader is gone ends the process with SIGPIPE,
+  -- as in Go (the runtime ignores SIGPIPE for sockets, so this is checked).
+  it("dies of SIGPIPE on a write to a broken stdout, as luajit and Go do", function()
+    for _, write in ipairs({ "print(i)", "io.write(i, '\\n')", "io.stdout:write(i, '\\n')" }) do
+      local status_file = os.tmpname()
+      local code = "for i = 1, 3e6 do " .. write .. " end io.stderr:write('finished\\n')"
+      local cmd = string.format("(%s -e %s 2>/dev/null; echo $? >%s) | head -1 >/dev/null",
+        helper.shell_quote(helper.lugo_bin()), helper.shell_quote(code), helper.shell_quote(status_file))
+      assert.is_true(os.execute(cmd) ~= nil)
+      local status = tonumber(helper.slurp(status_file):match("%d+"))
+      os.remove(status_file)
+      assert.are.equal(141, status, write)
+    end
+  end)
 end)

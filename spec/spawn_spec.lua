@@ -1205,6 +1205,96 @@ describe("timers work from other processors", function()
   end)
 end)
 
+-- Every runtime call that may block yields when the goroutine's time slice
+-- is over, even if it could go on: a loop of such calls that LuaJIT has
+-- compiled (where the preemption hook never runs) cannot hold its processor.
+describe("every runtime call that may block is a preemption point", function()
+  local loops = {
+    send_recv = "ch:send(1); ch:recv()",
+    select_default = "lugo.select(lugo.case.recv(ch), lugo.case.default)",
+    select_ready = "ch:send(1); lugo.select(lugo.case.recv(ch))",
+    mutex = "mu:lock(); mu:unlock()",
+    rwmutex = "rw:rlock(); rw:runlock(); rw:lock(); rw:unlock()",
+    waitgroup = "wg:wait()",
+    shared_channel = "shared:send(1); shared:recv()",
+  }
+  for name, body in pairs(loops) do
+    it("lets the others run while a compiled loop calls " .. name, function()
+      local r = helper.run([[
+        local lugo, sync, time = require "lugo", require "lugo.sync", require "lugo.time"
+        local ch, mu, rw, wg = lugo.chan(1), sync.mutex(), sync.rwmutex(), sync.waitgroup()
+        local shared = lugo.chan(1)
+        lugo.spawn(function(c) end, shared) -- it crossed: values are copied
+        local flag = false
+        lugo.go(function() flag = true end)
+        local deadline = time.now() + 10
+        local n = 0
+        while not flag do
+          ]] .. body .. [[
+
+          n = n + 1
+          if n % 1000 == 0 and time.now() > deadline then break end
+        end
+        print(flag and "preempted" or "never preempted")
+      ]], { flags = "-p 1", env = "timeout 30" })
+      helper.assert_clean_run(r, "preempted\n")
+    end)
+  end
+
+  -- ../shared/repro/flood_starves_processor.lua: a connection that always
+  -- has data never parks; another connection of the same processor must
+  -- still be served. And netpoll_starved_by_busy_goroutine.lua: a busy
+  -- goroutine must not keep the processor from polling its descriptors.
+  it("serves a connection while another floods the same processor, or a goroutine computes", function()
+    local server = helper.start([[
+      local lugo, net, time = require "lugo", require "lugo.net", require "lugo.time"
+      local ln = assert(net.listen("tcp", "127.0.0.1:0"))
+      local addr = ln:addr()
+      lugo.go(function()
+        jit.off(true, true)
+        local x = 0
+        while true do x = x + #tostring(x) end -- interpreted: preempted every 10 ms
+      end)
+      lugo.go(function()
+        while true do
+          local conn = assert(ln:accept())
+          lugo.go(function()
+            while true do
+              local line = conn:read_line()
+              if not line or not conn:write(line .. "\n") then break end
+            end
+            conn:close()
+          end)
+        end
+      end)
+      io.stdout:write(addr, "\n")
+      io.stdout:flush()
+      time.sleep(30)
+    ]], { flags = "-p 1", env = "timeout 60" })
+    local client = helper.run([[
+      local lugo, net, time = require "lugo", require "lugo.net", require "lugo.time"
+      local addr = ...
+      local flood = assert(net.dial("tcp", addr))
+      local big = (string.rep("x", 100) .. "\n"):rep(1000)
+      lugo.go(function() while flood:write(big) do end end)
+      lugo.go(function() while flood:read(65536) do end end)
+      time.sleep(0.2)
+      local probe = assert(net.dial("tcp", addr))
+      local answered = 0
+      for i = 1, 20 do
+        probe:set_read_deadline(time.now() + 2)
+        probe:write("ping\n")
+        if probe:read_line() == "ping" then answered = answered + 1 end
+        time.sleep(0.01)
+      end
+      print(answered)
+      os.exit(0)
+    ]], { flags = "-p 1", args = { server.wait_line() }, env = "timeout 60" })
+    server.kill()
+    helper.assert_clean_run(client, "20\n")
+  end)
+end)
+
 describe("a goroutine that runs without blocking is preempted", function()
   it("lets another goroutine of its processor run while an interpreted loop spins", function()
     local stop = false
@@ -1418,11 +1508,15 @@ describe("a program with spawned goroutines", function()
       local lugo, time = require "lugo", require "lugo.time"
       local ffi = require "ffi"
       ffi.cdef "int getpid(void); int kill(int pid, int sig);"
-      for i = 1, 100 do lugo.go(function() lugo.chan():recv() end) end
-      -- Runs once main sleeps, after the others have parked: it sends
-      -- SIGQUIT to the process, then never yields again.
+      local sync = require "lugo.sync"
+      local parked = sync.waitgroup()
+      parked:add(100)
+      -- Each parks in its receive right after done: nothing runs in between.
+      for i = 1, 100 do lugo.go(function() parked:done() lugo.chan():recv() end) end
+      -- Runs once main sleeps and the others have parked: it sends SIGQUIT
+      -- to the process, then never yields again.
       lugo.go(function()
-        require("lugo.runtime").gosched() -- behind the others, which park
+        parked:wait()
         ffi.C.kill(ffi.C.getpid(), 3)
         local x = 0
         while true do x = x + 1 end
@@ -1433,7 +1527,7 @@ describe("a program with spawned goroutines", function()
     local n = 0
     for _ in r.stderr:gmatch("\ngoroutine %d+ %[") do n = n + 1 end
     assert.are.equal(102, n, r.stderr:sub(1, 2000))
-    assert.matches("\ngoroutine 102 %[running, in compiled code, on processor 0%]:\n\t[^\n]+:11: in function <", r.stderr)
+    assert.matches("\ngoroutine 102 %[running, in compiled code, on processor 0%]:\n\t[^\n]+:%d+: in function <", r.stderr)
     assert.matches("\ngoroutine 2 %[chan receive%]:\n", r.stderr)
     assert.matches("\ngoroutine 1 %[sleep%]:\n", r.stderr)
   end)
