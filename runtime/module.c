@@ -66,6 +66,7 @@ int rt_vm_bind(p_t *pp, lua_State *L) {
   lua_pushlightuserdata(L, (void *)&rt_mark_exit);
   lua_call(L, 1, 1);
   pp->trampoline_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  rt_sched_protect_init(pp, L);
   rt_objects_open(L);
   value_vm_init(L);
   return 0;

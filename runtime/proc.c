@@ -431,16 +431,75 @@ static void allg_remove(p_t *pp, g_t *gp) {
 
 /* A coroutine parked in the trampoline, ready for a new body; a fresh one
  * holds just the trampoline. */
-static lua_State *copool_get(p_t *pp) {
-  if (pp->ncopool) return pp->copool[--pp->ncopool];
+/* The scheduler's own Lua work that allocates, run protected: an
+ * allocation may run finalizers, and one that raises outside any goroutine
+ * must be reported (as newer LuaJITs do), not end the process as an
+ * unprotected error. fn runs on pp->L with ud, leaving nres results.
+ * False if it raised: the error was reported, nothing is left. */
+static int protected_body(lua_State *L) {
+  void (*fn)(lua_State *, void *) = (void (*)(lua_State *, void *))(uintptr_t)lua_touserdata(L, 1);
+  void *ud = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  fn(L, ud);
+  return lua_gettop(L);
+}
+
+/* The handler of sched_protected: the error and where it was raised. */
+static int finalizer_traceback(lua_State *L) {
+  tbuf b;
+  tb_init(&b);
+  const char *msg = lua_tostring(L, 1);
+  tb_printf(&b, "lugo: error in a finalizer (__gc) run by the scheduler: %s\nstack traceback:\n",
+            msg ? msg : "(error object is not a string)");
+  tb_frames(&b, L, 1);
+  lua_pushlstring(L, b.p, b.len);
+  tb_free(&b);
+  return 1;
+}
+
+static bool sched_protected(p_t *pp, void (*fn)(lua_State *, void *), void *ud, int nres) {
   lua_State *L = pp->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->errfn_ref);
+  int handler = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->protect_ref);
+  lua_pushlightuserdata(L, (void *)(uintptr_t)fn);
+  lua_pushlightuserdata(L, ud);
+  if (lua_pcall(L, 2, nres, handler) != 0) {
+    fflush(stdout);
+    rt_lock(&rt_print_lock);
+    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    fflush(stderr);
+    rt_unlock(&rt_print_lock);
+    lua_settop(L, handler - 1);
+    return false;
+  }
+  lua_remove(L, handler);
+  return true;
+}
+
+void rt_sched_protect_init(p_t *pp, lua_State *L) {
+  lua_pushcfunction(L, protected_body);
+  pp->protect_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushcfunction(L, finalizer_traceback);
+  pp->errfn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void newthread_body(lua_State *L, void *ud) {
+  p_t *pp = ud;
   lua_rawgeti(L, LUA_REGISTRYINDEX, pp->cos_ref);
   lua_State *co = lua_newthread(L);
   lua_pushboolean(L, 1);
   lua_rawset(L, -3); /* anchored for as long as it is pooled or used */
-  lua_pop(L, 1);
   lua_rawgeti(co, LUA_REGISTRYINDEX, pp->trampoline_ref);
-  return co;
+  pp->copool_new = co;
+  lua_settop(L, 0);
+}
+
+static lua_State *copool_get(p_t *pp) {
+  if (pp->ncopool) return pp->copool[--pp->ncopool];
+  /* A finalizer that raises stops one try; the next one finds it run. */
+  while (!sched_protected(pp, newthread_body, pp, 0)) {}
+  return pp->copool_new;
 }
 
 static void co_drop(p_t *pp, lua_State *co) {
@@ -609,11 +668,27 @@ static void report_panic(runtime *rt, const char *report) {
 
 /* The G's body raised past every handler (its coroutine is dead, the error
  * on top): report it as a panic. */
+typedef struct dead_panic {
+  g_t *gp;
+  lua_State *co;
+} dead_panic;
+
+static void dead_panic_body(lua_State *L, void *ud) {
+  dead_panic *d = ud;
+  tb_push_dead_panic(L, d->gp, d->co);
+}
+
 static void gopanic(p_t *pp, g_t *gp, lua_State *co) {
-  lua_State *L = pp->L;
-  tb_push_dead_panic(L, gp, co);
-  report_panic(pp->rt, lua_tostring(L, -1));
-  lua_pop(L, 1);
+  dead_panic d = {gp, co};
+  if (sched_protected(pp, dead_panic_body, &d, 1)) {
+    report_panic(pp->rt, lua_tostring(pp->L, -1));
+    lua_pop(pp->L, 1);
+  } else {
+    char report[96];
+    snprintf(report, sizeof report, "panic: (its report could not be made)\n\ngoroutine %lld [running]:\n",
+             (long long)gp->goid);
+    report_panic(pp->rt, report);
+  }
 }
 
 /* ------------------------------------------------------------------ */
@@ -780,8 +855,8 @@ static void push_unyieldable_reason(lua_State *L, g_t *gp) {
       }
     }
     lua_pop(L, 1);
-    if (ar.name) lua_pushfstring(L, "inside a call from the C function '%s' (a metamethod or a callback)", ar.name);
-    else lua_pushliteral(L, "inside a call from a C function (a metamethod or a callback)");
+    if (ar.name) lua_pushfstring(L, "inside a call from the C function '%s' (a metamethod, a finalizer or a callback)", ar.name);
+    else lua_pushliteral(L, "inside a call from a C function (a metamethod, a finalizer or a callback)");
     return;
   }
   lua_pushliteral(L, "inside a C call (a __gc metamethod, a hook or a callback)");
@@ -799,6 +874,8 @@ int rt_push_err(lua_State *L, int32_t code) {
     push_unyieldable_reason(L, getg());
     lua_pushfstring(L, "cannot block here: %s; Lua cannot yield across a C call", lua_tostring(L, -1));
     lua_remove(L, -2);
+  } else if (code == RC_NOGOROUTINE && getp()) { /* a P's thread between goroutines: a finalizer */
+    lua_pushliteral(L, "cannot block here: inside a finalizer (__gc) run by the scheduler; Lua cannot yield across a C call");
   } else if (code == RC_NOGOROUTINE) {
     lua_pushliteral(L, "cannot block outside a goroutine (run the program with lugo, or inside lugo.main)");
   } else {
@@ -874,10 +951,11 @@ static void execute(p_t *pp, g_t *gp, bool inherit_time) {
       atomic_store_explicit(&gp->p, pp, memory_order_relaxed);
       allg_add(pp, gp);
     }
-    set_curg(pp, gp);
+    /* Finalizers may run in what follows: outside any goroutine. */
     co = copool_get(pp);
     gp->live = live_get(pp, gp, co);
     nargs = push_start(pp, gp, co, spawned);
+    set_curg(pp, gp);
     if (nargs < 0) { /* its body could not be copied here: that is its panic */
       lua_xmove(pp->L, co, 1);
       set_curg(pp, NULL);

@@ -369,6 +369,8 @@ struct p {
   int vals_ref;    /* registry refs of the VM's tables */
   int cos_ref;     /* cos[thread] = true: anchors every pooled coroutine */
   int trampoline_ref;
+  int protect_ref, errfn_ref; /* sched_protected's function and handler */
+  lua_State *copool_new;      /* the coroutine copool_get just made */
   g_t *_Atomic curg; /* the G being resumed; sysmon reads the pointer, never the G */
   _Atomic int64_t curgoid; /* its goid, for sysmon's reports: 0 when none */
   bool preempt;      /* sysmon asked the running G to yield */
@@ -871,6 +873,7 @@ void print_open(lua_State *L, bool adopted);
 
 /* ---- module.c: the lugo.core Lua module ---- */
 int rt_vm_bind(p_t *pp, lua_State *L); /* install the runtime in a VM */
+void rt_sched_protect_init(p_t *pp, lua_State *L); /* proc.c: before the scheduler runs Lua work */
 void rt_vm_unbind(p_t *pp);
 
 #endif

@@ -543,7 +543,7 @@ describe("blocking where Lua cannot yield", function()
       local ch = lugo.chan()
       local o = setmetatable({}, { __tostring = function() return ch:recv() end })
       ok, err = pcall(string.format, "%s", o)
-      assert_cannot_block(ok, err, "a metamethod or a callback")
+      assert_cannot_block(ok, err, "a metamethod, a finalizer or a callback")
     end)
 
     it("inside a chunk being required", function()

@@ -371,3 +371,69 @@ describe("program lifetime", function()
     end
   end)
 end)
+
+-- The LuaJIT this runs on raises a finalizer's error where the collection
+-- that ran it was: in a goroutine, that goroutine gets it (as under luajit);
+-- in the scheduler, between goroutines, it is reported and the program goes
+-- on (as newer LuaJITs do), instead of ending as an unprotected error.
+describe("finalizers (__gc)", function()
+  it("raise their error in the goroutine whose collection ran them", function()
+    local r = run([[
+      local armed = false -- finalizers that run while the loop allocates do nothing
+      for i = 1, 100 do
+        local u = newproxy(true)
+        getmetatable(u).__gc = function() if armed then error("gc boom " .. i) end end
+      end
+      armed = true
+      local ok, err = pcall(collectgarbage)
+      armed = false -- the finalizers still pending (the error stopped them) stay quiet
+      print(ok, (err:gsub("^.-gc boom %d+$", "gc boom")))
+    ]])
+    assert.are.equal("false\tgc boom\n", r.stdout:sub(1, #"false\tgc boom\n"))
+  end)
+
+  it("that block raise cannot block here", function()
+    local r = run([[
+      local time = require "lugo.time"
+      local armed = false
+      for i = 1, 10 do
+        local u = newproxy(true)
+        getmetatable(u).__gc = function() if armed then time.sleep(0.001) end end
+      end
+      armed = true
+      local ok, err = pcall(collectgarbage)
+      armed = false
+      print(ok, err:match("cannot block here: [^;]*; Lua cannot yield across a C call") ~= nil)
+    ]])
+    assert.are.equal("false\ttrue\n", r.stdout:sub(1, #"false\ttrue\n"))
+  end)
+
+  it("are reported with their traceback when the scheduler ran them, and the program goes on", function()
+    local r = run([[
+      local lugo, time, runtime = require "lugo", require "lugo.time", require "lugo.runtime"
+      local function f() time.sleep(0.01) end
+      for round = 1, 20 do
+        for i = 1, 200 do
+          local u = newproxy(true)
+          -- Only between goroutines (goid 0): the main goroutine must not
+          -- get the error in this test.
+          getmetatable(u).__gc = function()
+            if runtime.goid() == 0 then error("scheduler gc boom") end
+          end
+          local v = newproxy(true)
+          getmetatable(v).__gc = function()
+            if runtime.goid() == 0 then time.sleep(0.001) end
+          end
+        end
+        for i = 1, 3000 do lugo.go(f) end -- their coroutines are made between goroutines
+        time.sleep(0.02)
+      end
+      print("survived")
+    ]])
+    assert.are.equal(0, r.status)
+    assert.are.equal("survived\n", r.stdout)
+    assert.matches("lugo: error in a finalizer %(__gc%) run by the scheduler: [^\n]*: scheduler gc boom\n" ..
+      "stack traceback:\n\t%[C%]: in function 'error'\n\t[^\n]+: in function <", r.stderr)
+    assert.matches("run by the scheduler: [^\n]*cannot block here: inside a finalizer %(__gc%) run by the scheduler", r.stderr)
+  end)
+end)
