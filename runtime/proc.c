@@ -874,7 +874,7 @@ int rt_push_err(lua_State *L, int32_t code) {
     push_unyieldable_reason(L, getg());
     lua_pushfstring(L, "cannot block here: %s; Lua cannot yield across a C call", lua_tostring(L, -1));
     lua_remove(L, -2);
-  } else if (code == RC_NOGOROUTINE && getp()) { /* a P's thread between goroutines: a finalizer */
+  } else if (code == RC_NOGOROUTINE && getp() && getp()->scheduling) { /* between goroutines: a finalizer */
     lua_pushliteral(L, "cannot block here: inside a finalizer (__gc) run by the scheduler; Lua cannot yield across a C call");
   } else if (code == RC_NOGOROUTINE) {
     lua_pushliteral(L, "cannot block outside a goroutine (run the program with lugo, or inside lugo.main)");
@@ -1216,12 +1216,14 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
 
 static void schedule(p_t *pp) {
   runtime *rt = pp->rt;
+  pp->scheduling = true;
   while (!atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
     bool inherit_time;
     g_t *gp = findrunnable(pp, &inherit_time);
     if (!gp) break;
     execute(pp, gp, inherit_time);
   }
+  pp->scheduling = false;
 }
 
 /* The body of the thread of P1.. */

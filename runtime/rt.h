@@ -375,6 +375,7 @@ struct p {
   _Atomic int64_t curgoid; /* its goid, for sysmon's reports: 0 when none */
   bool preempt;      /* sysmon asked the running G to yield */
   bool yielded;      /* the last G yielded its slice: look at the global queue first */
+  bool scheduling;   /* its M is in schedule(): Lua code without a G is a finalizer */
   volatile sig_atomic_t sethook_busy; /* the P's thread is in lua_sethook: SIGURG leaves it alone */
   lua_Hook user_hook; /* the script's hook, saved while preemption borrows the slot */
   int user_hookmask, user_hookcount;
