@@ -1569,6 +1569,9 @@ describe("a program with spawned goroutines", function()
     assert.are.equal("done\n", r.stdout)
     assert_contains(r.stderr, "has run for")
     assert_contains(r.stderr, "without yielding")
+    -- ../shared/repro/jit_loop_freezes_processor.lua: the report names the fix
+    assert_contains(r.stderr, "runtime.gosched()")
+    assert_contains(r.stderr, "jit.off")
     assert_contains(r.stderr, "stack traceback:") -- printed once it left compiled code
   end)
 end)
