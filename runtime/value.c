@@ -686,3 +686,249 @@ void copy_free(rt_copy *c) {
   if (c->kind == COPY_BLOB) blob_free(c->blob);
   c->kind = COPY_NONE;
 }
+
+/* ------------------------------------------------------------------ */
+/* Boxes: where a VM keeps its values in flight                        */
+/*
+ * A box is an integer key of the VM's `vals` table; C moves box numbers,
+ * Lua stores and loads the values (rt.h). The pool is pp->boxes.
+ *
+ * Invariants:
+ *   - Only the thread holding pp touches pp->boxes. Another thread gives a
+ *     box back through pp->remote_dirty (under remote_lock); boxes_clean
+ *     folds those in.
+ *   - Boxes are numbered 1..next; flags[box] has BOX_LIVE from box_alloc to
+ *     its box_free or box_free_dirty, and `free` (a min-heap) holds exactly
+ *     the others. The lowest free number goes first, so the numbers in use
+ *     stay dense: vals keeps its keys in its array part, and after a burst
+ *     the free numbers above the highest live one can be dropped.
+ *   - A free box's vals slot is nil unless it has BOX_DIRTY: box_free_dirty
+ *     (finalizers, channels freed with values, selects that sent nothing)
+ *     cannot touch Lua, so the value stays until boxes_clean clears it.
+ *     Every dirty box is on the dirty list (BOX_LISTED), once, so the list
+ *     never outgrows the pool.
+ *   - A dirty box is handed out again at once, without waiting for
+ *     boxes_clean: every box_alloc is followed by a store into vals[box]
+ *     before any other code runs on this P (chan.c val_init, whose box the
+ *     FFI caller or chan_send_block stores into; take_box; select.c, whose
+ *     send boxes chosen() or select_block store into before any park;
+ *     context.c with_value; time.c timer_obj_fire; module.c newproc and
+ *     box_new, stored into by lugo.go and time.after_func; lugo_run). A
+ *     loop that never reaches the scheduler therefore reuses its numbers.
+ *   - After a burst (over three quarters of the numbers free), boxes_clean
+ *     drops the free numbers above the highest live box, and rehashes vals
+ *     (LuaJIT resizes a table only when a new key finds its hash part full)
+ *     once the live boxes are fewer than a quarter of the most there were
+ *     since its last rehash: the pool and vals follow what is live. Both
+ *     cost a pass over what they drop, considered only after as many frees.
+ */
+
+enum { BOX_LIVE = 1, BOX_DIRTY = 2, BOX_LISTED = 4 };
+
+/* Fewer free boxes than this are never worth a trim. */
+#define BOX_TRIM_MIN 1024
+
+/* How many fresh keys a forced rehash of vals may take before giving up. */
+#define VALS_REHASH_TRIES 4096
+
+static void heap_push(box_pool *b, int32_t box) {
+  int32_t *h = b->free;
+  int32_t i = b->nfree++;
+  while (i > 0) {
+    int32_t parent = (i - 1) / 2;
+    if (h[parent] <= box) break;
+    h[i] = h[parent];
+    i = parent;
+  }
+  h[i] = box;
+}
+
+/* Move h[i] down to its place among h[0..n). */
+static void heap_down(int32_t *h, int32_t n, int32_t i) {
+  int32_t x = h[i];
+  for (;;) {
+    int32_t c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && h[c + 1] < h[c]) c++;
+    if (x <= h[c]) break;
+    h[i] = h[c];
+    i = c;
+  }
+  h[i] = x;
+}
+
+static int32_t heap_pop(box_pool *b) {
+  int32_t *h = b->free;
+  int32_t top = h[0];
+  int32_t n = --b->nfree;
+  if (n) {
+    h[0] = h[n];
+    heap_down(h, n, 0);
+  }
+  return top;
+}
+
+/* Room for boxes 1..cap in every array (cap 0 frees them): the heap and the
+ * dirty list hold each box at most once, so neither ever needs a check. */
+static void boxes_resize(box_pool *b, int32_t cap) {
+  if (cap == 0) {
+    rt_free(b->flags);
+    rt_free(b->free);
+    rt_free(b->dirty);
+    b->flags = NULL;
+    b->free = b->dirty = NULL;
+    b->cap = 0;
+    return;
+  }
+  b->flags = rt_realloc(b->flags, (size_t)cap + 1);
+  if (cap > b->cap) memset(b->flags + b->cap + 1, 0, (size_t)(cap - b->cap));
+  b->free = rt_realloc(b->free, (size_t)cap * sizeof *b->free);
+  b->dirty = rt_realloc(b->dirty, (size_t)cap * sizeof *b->dirty);
+  b->cap = cap;
+}
+
+/* A never-used number: every box is live. */
+static int32_t box_new(box_pool *b) {
+  if (b->next == b->cap) {
+    if (b->cap >= RC_PARKBOX / 2) rt_throw("runtime: too many values waiting in one VM");
+    boxes_resize(b, b->cap ? b->cap * 2 : 64);
+  }
+  int32_t box = ++b->next;
+  if (box > b->hw) b->hw = box;
+  return box;
+}
+
+int32_t box_alloc(p_t *pp) {
+  box_pool *b = &pp->boxes;
+  int32_t box = b->nfree ? heap_pop(b) : box_new(b);
+  b->flags[box] = (uint8_t)((b->flags[box] & BOX_LISTED) | BOX_LIVE);
+  return box;
+}
+
+static void box_check_live(const box_pool *b, int32_t box) {
+  if (box < 1 || box > b->next || !(b->flags[box] & BOX_LIVE))
+    rt_throw("runtime: box %d freed but not in use", (int)box);
+}
+
+void box_free(p_t *pp, int32_t box) {
+  box_pool *b = &pp->boxes;
+  box_check_live(b, box);
+  b->flags[box] &= BOX_LISTED;
+  b->frees++;
+  heap_push(b, box);
+}
+
+static void box_free_dirty_local(box_pool *b, int32_t box) {
+  box_check_live(b, box);
+  if (!(b->flags[box] & BOX_LISTED)) b->dirty[b->ndirty++] = box;
+  b->flags[box] = BOX_DIRTY | BOX_LISTED;
+  b->frees++;
+  heap_push(b, box);
+}
+
+void box_free_dirty(p_t *pp, int32_t box) {
+  if (getp() != pp) { /* pp's VM is another thread's: its own thread takes the box back */
+    rt_lock(&pp->remote_lock);
+    int32_t n = atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed);
+    if (n == pp->remote_dirtycap) {
+      pp->remote_dirtycap = n ? n * 2 : 64;
+      pp->remote_dirty = rt_realloc(pp->remote_dirty, (size_t)pp->remote_dirtycap * sizeof(int32_t));
+    }
+    pp->remote_dirty[n] = box;
+    atomic_store_explicit(&pp->nremote_dirty, n + 1, memory_order_relaxed);
+    rt_unlock(&pp->remote_lock);
+    return;
+  }
+  box_free_dirty_local(&pp->boxes, box);
+}
+
+static size_t vm_bytes(lua_State *L) {
+  return (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+}
+
+/* [-0, +0, m] Make LuaJIT resize the table at idx to the keys it holds now:
+ * it does so only when a new key finds the hash part full, so insert fresh
+ * keys (light userdata, which no caller uses) until the VM's allocated
+ * bytes change, the sign of a resize, then remove them. *seq makes the keys
+ * new each time: an old key left dead in the hash part would be reused
+ * without a resize. Used for vals; any table whose keys come and go in
+ * bursts could use it. */
+void rt_table_rehash(lua_State *L, int idx, uint32_t *seq) {
+  if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
+  size_t before = vm_bytes(L);
+  uint32_t first = *seq, n = 0;
+  while (n < VALS_REHASH_TRIES) {
+    lua_pushlightuserdata(L, (void *)(uintptr_t)(((uint64_t)(first + n) << 4) | 8));
+    n++;
+    lua_pushboolean(L, 1);
+    lua_rawset(L, idx);
+    if (vm_bytes(L) != before) break;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    lua_pushlightuserdata(L, (void *)(uintptr_t)(((uint64_t)(first + i) << 4) | 8));
+    lua_pushnil(L);
+    lua_rawset(L, idx);
+  }
+  *seq = first + n;
+}
+
+/* After a burst: drop the free numbers above the highest live box, and
+ * rehash vals once most of what it had room for is gone. No box is dirty. */
+static void boxes_trim(p_t *pp) {
+  box_pool *b = &pp->boxes;
+  int32_t top = b->next;
+  while (top > 0 && !(b->flags[top] & BOX_LIVE)) top--;
+  if (top < b->next) {
+    int32_t n = 0;
+    for (int32_t i = 0; i < b->nfree; i++)
+      if (b->free[i] <= top) b->free[n++] = b->free[i];
+    b->nfree = n;
+    for (int32_t i = n / 2 - 1; i >= 0; i--) heap_down(b->free, n, i);
+    b->next = top;
+    int32_t cap = b->cap;
+    while (cap > 64 && cap / 4 >= top) cap /= 2;
+    if (cap < b->cap) boxes_resize(b, cap);
+  }
+  int32_t live = b->next - b->nfree;
+  if (live > b->hw) b->hw = live;
+  if (b->hw > BOX_TRIM_MIN && live < b->hw / 4) {
+    lua_State *L = pp->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+    rt_table_rehash(L, -1, &b->seq);
+    lua_pop(L, 1);
+    b->hw = live;
+  }
+}
+
+void boxes_clean(p_t *pp) {
+  box_pool *b = &pp->boxes;
+  if (atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed)) {
+    rt_lock(&pp->remote_lock);
+    int32_t n = atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed);
+    for (int32_t i = 0; i < n; i++) box_free_dirty_local(b, pp->remote_dirty[i]);
+    atomic_store_explicit(&pp->nremote_dirty, 0, memory_order_relaxed);
+    rt_unlock(&pp->remote_lock);
+  }
+  if (b->ndirty) {
+    lua_State *L = pp->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+    while (b->ndirty) {
+      int32_t box = b->dirty[--b->ndirty];
+      uint8_t f = b->flags[box];
+      b->flags[box] = f & BOX_LIVE; /* off the list; a live box was stored into since */
+      if (f & BOX_DIRTY) {
+        lua_pushnil(L);
+        lua_rawseti(L, -2, box);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  /* A trim costs up to a pass over the free boxes: consider one only after
+   * half as many frees again, so that it is paid for by them. */
+  if (b->frees >= b->trim_check) {
+    if (b->nfree > BOX_TRIM_MIN && b->nfree > 3 * (b->next - b->nfree)) boxes_trim(pp);
+    b->trim_check = b->frees + (b->nfree / 2 > BOX_TRIM_MIN ? b->nfree / 2 : BOX_TRIM_MIN);
+  }
+}
+
+void boxes_destroy(p_t *pp) { boxes_resize(&pp->boxes, 0); }
