@@ -737,3 +737,88 @@ describe("collection does not disturb goroutines", function()
     end
   end)
 end)
+
+describe("the values in flight take box numbers that follow what is live", function()
+  -- A value waiting in the runtime (in a channel, a context, a goroutine
+  -- not yet started) sits in the VM's box table at a number (rt.h). The
+  -- numbers are reused at once and the table shrinks after a burst
+  -- (ctx_value_growth.lua: 4,000,000 fresh numbers and 44-80 MB kept).
+  local vals = require("lugo.internal").vals
+  local context = require "lugo.context"
+
+  local function heap_mb()
+    full_gc()
+    return collectgarbage("count") / 1024
+  end
+
+  local function highest_box()
+    local top = 0
+    for k in pairs(vals) do
+      if k > top then top = k end
+    end
+    return top
+  end
+
+  it("reuses the numbers of contexts collected in a loop that never blocks", function()
+    -- Its own program: the loop is compiled and never reaches the
+    -- scheduler, as in ctx_value_growth.lua.
+    local r = helper.run([[
+      local context = require "lugo.context"
+      local vals = require("lugo.internal").vals
+      local parent = context.background()
+      collectgarbage() collectgarbage()
+      local before = collectgarbage("count")
+      for i = 1, 400000 do
+        local c = context.with_value(parent, "k", i)
+      end
+      collectgarbage() collectgarbage()
+      local top = 0
+      for k in pairs(vals) do if k > top then top = k end end
+      print(top, (collectgarbage("count") - before) / 1024)
+    ]])
+    assert.are.equal(0, r.status)
+    local top, grown = r.stdout:match("^(%d+)\t(%S+)\n$")
+    -- 800,000 boxes were taken, two at a time; the collector freed them as
+    -- the loop went, and their numbers came back without the scheduler
+    assert.is_true(tonumber(top) < 200000, "highest box " .. tostring(top))
+    assert.is_true(tonumber(grown) < 4, "heap grew by " .. tostring(grown) .. " MB")
+  end)
+
+  it("gives the table's memory back once a burst of values in flight is taken", function()
+    local before = heap_mb()
+    local N = 500000 -- 4 MB of table slots at least
+    local ch, t = lugo.chan(N), {}
+    for _ = 1, N do ch:send(t) end
+    assert.is_true(heap_mb() > before + 3)
+    for _ = 1, N do assert(ch:recv() == t) end
+    runtime.gosched() -- the scheduler tidies the boxes
+    assert.is_true(heap_mb() < before + 1, "heap grew from " .. before .. " MB to " .. heap_mb() .. " MB")
+    -- and the numbers start low again
+    ch:send(t)
+    assert.is_true(highest_box() < 1000, "highest box " .. highest_box())
+    ch:recv()
+  end)
+
+  it("does the same after goroutines parked with values in flight are released", function()
+    local N = 50000
+    local function burst()
+      local ch, done = lugo.chan(), sync.waitgroup()
+      for i = 1, N do
+        done:add(1)
+        lugo.go(function() ch:send({ i }); done:done() end)
+      end
+      runtime.gosched()
+      local sum = 0
+      for _ = 1, N do sum = sum + ch:recv()[1] end
+      done:wait()
+      assert.are.equal(N * (N + 1) / 2, sum)
+      runtime.gosched()
+    end
+    burst()
+    local after_one = heap_mb()
+    assert.is_true(highest_box() < 1000, "highest box " .. highest_box())
+    burst()
+    assert.is_true(heap_mb() < after_one + 1, "heap grew from " .. after_one .. " MB to " .. heap_mb() .. " MB")
+    assert.is_true(highest_box() < 1000, "highest box " .. highest_box())
+  end)
+end)
