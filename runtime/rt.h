@@ -326,12 +326,15 @@ typedef struct box_pool {
   int32_t *free;  /* a min-heap of the free box numbers: the lowest goes first */
   int32_t *dirty; /* free boxes whose vals slot may still hold a value, once each */
   int32_t nfree, ndirty;
+  int32_t nghost; /* numbers in free above next, dropped by a trim: skipped when popped */
   int32_t next;   /* the highest box number in use or free */
   int32_t cap;    /* flags, free and dirty have room for boxes 1..cap */
   int32_t hw;     /* how many boxes vals may have room for: the most live since its last rehash */
   uint32_t seq;   /* makes the keys that force a rehash of vals fresh each time */
-  uint64_t frees, trim_check; /* boxes freed so far; a trim is considered when they reach trim_check */
 } box_pool;
+
+/* Fewer free boxes than this are never worth a trim. */
+#define BOX_TRIM_MIN 1024
 
 enum pstatus {
   P_RUNNING, /* its M runs the scheduler (or spins looking for work) */
@@ -499,10 +502,15 @@ void box_free_dirty(p_t *pp, int32_t box); /* vals[box] is cleared later; any th
  * ones other threads freed, and shrink the pool and vals after a burst. */
 void boxes_clean(p_t *pp);
 void boxes_destroy(p_t *pp); /* the pool's memory, with the P */
+/* Over three quarters of the box numbers are free: a burst is over. */
+static inline bool boxes_sparse(const box_pool *b) {
+  int32_t nfree = b->nfree - b->nghost;
+  return nfree > BOX_TRIM_MIN && nfree > 3 * (b->next - nfree);
+}
 /* Whether boxes_clean has work: cheap enough for every schedule. */
 static inline bool boxes_untidy(p_t *pp) {
   return pp->boxes.ndirty || atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed) ||
-         pp->boxes.frees >= pp->boxes.trim_check;
+         boxes_sparse(&pp->boxes);
 }
 /* [-0, +0, m] resize the table at idx to the keys it holds (value.c). */
 void rt_table_rehash(lua_State *L, int idx, uint32_t *seq);

@@ -699,7 +699,9 @@ void copy_free(rt_copy *c) {
  *     folds those in.
  *   - Boxes are numbered 1..next; flags[box] has BOX_LIVE from box_alloc to
  *     its box_free or box_free_dirty, and `free` (a min-heap) holds exactly
- *     the others. The lowest free number goes first, so the numbers in use
+ *     the others, plus nghost numbers above next that a trim dropped (they
+ *     come out last and are skipped; next grows only once the heap is
+ *     empty). The lowest free number goes first, so the numbers in use
  *     stay dense: vals keeps its keys in its array part, and after a burst
  *     the free numbers above the highest live one can be dropped.
  *   - A free box's vals slot is nil unless it has BOX_DIRTY: box_free_dirty
@@ -719,17 +721,15 @@ void copy_free(rt_copy *c) {
  *     drops the free numbers above the highest live box, and rehashes vals
  *     (LuaJIT resizes a table only when a new key finds its hash part full)
  *     once the live boxes are fewer than a quarter of the most there were
- *     since its last rehash: the pool and vals follow what is live. Both
- *     cost a pass over what they drop, considered only after as many frees.
+ *     since its last rehash: the pool and vals follow what is live.
  */
 
 enum { BOX_LIVE = 1, BOX_DIRTY = 2, BOX_LISTED = 4 };
 
-/* Fewer free boxes than this are never worth a trim. */
-#define BOX_TRIM_MIN 1024
-
 /* How many fresh keys a forced rehash of vals may take before giving up. */
 #define VALS_REHASH_TRIES 4096
+/* Live boxes few enough to rehash vals around even when they are sparse. */
+#define VALS_FEW 64
 
 static void heap_push(box_pool *b, int32_t box) {
   int32_t *h = b->free;
@@ -800,7 +800,16 @@ static int32_t box_new(box_pool *b) {
 
 int32_t box_alloc(p_t *pp) {
   box_pool *b = &pp->boxes;
-  int32_t box = b->nfree ? heap_pop(b) : box_new(b);
+  int32_t box;
+  for (;;) {
+    if (!b->nfree) { /* no ghost left either: next may grow */
+      box = box_new(b);
+      break;
+    }
+    box = heap_pop(b);
+    if (box <= b->next) break;
+    b->nghost--; /* the largest numbers come last: once these, the pool is empty */
+  }
   b->flags[box] = (uint8_t)((b->flags[box] & BOX_LISTED) | BOX_LIVE);
   return box;
 }
@@ -814,7 +823,6 @@ void box_free(p_t *pp, int32_t box) {
   box_pool *b = &pp->boxes;
   box_check_live(b, box);
   b->flags[box] &= BOX_LISTED;
-  b->frees++;
   heap_push(b, box);
 }
 
@@ -822,7 +830,6 @@ static void box_free_dirty_local(box_pool *b, int32_t box) {
   box_check_live(b, box);
   if (!(b->flags[box] & BOX_LISTED)) b->dirty[b->ndirty++] = box;
   b->flags[box] = BOX_DIRTY | BOX_LISTED;
-  b->frees++;
   heap_push(b, box);
 }
 
@@ -873,25 +880,36 @@ void rt_table_rehash(lua_State *L, int idx, uint32_t *seq) {
 }
 
 /* After a burst: drop the free numbers above the highest live box, and
- * rehash vals once most of what it had room for is gone. No box is dirty. */
+ * rehash vals once most of what it had room for is gone. No box is dirty.
+ * Each step is paid for by the growth before it: the numbers dropped were
+ * each made once (they stay in the heap as ghosts, and the heap is rebuilt
+ * only when ghosts are the most of it), and a rehash quarters hw at least. */
 static void boxes_trim(p_t *pp) {
   box_pool *b = &pp->boxes;
   int32_t top = b->next;
   while (top > 0 && !(b->flags[top] & BOX_LIVE)) top--;
-  if (top < b->next) {
+  b->nghost += b->next - top;
+  b->next = top;
+  if (b->nghost > 0 && b->nghost >= b->nfree - b->nghost) {
     int32_t n = 0;
     for (int32_t i = 0; i < b->nfree; i++)
       if (b->free[i] <= top) b->free[n++] = b->free[i];
     b->nfree = n;
+    b->nghost = 0;
     for (int32_t i = n / 2 - 1; i >= 0; i--) heap_down(b->free, n, i);
-    b->next = top;
     int32_t cap = b->cap;
     while (cap > 64 && cap / 4 >= top) cap /= 2;
     if (cap < b->cap) boxes_resize(b, cap);
   }
-  int32_t live = b->next - b->nfree;
+  /* LuaJIT gives a rehashed table the largest array part that is over a
+   * quarter full: with half the numbers up to the highest live box in use,
+   * every live box gets a slot there. Rehashing sooner (values taken in the
+   * order they came leave the highest numbers live) would move them to the
+   * hash part, whose dead nodes a later rehash could not be forced past. A
+   * few such keys (VALS_FEW) are harmless. */
+  int32_t live = b->next - (b->nfree - b->nghost);
   if (live > b->hw) b->hw = live;
-  if (b->hw > BOX_TRIM_MIN && live < b->hw / 4) {
+  if (b->hw > BOX_TRIM_MIN && live < b->hw / 4 && (2 * live >= b->next || live <= VALS_FEW)) {
     lua_State *L = pp->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
     rt_table_rehash(L, -1, &b->seq);
@@ -923,12 +941,7 @@ void boxes_clean(p_t *pp) {
     }
     lua_pop(L, 1);
   }
-  /* A trim costs up to a pass over the free boxes: consider one only after
-   * half as many frees again, so that it is paid for by them. */
-  if (b->frees >= b->trim_check) {
-    if (b->nfree > BOX_TRIM_MIN && b->nfree > 3 * (b->next - b->nfree)) boxes_trim(pp);
-    b->trim_check = b->frees + (b->nfree / 2 > BOX_TRIM_MIN ? b->nfree / 2 : BOX_TRIM_MIN);
-  }
+  if (boxes_sparse(b)) boxes_trim(pp);
 }
 
 void boxes_destroy(p_t *pp) { boxes_resize(&pp->boxes, 0); }

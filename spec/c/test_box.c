@@ -3,6 +3,7 @@
  * by other threads come back through boxes_clean, and after a burst the
  * pool and the VM's vals table shrink back to what is live. */
 #include <pthread.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +22,12 @@ static void give_vm(p_t *pp) {
 static void take_vm(p_t *pp) {
   lua_close(pp->L);
   pp->L = NULL;
+}
+
+/* An empty pool, whatever the tests before left. */
+static void fresh_pool(p_t *pp) {
+  boxes_destroy(pp);
+  memset(&pp->boxes, 0, sizeof pp->boxes);
 }
 
 static void set_val(p_t *pp, int32_t box, const char *v) {
@@ -167,6 +174,95 @@ static void test_burst_shrinks(runtime *rt) {
   take_vm(pp);
 }
 
+/* Numbers dropped by a trim while lower ones are free stay in the heap as
+ * ghosts: skipped when they come out, after every real free number. */
+static void test_trim_leaves_ghosts(runtime *rt) {
+  p_t *pp = rt->allp[0];
+  fresh_pool(pp);
+  give_vm(pp);
+  int32_t base = 0;
+  for (int32_t i = 1; i <= 10000; i++) set_val(pp, box_alloc(pp), "v");
+  CHECK_EQ(pp->boxes.next, base + 10000);
+  for (int32_t i = base + 1; i <= base + 10000; i++) {
+    if (i > base + 7000 && i <= base + 8000) continue;
+    set_val(pp, i, NULL);
+    box_free(pp, i);
+  }
+  CHECK(boxes_untidy(pp));
+  boxes_clean(pp);
+  CHECK_EQ(pp->boxes.next, base + 8000);
+  CHECK_EQ(pp->boxes.nghost, 2000);
+  boxes_clean(pp); /* the live boxes at the top keep them there */
+  CHECK_EQ(pp->boxes.next, base + 8000);
+  for (int32_t i = base + 1; i <= base + 7000; i++) CHECK_EQ(box_alloc(pp), i);
+  CHECK_EQ(box_alloc(pp), base + 8001); /* past every ghost */
+  CHECK_EQ(pp->boxes.nghost, 0);
+  CHECK_EQ(pp->boxes.nfree, 0);
+  for (int32_t i = base + 1; i <= base + 8001; i++) box_free_dirty(pp, i);
+  boxes_clean(pp);
+  take_vm(pp);
+}
+
+/* Values taken in the order they came, as from a channel: the live boxes
+ * are the highest numbers until the very end; vals shrinks as they go. */
+static void test_fifo_drain_shrinks(runtime *rt) {
+  p_t *pp = rt->allp[0];
+  fresh_pool(pp);
+  give_vm(pp);
+  lua_State *L = pp->L;
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  size_t before = vm_bytes(L);
+  enum { N = 200000 };
+  int32_t first = 0;
+  for (int32_t i = 0; i < N; i++) {
+    int32_t box = box_alloc(pp);
+    if (i == 0) first = box;
+    set_val(pp, box, "v");
+  }
+  for (int32_t i = 0; i < N; i++) {
+    set_val(pp, first + i, NULL);
+    box_free(pp, first + i);
+    if (i % 1000 == 0 && boxes_untidy(pp)) boxes_clean(pp); /* the scheduler, now and then */
+  }
+  if (boxes_untidy(pp)) boxes_clean(pp);
+  CHECK_EQ(pp->boxes.next - (pp->boxes.nfree - pp->boxes.nghost), 0); /* none live */
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  CHECK(vm_bytes(L) < before + 64 * 1024);
+  take_vm(pp);
+}
+
+/* A few boxes left live at high numbers: vals shrinks around them at
+ * once, the numbers above the highest go when it does. */
+static void test_few_live_high(runtime *rt) {
+  p_t *pp = rt->allp[0];
+  fresh_pool(pp);
+  give_vm(pp);
+  lua_State *L = pp->L;
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  size_t before = vm_bytes(L);
+  enum { N = 200000, HIGH = 150000 };
+  for (int32_t i = 1; i <= N; i++) set_val(pp, box_alloc(pp), "v");
+  for (int32_t i = 1; i <= N; i++) {
+    if (i == 3 || i == HIGH) continue;
+    set_val(pp, i, NULL);
+    box_free(pp, i);
+  }
+  boxes_clean(pp);
+  CHECK_EQ(pp->boxes.next, HIGH);
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  CHECK(vm_bytes(L) < before + 64 * 1024);
+  CHECK(!val_is_nil(pp, 3) && !val_is_nil(pp, HIGH));
+  set_val(pp, HIGH, NULL);
+  box_free(pp, HIGH);
+  CHECK(boxes_untidy(pp));
+  boxes_clean(pp);
+  CHECK_EQ(pp->boxes.next, 3);
+  CHECK_EQ(pp->boxes.nghost, 0);
+  CHECK(pp->boxes.cap <= 64);
+  CHECK_EQ(box_alloc(pp), 1);
+  take_vm(pp);
+}
+
 /* A bad transition is a loud internal error, not a corrupted pool. */
 static void test_double_free_throws(runtime *rt) {
   p_t *pp = rt->allp[0];
@@ -190,6 +286,9 @@ int main(void) {
   test_dirty_reused_at_once(rt);
   test_remote_free(rt);
   test_burst_shrinks(rt);
+  test_trim_leaves_ghosts(rt);
+  test_fifo_drain_shrinks(rt);
+  test_few_live_high(rt);
   test_double_free_throws(rt);
   test_runtime_free(rt);
   return check_done("test_box");
