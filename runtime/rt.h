@@ -322,19 +322,22 @@ typedef struct rt_copy {
 /* A VM's value boxes (value.c): numbers 1..next, each live or free. The
  * P's thread alone touches this; other threads free through remote_dirty. */
 typedef struct box_pool {
-  uint8_t *flags; /* flags[box]: BOX_LIVE, BOX_DIRTY, BOX_LISTED (slot 0 unused) */
-  int32_t *free;  /* a min-heap of the free box numbers: the lowest goes first */
-  int32_t *dirty; /* free boxes whose vals slot may still hold a value, once each */
+  uint8_t *flags;  /* flags[box]: BOX_LIVE, BOX_DIRTY, BOX_LISTED (slot 0 unused) */
+  uint64_t *free0; /* bit box: free; the lowest goes first */
+  uint64_t *free1, *free2; /* bit w: word w of the level below has a bit set */
+  int32_t *dirty;  /* free boxes whose vals slot may still hold a value, once each */
   int32_t nfree, ndirty;
-  int32_t nghost; /* numbers in free above next, dropped by a trim: skipped when popped */
-  int32_t next;   /* the highest box number in use or free */
-  int32_t cap;    /* flags, free and dirty have room for boxes 1..cap */
-  int32_t hw;     /* how many boxes vals may have room for: the most live since its last rehash */
-  uint32_t seq;   /* makes the keys that force a rehash of vals fresh each time */
+  int32_t lo0, lo2; /* no word of free0 (free2) below this one has a bit set */
+  int32_t next;    /* the highest box number in use or free */
+  int32_t cap;     /* every array has room for boxes 1..cap */
+  int32_t hw;      /* how many boxes vals may have room for: the most live since its last rehash */
+  uint32_t seq;    /* makes the keys that force a rehash of vals fresh each time */
 } box_pool;
 
-/* Fewer free boxes than this are never worth a trim. */
-#define BOX_TRIM_MIN 1024
+/* Fewer free boxes than this are never worth a trim: below it (a quarter
+ * of a megabyte of vals), shrinking costs more than it saves when the next
+ * burst of goroutines or values grows it back. */
+#define BOX_TRIM_MIN 32768
 
 enum pstatus {
   P_RUNNING, /* its M runs the scheduler (or spins looking for work) */
@@ -504,8 +507,7 @@ void boxes_clean(p_t *pp);
 void boxes_destroy(p_t *pp); /* the pool's memory, with the P */
 /* Over three quarters of the box numbers are free: a burst is over. */
 static inline bool boxes_sparse(const box_pool *b) {
-  int32_t nfree = b->nfree - b->nghost;
-  return nfree > BOX_TRIM_MIN && nfree > 3 * (b->next - nfree);
+  return b->nfree > BOX_TRIM_MIN && b->nfree > 3 * (b->next - b->nfree);
 }
 /* Whether boxes_clean has work: cheap enough for every schedule. */
 static inline bool boxes_untidy(p_t *pp) {

@@ -698,12 +698,13 @@ void copy_free(rt_copy *c) {
  *     box back through pp->remote_dirty (under remote_lock); boxes_clean
  *     folds those in.
  *   - Boxes are numbered 1..next; flags[box] has BOX_LIVE from box_alloc to
- *     its box_free or box_free_dirty, and `free` (a min-heap) holds exactly
- *     the others, plus nghost numbers above next that a trim dropped (they
- *     come out last and are skipped; next grows only once the heap is
- *     empty). The lowest free number goes first, so the numbers in use
- *     stay dense: vals keeps its keys in its array part, and after a burst
- *     the free numbers above the highest live one can be dropped.
+ *     its box_free or box_free_dirty, and bit box of free0 is set exactly
+ *     for the others (free1 and free2 summarize: bit w is set when word w
+ *     of the level below has one; no bit is set in a word of free0 below
+ *     lo0, nor of free2 below lo2).
+ *     box_alloc takes the lowest free number, so the numbers in use stay
+ *     dense: vals keeps its keys in its array part, and after a burst the
+ *     free numbers above the highest live one can be dropped.
  *   - A free box's vals slot is nil unless it has BOX_DIRTY: box_free_dirty
  *     (finalizers, channels freed with values, selects that sent nothing)
  *     cannot touch Lua, so the value stays until boxes_clean clears it.
@@ -721,7 +722,9 @@ void copy_free(rt_copy *c) {
  *     drops the free numbers above the highest live box, and rehashes vals
  *     (LuaJIT resizes a table only when a new key finds its hash part full)
  *     once the live boxes are fewer than a quarter of the most there were
- *     since its last rehash: the pool and vals follow what is live.
+ *     since its last rehash: the pool and vals follow what is live. Both
+ *     are paid for by the growth before them: each number dropped was made
+ *     once, and each rehash quarters hw at least.
  */
 
 enum { BOX_LIVE = 1, BOX_DIRTY = 2, BOX_LISTED = 4 };
@@ -731,58 +734,85 @@ enum { BOX_LIVE = 1, BOX_DIRTY = 2, BOX_LISTED = 4 };
 /* Live boxes few enough to rehash vals around even when they are sparse. */
 #define VALS_FEW 64
 
-static void heap_push(box_pool *b, int32_t box) {
-  int32_t *h = b->free;
-  int32_t i = b->nfree++;
-  while (i > 0) {
-    int32_t parent = (i - 1) / 2;
-    if (h[parent] <= box) break;
-    h[i] = h[parent];
-    i = parent;
+#define WORDS(bits) ((size_t)(bits) / 64 + 1)
+
+/* Set a box's bit; the levels above change only when its word was empty. */
+static void free_put(box_pool *b, int32_t box) {
+  int32_t w0 = box >> 6;
+  uint64_t was = b->free0[w0];
+  b->free0[w0] = was | 1ull << (box & 63);
+  if (!was) {
+    int32_t w1 = w0 >> 6, w2 = w1 >> 6;
+    b->free1[w1] |= 1ull << (w0 & 63);
+    b->free2[w2] |= 1ull << (w1 & 63);
+    if (w2 < b->lo2) b->lo2 = w2;
   }
-  h[i] = box;
+  if (w0 < b->lo0) b->lo0 = w0;
+  b->nfree++;
 }
 
-/* Move h[i] down to its place among h[0..n). */
-static void heap_down(int32_t *h, int32_t n, int32_t i) {
-  int32_t x = h[i];
-  for (;;) {
-    int32_t c = 2 * i + 1;
-    if (c >= n) break;
-    if (c + 1 < n && h[c + 1] < h[c]) c++;
-    if (x <= h[c]) break;
-    h[i] = h[c];
-    i = c;
+/* Clear the bit of a box in word w0 of free0, which now holds `left`. */
+static void free_cleared(box_pool *b, int32_t w0, uint64_t left) {
+  b->free0[w0] = left;
+  if (!left) {
+    int32_t w1 = w0 >> 6, w2 = w1 >> 6;
+    if (!(b->free1[w1] &= ~(1ull << (w0 & 63)))) b->free2[w2] &= ~(1ull << (w1 & 63));
   }
-  h[i] = x;
+  b->nfree--;
 }
 
-static int32_t heap_pop(box_pool *b) {
-  int32_t *h = b->free;
-  int32_t top = h[0];
-  int32_t n = --b->nfree;
-  if (n) {
-    h[0] = h[n];
-    heap_down(h, n, 0);
-  }
-  return top;
+static void free_clear(box_pool *b, int32_t box) {
+  int32_t w0 = box >> 6;
+  free_cleared(b, w0, b->free0[w0] & ~(1ull << (box & 63)));
 }
 
-/* Room for boxes 1..cap in every array (cap 0 frees them): the heap and the
- * dirty list hold each box at most once, so neither ever needs a check. */
+/* The lowest free number, taken. nfree > 0. Usually in word lo0; else the
+ * summaries lead to it. */
+static int32_t free_take(box_pool *b) {
+  int32_t w0 = b->lo0;
+  uint64_t word = b->free0[w0];
+  if (!word) {
+    int32_t w2 = b->lo2;
+    while (!b->free2[w2]) w2++;
+    b->lo2 = w2;
+    int32_t w1 = w2 * 64 + __builtin_ctzll(b->free2[w2]);
+    w0 = w1 * 64 + __builtin_ctzll(b->free1[w1]);
+    word = b->free0[w0];
+    b->lo0 = w0;
+  }
+  int32_t box = w0 * 64 + __builtin_ctzll(word);
+  free_cleared(b, w0, word & (word - 1));
+  return box;
+}
+
+static void *resize_zeroed(void *p, size_t old, size_t now) {
+  p = rt_realloc(p, now);
+  if (now > old) memset((char *)p + old, 0, now - old);
+  return p;
+}
+
+/* Room for boxes 1..cap in every array (cap 0 frees them); no bit is set
+ * above cap. The dirty list holds each box at most once: it never needs a
+ * check. */
 static void boxes_resize(box_pool *b, int32_t cap) {
   if (cap == 0) {
     rt_free(b->flags);
-    rt_free(b->free);
+    rt_free(b->free0);
+    rt_free(b->free1);
+    rt_free(b->free2);
     rt_free(b->dirty);
     b->flags = NULL;
-    b->free = b->dirty = NULL;
+    b->free0 = b->free1 = b->free2 = NULL;
+    b->dirty = NULL;
     b->cap = 0;
     return;
   }
-  b->flags = rt_realloc(b->flags, (size_t)cap + 1);
-  if (cap > b->cap) memset(b->flags + b->cap + 1, 0, (size_t)(cap - b->cap));
-  b->free = rt_realloc(b->free, (size_t)cap * sizeof *b->free);
+  size_t n0 = WORDS(cap), n1 = WORDS(n0), n2 = WORDS(n1);
+  size_t o0 = b->cap ? WORDS(b->cap) : 0, o1 = b->cap ? WORDS(o0) : 0, o2 = b->cap ? WORDS(o1) : 0;
+  b->flags = resize_zeroed(b->flags, b->cap ? (size_t)b->cap + 1 : 0, (size_t)cap + 1);
+  b->free0 = resize_zeroed(b->free0, o0 * 8, n0 * 8);
+  b->free1 = resize_zeroed(b->free1, o1 * 8, n1 * 8);
+  b->free2 = resize_zeroed(b->free2, o2 * 8, n2 * 8);
   b->dirty = rt_realloc(b->dirty, (size_t)cap * sizeof *b->dirty);
   b->cap = cap;
 }
@@ -800,16 +830,7 @@ static int32_t box_new(box_pool *b) {
 
 int32_t box_alloc(p_t *pp) {
   box_pool *b = &pp->boxes;
-  int32_t box;
-  for (;;) {
-    if (!b->nfree) { /* no ghost left either: next may grow */
-      box = box_new(b);
-      break;
-    }
-    box = heap_pop(b);
-    if (box <= b->next) break;
-    b->nghost--; /* the largest numbers come last: once these, the pool is empty */
-  }
+  int32_t box = b->nfree ? free_take(b) : box_new(b);
   b->flags[box] = (uint8_t)((b->flags[box] & BOX_LISTED) | BOX_LIVE);
   return box;
 }
@@ -823,14 +844,14 @@ void box_free(p_t *pp, int32_t box) {
   box_pool *b = &pp->boxes;
   box_check_live(b, box);
   b->flags[box] &= BOX_LISTED;
-  heap_push(b, box);
+  free_put(b, box);
 }
 
 static void box_free_dirty_local(box_pool *b, int32_t box) {
   box_check_live(b, box);
   if (!(b->flags[box] & BOX_LISTED)) b->dirty[b->ndirty++] = box;
   b->flags[box] = BOX_DIRTY | BOX_LISTED;
-  heap_push(b, box);
+  free_put(b, box);
 }
 
 void box_free_dirty(p_t *pp, int32_t box) {
@@ -858,8 +879,9 @@ static size_t vm_bytes(lua_State *L) {
  * keys (light userdata, which no caller uses) until the VM's allocated
  * bytes change, the sign of a resize, then remove them. *seq makes the keys
  * new each time: an old key left dead in the hash part would be reused
- * without a resize. Used for vals; any table whose keys come and go in
- * bursts could use it. */
+ * without a resize. Cheap when the hash part is small (vals keeps its keys
+ * in the array part); a hash part full of dead keys may take more tries
+ * than VALS_REHASH_TRIES allows. */
 void rt_table_rehash(lua_State *L, int idx, uint32_t *seq) {
   if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
   size_t before = vm_bytes(L);
@@ -880,25 +902,16 @@ void rt_table_rehash(lua_State *L, int idx, uint32_t *seq) {
 }
 
 /* After a burst: drop the free numbers above the highest live box, and
- * rehash vals once most of what it had room for is gone. No box is dirty.
- * Each step is paid for by the growth before it: the numbers dropped were
- * each made once (they stay in the heap as ghosts, and the heap is rebuilt
- * only when ghosts are the most of it), and a rehash quarters hw at least. */
+ * rehash vals once most of what it had room for is gone. No box is dirty. */
 static void boxes_trim(p_t *pp) {
   box_pool *b = &pp->boxes;
   int32_t top = b->next;
   while (top > 0 && !(b->flags[top] & BOX_LIVE)) top--;
-  b->nghost += b->next - top;
-  b->next = top;
-  if (b->nghost > 0 && b->nghost >= b->nfree - b->nghost) {
-    int32_t n = 0;
-    for (int32_t i = 0; i < b->nfree; i++)
-      if (b->free[i] <= top) b->free[n++] = b->free[i];
-    b->nfree = n;
-    b->nghost = 0;
-    for (int32_t i = n / 2 - 1; i >= 0; i--) heap_down(b->free, n, i);
+  if (top < b->next) {
+    for (int32_t box = top + 1; box <= b->next; box++) free_clear(b, box);
+    b->next = top;
     int32_t cap = b->cap;
-    while (cap > 64 && cap / 4 >= top) cap /= 2;
+    while (cap > 64 && cap / 8 >= top) cap /= 2; /* by half at least: no churn */
     if (cap < b->cap) boxes_resize(b, cap);
   }
   /* LuaJIT gives a rehashed table the largest array part that is over a
@@ -907,7 +920,7 @@ static void boxes_trim(p_t *pp) {
    * order they came leave the highest numbers live) would move them to the
    * hash part, whose dead nodes a later rehash could not be forced past. A
    * few such keys (VALS_FEW) are harmless. */
-  int32_t live = b->next - (b->nfree - b->nghost);
+  int32_t live = b->next - b->nfree;
   if (live > b->hw) b->hw = live;
   if (b->hw > BOX_TRIM_MIN && live < b->hw / 4 && (2 * live >= b->next || live <= VALS_FEW)) {
     lua_State *L = pp->L;

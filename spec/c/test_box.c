@@ -174,33 +174,46 @@ static void test_burst_shrinks(runtime *rt) {
   take_vm(pp);
 }
 
-/* Numbers dropped by a trim while lower ones are free stay in the heap as
- * ghosts: skipped when they come out, after every real free number. */
-static void test_trim_leaves_ghosts(runtime *rt) {
+/* A trim while lower numbers are free drops only those above the highest
+ * live box; the lower ones are handed out first, then new ones. */
+static void test_trim_keeps_lower_free(runtime *rt) {
   p_t *pp = rt->allp[0];
   fresh_pool(pp);
   give_vm(pp);
-  int32_t base = 0;
-  for (int32_t i = 1; i <= 10000; i++) set_val(pp, box_alloc(pp), "v");
-  CHECK_EQ(pp->boxes.next, base + 10000);
-  for (int32_t i = base + 1; i <= base + 10000; i++) {
-    if (i > base + 7000 && i <= base + 8000) continue;
+  enum { N = 100000, LO = 70000, HI = 80000 };
+  for (int32_t i = 1; i <= N; i++) set_val(pp, box_alloc(pp), "v");
+  CHECK_EQ(pp->boxes.next, N);
+  for (int32_t i = 1; i <= N; i++) {
+    if (i > LO && i <= HI) continue;
     set_val(pp, i, NULL);
     box_free(pp, i);
   }
   CHECK(boxes_untidy(pp));
   boxes_clean(pp);
-  CHECK_EQ(pp->boxes.next, base + 8000);
-  CHECK_EQ(pp->boxes.nghost, 2000);
+  CHECK_EQ(pp->boxes.next, HI);
+  CHECK_EQ(pp->boxes.nfree, LO);
   boxes_clean(pp); /* the live boxes at the top keep them there */
-  CHECK_EQ(pp->boxes.next, base + 8000);
-  for (int32_t i = base + 1; i <= base + 7000; i++) CHECK_EQ(box_alloc(pp), i);
-  CHECK_EQ(box_alloc(pp), base + 8001); /* past every ghost */
-  CHECK_EQ(pp->boxes.nghost, 0);
+  CHECK_EQ(pp->boxes.next, HI);
+  for (int32_t i = 1; i <= LO; i++) CHECK_EQ(box_alloc(pp), i);
+  CHECK_EQ(box_alloc(pp), HI + 1);
   CHECK_EQ(pp->boxes.nfree, 0);
-  for (int32_t i = base + 1; i <= base + 8001; i++) box_free_dirty(pp, i);
+  for (int32_t i = 1; i <= HI + 1; i++) box_free_dirty(pp, i);
   boxes_clean(pp);
   take_vm(pp);
+}
+
+/* Across words of every level: the lowest free number always comes first. */
+static void test_lowest_across_words(runtime *rt) {
+  p_t *pp = rt->allp[0];
+  fresh_pool(pp);
+  enum { N = 300000 };
+  for (int32_t i = 1; i <= N; i++) box_alloc(pp);
+  static const int32_t picks[] = {299999, 4097, 262145, 64, 65, 1, 4096, 262144, 300000, 130000};
+  for (size_t i = 0; i < sizeof picks / sizeof *picks; i++) box_free(pp, picks[i]);
+  static const int32_t sorted[] = {1, 64, 65, 4096, 4097, 130000, 262144, 262145, 299999, 300000};
+  for (size_t i = 0; i < sizeof sorted / sizeof *sorted; i++) CHECK_EQ(box_alloc(pp), sorted[i]);
+  CHECK_EQ(box_alloc(pp), N + 1);
+  CHECK_EQ(pp->boxes.nfree, 0);
 }
 
 /* Values taken in the order they came, as from a channel: the live boxes
@@ -225,7 +238,7 @@ static void test_fifo_drain_shrinks(runtime *rt) {
     if (i % 1000 == 0 && boxes_untidy(pp)) boxes_clean(pp); /* the scheduler, now and then */
   }
   if (boxes_untidy(pp)) boxes_clean(pp);
-  CHECK_EQ(pp->boxes.next - (pp->boxes.nfree - pp->boxes.nghost), 0); /* none live */
+  CHECK_EQ(pp->boxes.next - pp->boxes.nfree, 0); /* none live */
   lua_gc(L, LUA_GCCOLLECT, 0);
   CHECK(vm_bytes(L) < before + 64 * 1024);
   take_vm(pp);
@@ -257,7 +270,6 @@ static void test_few_live_high(runtime *rt) {
   CHECK(boxes_untidy(pp));
   boxes_clean(pp);
   CHECK_EQ(pp->boxes.next, 3);
-  CHECK_EQ(pp->boxes.nghost, 0);
   CHECK(pp->boxes.cap <= 64);
   CHECK_EQ(box_alloc(pp), 1);
   take_vm(pp);
@@ -286,7 +298,8 @@ int main(void) {
   test_dirty_reused_at_once(rt);
   test_remote_free(rt);
   test_burst_shrinks(rt);
-  test_trim_leaves_ghosts(rt);
+  test_trim_keeps_lower_free(rt);
+  test_lowest_across_words(rt);
   test_fifo_drain_shrinks(rt);
   test_few_live_high(rt);
   test_double_free_throws(rt);
