@@ -753,6 +753,20 @@ describe("a case that is not a real case on a real channel is a bad argument", f
     assert.matches("got case on userdata%)$", error_of(select_, recv, case.default))
   end)
 
+  it("gives a fresh receive case when the one case.recv handed out was changed", function()
+    local a, b = lugo.chan(1), lugo.chan(1)
+    local c = case.recv(a)
+    c[2] = b -- would make every later case.recv(a) receive from b
+    a:send("from a")
+    b:send("from b")
+    assert.are.same({ 1, "from a", true }, { select_(case.recv(a)) })
+    assert.is_false(rawequal(c, case.recv(a)))
+    local n = case.recv(nil)
+    n[2] = b
+    assert.are.same({ 2 }, { select_(case.recv(nil), case.default) })
+    assert.are.equal(1, b:len())
+  end)
+
   it("reads a case's fields raw: a metatable cannot supply them", function()
     local ch = lugo.chan(1)
     ch:send("kept")

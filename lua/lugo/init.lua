@@ -9,7 +9,8 @@ local ffi = require "ffi"
 local C, rc, vals, core = I.C, I.rc, I.vals, I.core
 local argerror, raise, ERR, typename = I.argerror, I.raise, I.ERR, I.typename
 local send_block, recv_block, select_block = core.send, core.recv, core.select
-local getmetatable, type, select, rawget, error, format = getmetatable, type, select, rawget, error, string.format
+local getmetatable, type, select, rawget, rawequal = getmetatable, type, select, rawget, rawequal
+local error, format = error, string.format
 local OK, WOULDBLOCK, CLOSED, SHARED, DECODE = rc.OK, rc.WOULDBLOCK, rc.CLOSED, rc.SHARED, rc.DECODE
 local RECVONLY = rc.RECVONLY
 local VAL_NIL, VAL_FALSE, VAL_TRUE, VAL_NUM = rc.VAL_NIL, rc.VAL_FALSE, rc.VAL_TRUE, rc.VAL_NUM
@@ -142,13 +143,19 @@ case.default = DEFAULT
 
 -- A receive case holds nothing but its channel: one per channel serves
 -- every select, so a select loop allocates none (collected with disuse).
+-- A script may have changed a case it was given: one that no longer
+-- names its channel is replaced, so that no other code receives from the
+-- wrong channel (select checks the rest).
 local recv_cases = setmetatable({}, { __mode = "v" })
 local NIL_RECV = { CASE_RECV }
 
 function case.recv(ch)
-  if ch == nil then return NIL_RECV end
+  if ch == nil then
+    if rawget(NIL_RECV, 2) ~= nil then NIL_RECV = { CASE_RECV } end
+    return NIL_RECV
+  end
   local c = recv_cases[ch]
-  if c then return c end
+  if c and rawget(c, 2) == ch then return c end
   if getmetatable(ch) ~= Chan then argerror(1, "recv", "channel or nil", ch) end
   c = { CASE_RECV, ch }
   recv_cases[ch] = c
@@ -173,7 +180,7 @@ local result = ffi.new("lugo_select_result")
 -- chosen, which reads the case again.
 local function fill(i, c)
   local sc = cases[i]
-  if c == DEFAULT then
+  if rawequal(c, DEFAULT) then -- no __eq lookup: c's metatable is never consulted
     sc.c, sc.kind = nil, CASE_NIL
     return true
   end
