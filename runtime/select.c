@@ -198,7 +198,8 @@ int32_t selectgo(select_case *cases, int32_t n, select_result *res) {
 static const char *value_typename(lua_State *L, int idx) {
   const char *name = NULL;
   if (lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
-    lua_getfield(L, -1, "__name");
+    lua_pushliteral(L, "__name");
+    lua_rawget(L, -2);
     name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL; /* anchored by the metatable */
     lua_pop(L, 2);
   }
