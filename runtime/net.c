@@ -168,12 +168,90 @@ static int push_sockaddr(lua_State *L, const struct sockaddr *sa, socklen_t len)
 
 enum { NET_TCP, NET_TCP4, NET_TCP6, NET_UNIX };
 
+/* Push nil and the message a .. s[0, n) .. b. Go's texts quote names and
+ * addresses byte for byte, NULs included (%s would stop at the first). */
+static int push_error_quoting(lua_State *L, const char *a, const char *s, size_t n, const char *b) {
+  lua_pushnil(L);
+  lua_pushstring(L, a);
+  lua_pushlstring(L, s, n);
+  lua_pushstring(L, b);
+  lua_concat(L, 3);
+  return 2;
+}
+
+/* The network named at idx, all of its bytes ("tcp\0x" is not "tcp"), or -1. */
 static int check_network(lua_State *L, int idx) {
   static const char *const names[] = {"tcp", "tcp4", "tcp6", "unix", NULL};
-  const char *s = luaL_checkstring(L, idx);
+  size_t len;
+  const char *s = luaL_checklstring(L, idx, &len);
   for (int i = 0; names[i]; i++)
-    if (strcmp(s, names[i]) == 0) return i;
+    if (strlen(names[i]) == len && memcmp(s, names[i], len) == 0) return i;
   return -1;
+}
+
+/* Go's SplitHostPort: NULL and the host and port of addr, or Go's error. */
+static const char *split_host_port(const char *addr, size_t alen, const char **host, size_t *hlen,
+                                   const char **port, size_t *plen) {
+  const char *colon = memrchr(addr, ':', alen);
+  if (!colon) return "missing port in address";
+  size_t j = 0, k = 0; /* no '[' from addr + j on, no ']' from addr + k on */
+  if (addr[0] == '[') {
+    const char *end = memchr(addr, ']', alen);
+    if (!end) return "missing ']' in address";
+    if (end + 1 == addr + alen) return "missing port in address";
+    if (end + 1 != colon) return end[1] == ':' ? "too many colons in address" : "missing port in address";
+    *host = addr + 1;
+    *hlen = (size_t)(end - *host);
+    j = 1;
+    k = (size_t)(end - addr) + 1;
+  } else {
+    *host = addr;
+    *hlen = (size_t)(colon - addr);
+    if (memchr(addr, ':', *hlen)) return "too many colons in address";
+  }
+  if (memchr(addr + j, '[', alen - j)) return "unexpected '[' in address";
+  if (memchr(addr + k, ']', alen - k)) return "unexpected ']' in address";
+  *port = colon + 1;
+  *plen = alen - (size_t)(*port - addr);
+  return NULL;
+}
+
+/* Go's parsePort: true and the number for a decimal port (an optional sign,
+ * digits; clamped as Go clamps, so that a huge one is an invalid port),
+ * false for a service name to look up. "" is port 0. */
+static bool parse_port(const char *s, size_t n, long *port) {
+  const uint32_t cutoff = 1u << 30;
+  bool neg = false;
+  if (n > 0 && (s[0] == '+' || s[0] == '-')) {
+    neg = s[0] == '-';
+    s++;
+    n--;
+  }
+  uint32_t v = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    if (v >= cutoff) { /* Go stops reading here: what follows is not checked */
+      v = UINT32_MAX;
+      break;
+    }
+    uint32_t next = v * 10 + (uint32_t)(s[i] - '0');
+    if (next < v) {
+      v = UINT32_MAX;
+      break;
+    }
+    v = next;
+  }
+  long p = !neg && v >= cutoff ? (long)cutoff - 1 : neg && v > cutoff ? (long)cutoff : (long)v;
+  *port = neg ? -p : p;
+  return true;
+}
+
+/* A service name getaddrinfo may look up: printable ASCII without spaces.
+ * Anything else (a NUL, " 80", which glibc would read as 80) is no name. */
+static bool service_name_ok(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f) return false;
+  return n > 0;
 }
 
 static bool family_ok(int network, int family) {
@@ -192,9 +270,12 @@ typedef struct resolve_job {
 static void resolve_run(rt_job *j) {
   resolve_job *rj = (resolve_job *)j;
   struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP};
-  hints.ai_family = rj->network == NET_TCP4 ? AF_INET : rj->network == NET_TCP6 ? AF_INET6 : AF_UNSPEC;
+  /* Every family, filtered by push_addrs: a name with only IPv4 addresses
+   * dialed with tcp6 has no suitable address, as Go says, not no host. */
+  hints.ai_family = AF_UNSPEC;
   if (rj->passive) hints.ai_flags |= AI_PASSIVE;
-  rj->gai = getaddrinfo(rj->host, rj->port, &hints, &rj->res);
+  /* No host: the wildcard to listen on, this machine to dial, as Go's ":http" */
+  rj->gai = getaddrinfo(rj->host[0] ? rj->host : NULL, rj->port, &hints, &rj->res);
 }
 
 /* [-0, +1] a table of packed sockaddrs from ai, of the families network
@@ -212,11 +293,14 @@ static int push_addrs(lua_State *L, struct addrinfo *ai, int network) {
   return n;
 }
 
+/* host and port never hold a NUL: l_resolve refuses those first. */
 static int resolve_push(lua_State *L, rt_job *j) {
   resolve_job *rj = (resolve_job *)j;
   if (rj->gai != 0) {
     lua_pushnil(L);
-    if (rj->gai == EAI_NONAME || rj->gai == EAI_NODATA || rj->gai == EAI_FAIL)
+    if (rj->gai == EAI_SERVICE) /* Go names the protocol as LookupPort does */
+      lua_pushfstring(L, "address tcp/%s: unknown port", rj->port);
+    else if (rj->gai == EAI_NONAME || rj->gai == EAI_NODATA || rj->gai == EAI_FAIL)
       lua_pushfstring(L, "lookup %s: no such host", rj->host);
     else
       lua_pushfstring(L, "lookup %s: %s", rj->host, gai_strerror(rj->gai));
@@ -225,7 +309,7 @@ static int resolve_push(lua_State *L, rt_job *j) {
   if (push_addrs(L, rj->res, rj->network) == 0) {
     lua_pop(L, 1);
     lua_pushnil(L);
-    lua_pushfstring(L, "lookup %s: no suitable address found", rj->host);
+    lua_pushfstring(L, "address %s: no suitable address found", rj->host);
     return 2;
   }
   return 1;
@@ -247,13 +331,18 @@ static char *dupn(const char *s, size_t n) {
 }
 
 /* net_resolve(network, address, passive) -> { sockaddr, ... } or nil, err.
- * Numeric hosts at once; names through the blocking pool (may park). */
+ * Numeric hosts at once; names through the blocking pool (may park). Every
+ * byte of the network, host and port counts: a NUL is never a terminator
+ * here, it makes the name one that cannot exist, with Go's error. */
 static int l_resolve(lua_State *L) {
   int network = check_network(L, 1);
-  size_t alen;
+  size_t alen, nlen;
   const char *addr = luaL_checklstring(L, 2, &alen);
   bool passive = lua_toboolean(L, 3);
-  if (network < 0) return push_error(L, lua_pushfstring(L, "unknown network %s", lua_tostring(L, 1)));
+  if (network < 0) {
+    const char *name = lua_tolstring(L, 1, &nlen);
+    return push_error_quoting(L, "unknown network ", name, nlen, "");
+  }
   if (network == NET_UNIX) {
     struct sockaddr_un un = {.sun_family = AF_UNIX};
     if (alen == 0 && passive) { /* autobind: an unnamed abstract address */
@@ -262,44 +351,32 @@ static int l_resolve(lua_State *L) {
       lua_rawseti(L, -2, 1);
       return 1;
     }
-    if (alen == 0 || alen >= sizeof un.sun_path || strlen(addr) != alen)
-      return push_error(L, "invalid argument");
+    if (alen == 0) return push_error(L, "missing address");
+    /* A path ends at its first NUL for the kernel: one inside would name
+     * another file (Go passes it on and binds the cut path). An abstract
+     * name ('@') is all of its bytes, NULs included, as in Go. */
+    bool abstract = addr[0] == '@';
+    if (alen >= sizeof un.sun_path || (!abstract && memchr(addr, '\0', alen))) return push_error(L, "invalid argument");
     memcpy(un.sun_path, addr, alen);
-    if (addr[0] == '@') un.sun_path[0] = '\0';
+    if (abstract) un.sun_path[0] = '\0';
     lua_newtable(L);
-    lua_pushlstring(L, (const char *)&un, offsetof(struct sockaddr_un, sun_path) + alen + (addr[0] != '@'));
+    lua_pushlstring(L, (const char *)&un, offsetof(struct sockaddr_un, sun_path) + alen + !abstract);
     lua_rawseti(L, -2, 1);
     return 1;
   }
-  /* host:port, the host in brackets if it has colons (Go's SplitHostPort) */
-  const char *host = addr, *colon;
-  size_t hlen;
-  if (alen > 0 && addr[0] == '[') {
-    const char *end = memchr(addr, ']', alen);
-    if (!end) return push_error(L, lua_pushfstring(L, "address %s: missing ']' in address", addr));
-    colon = end + 1;
-    if (colon == addr + alen || *colon != ':')
-      return push_error(L, lua_pushfstring(L, "address %s: missing port in address", addr));
-    host = addr + 1;
-    hlen = (size_t)(end - host);
-  } else {
-    colon = memrchr(addr, ':', alen);
-    if (!colon) return push_error(L, lua_pushfstring(L, "address %s: missing port in address", addr));
-    hlen = (size_t)(colon - addr);
-    if (memchr(host, ':', hlen)) return push_error(L, lua_pushfstring(L, "address %s: too many colons in address", addr));
-  }
-  const char *port = colon + 1;
-  size_t plen = alen - (size_t)(port - addr);
-  char *h = dupn(host, hlen), *pt = dupn(port, plen);
-  char *end;
-  long portnum = strtol(pt, &end, 10);
-  bool numeric_port = plen > 0 && *end == '\0';
-  if (plen == 0) portnum = 0, numeric_port = true;
-  if (numeric_port && (portnum < 0 || portnum > 65535)) {
-    rt_free(h);
-    rt_free(pt);
-    return push_error(L, lua_pushfstring(L, "address %s: invalid port", addr));
-  }
+  const char *host, *port;
+  size_t hlen, plen;
+  const char *bad = split_host_port(addr, alen, &host, &hlen, &port, &plen);
+  if (bad) return push_error_quoting(L, "address ", addr, alen, lua_pushfstring(L, ": %s", bad));
+  if (memchr(host, '\0', hlen)) /* no name has one: Go's resolver says so without asking */
+    return push_error_quoting(L, "lookup ", host, hlen, ": no such host");
+  long portnum = 0;
+  bool numeric_port = parse_port(port, plen, &portnum);
+  if (numeric_port && (portnum < 0 || portnum > 65535))
+    return push_error_quoting(L, "address ", port, plen, ": invalid port");
+  if (!numeric_port && !service_name_ok(port, plen))
+    return push_error_quoting(L, "address tcp/", port, plen, ": unknown port");
+  char *h = dupn(host, hlen);
   struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)portnum)};
   struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)portnum)};
   bool v4 = false, v6 = false;
@@ -322,7 +399,6 @@ static int l_resolve(lua_State *L) {
   }
   if (v4 || v6) {
     rt_free(h);
-    rt_free(pt);
     lua_newtable(L);
     int n = 0;
     if (v4 && family_ok(network, AF_INET)) {
@@ -333,7 +409,7 @@ static int l_resolve(lua_State *L) {
       lua_pushlstring(L, (const char *)&in6, sizeof in6);
       lua_rawseti(L, -2, ++n);
     }
-    if (n == 0) return push_error(L, lua_pushfstring(L, "address %s: no suitable address found", addr));
+    if (n == 0) return push_error_quoting(L, "address ", host, hlen, ": no suitable address found");
     return 1;
   }
   resolve_job *rj = rt_calloc(1, sizeof *rj);
@@ -341,7 +417,13 @@ static int l_resolve(lua_State *L) {
   rj->job.push = resolve_push;
   rj->job.free = resolve_free;
   rj->host = h;
-  rj->port = pt;
+  if (numeric_port) { /* as Go read it: "+80" and "0080" are 80 */
+    char num[16];
+    snprintf(num, sizeof num, "%ld", portnum);
+    rj->port = dupn(num, strlen(num));
+  } else {
+    rj->port = dupn(port, plen);
+  }
   rj->network = network;
   rj->passive = passive;
   return syscall_block(L, &rj->job);

@@ -11,6 +11,13 @@
  * that comes back into a VM is the same Lua value it was. A proxy's __gc
  * clears its pointer and its cache entry before releasing its reference:
  * LuaJIT keeps finalized userdata in weak tables until the next cycle.
+ *
+ * A proxy has its type's metatable exactly while its pointer is set: __gc
+ * removes it, so a proxy another finalizer brings back (or one whose __gc a
+ * script called) is no runtime object any more, and the Lua modules' and
+ * C API's metatable checks refuse it before any FFI call sees its NULL.
+ * The metamethods check that they were handed a proxy of their own type:
+ * getmetatable(ch).__gc is a function a script can call with anything.
  */
 #include <lauxlib.h>
 
@@ -89,11 +96,21 @@ rt_object *rt_to_object(lua_State *L, int idx, enum rt_type t) {
   return px ? px->obj : NULL;
 }
 
+/* The proxy at index 1, if it has the metatable in upvalue 1. */
+static proxy *own_proxy(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TUSERDATA || !lua_getmetatable(L, 1)) return NULL;
+  bool ours = lua_rawequal(L, -1, lua_upvalueindex(1));
+  lua_pop(L, 1);
+  return ours ? lua_touserdata(L, 1) : NULL;
+}
+
 static int proxy_gc(lua_State *L) {
-  proxy *px = lua_touserdata(L, 1);
-  rt_object *o = px->obj;
+  proxy *px = own_proxy(L);
+  rt_object *o = px ? px->obj : NULL;
   if (!o) return 0;
   px->obj = NULL;
+  lua_pushnil(L);
+  lua_setmetatable(L, 1);
   lua_getfield(L, LUA_REGISTRYINDEX, proxies_key);
   lua_pushlightuserdata(L, o);
   lua_rawget(L, -2);
@@ -108,9 +125,9 @@ static int proxy_gc(lua_State *L) {
 }
 
 static int proxy_tostring(lua_State *L) {
-  proxy *px = lua_touserdata(L, 1);
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "__name");
+  proxy *px = own_proxy(L);
+  lua_getfield(L, lua_upvalueindex(1), "__name");
+  if (!px) return luaL_typerror(L, 1, lua_tostring(L, -1));
   lua_pushfstring(L, "%s: %p", lua_tostring(L, -1), (void *)px->obj);
   return 1;
 }
@@ -126,9 +143,11 @@ void rt_objects_open(lua_State *L) {
     luaL_newmetatable(L, mt_names[t]);
     lua_pushstring(L, type_names[t]);
     lua_setfield(L, -2, "__name");
-    lua_pushcfunction(L, proxy_gc);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, proxy_gc, 1);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, proxy_tostring);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, proxy_tostring, 1);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
   }

@@ -302,7 +302,7 @@ void wakep(runtime *rt) {
 }
 
 /* ------------------------------------------------------------------ */
-/* Caches: Gs, sudogs, boxes, coroutines                               */
+/* Caches: Gs, sudogs, coroutines (boxes: value.c)                     */
 
 sudog *acquire_sudog(p_t *pp, g_t *gp) {
   sudog *sd = pp->sudogcache;
@@ -316,64 +316,6 @@ sudog *acquire_sudog(p_t *pp, g_t *gp) {
 void release_sudog(p_t *pp, sudog *sd) {
   sd->next = pp->sudogcache;
   pp->sudogcache = sd;
-}
-
-int32_t box_alloc(p_t *pp) {
-  box_pool *b = &pp->boxes;
-  if (b->nfree) return b->free[--b->nfree];
-  if (b->next >= RC_PARKBOX - 1) rt_throw("runtime: too many values waiting in one VM");
-  return ++b->next;
-}
-
-void box_free(p_t *pp, int32_t box) {
-  box_pool *b = &pp->boxes;
-  if (b->nfree == b->cap) {
-    b->cap = b->cap ? b->cap * 2 : 256;
-    b->free = rt_realloc(b->free, (size_t)b->cap * sizeof *b->free);
-  }
-  b->free[b->nfree++] = box;
-}
-
-void box_free_dirty(p_t *pp, int32_t box) {
-  if (getp() != pp) { /* pp's VM is another thread's: it clears the box itself */
-    rt_lock(&pp->remote_lock);
-    int32_t n = atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed);
-    if (n == pp->remote_dirtycap) {
-      pp->remote_dirtycap = n ? n * 2 : 64;
-      pp->remote_dirty = rt_realloc(pp->remote_dirty, (size_t)pp->remote_dirtycap * sizeof(int32_t));
-    }
-    pp->remote_dirty[n] = box;
-    atomic_store_explicit(&pp->nremote_dirty, n + 1, memory_order_relaxed);
-    rt_unlock(&pp->remote_lock);
-    return;
-  }
-  box_pool *b = &pp->boxes;
-  if (b->ndirty == b->dirtycap) {
-    b->dirtycap = b->dirtycap ? b->dirtycap * 2 : 64;
-    b->dirty = rt_realloc(b->dirty, (size_t)b->dirtycap * sizeof *b->dirty);
-  }
-  b->dirty[b->ndirty++] = box;
-}
-
-/* Clear the values of dirty boxes, then make them reusable. */
-static void boxes_clean(p_t *pp) {
-  box_pool *b = &pp->boxes;
-  lua_State *L = pp->L;
-  if (atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed)) {
-    rt_lock(&pp->remote_lock);
-    int32_t n = atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed);
-    for (int32_t i = 0; i < n; i++) box_free_dirty(pp, pp->remote_dirty[i]);
-    atomic_store_explicit(&pp->nremote_dirty, 0, memory_order_relaxed);
-    rt_unlock(&pp->remote_lock);
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
-  while (b->ndirty) {
-    int32_t box = b->dirty[--b->ndirty];
-    lua_pushnil(L);
-    lua_rawseti(L, -2, box);
-    box_free(pp, box);
-  }
-  lua_pop(L, 1);
 }
 
 static g_t *gfget(p_t *pp) {
@@ -1069,8 +1011,7 @@ static void report_deadlock(runtime *rt) {
 /* Work for pp that needs no other P: timers due, its queues, its inbox. */
 static g_t *findlocal(p_t *pp, bool *inherit_time) {
   runtime *rt = pp->rt;
-  if (pp->L && (pp->boxes.ndirty || atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed)))
-    boxes_clean(pp);
+  if (pp->L && boxes_untidy(pp)) boxes_clean(pp);
   int64_t when = atomic_load_explicit(&pp->timer0when, memory_order_relaxed);
   if (when && nanotime() >= when) timers_run(pp, nanotime());
   /* A P that always has Gs to run polls its descriptors when sysmon finds
@@ -1551,8 +1492,7 @@ static void p_free(p_t *pp) {
   free_list(pp->livefree, offsetof(g_live, next));
   free_list(pp->timerfree, offsetof(rt_timer, arg));
   free_list(pp->sudogcache, offsetof(sudog, next));
-  rt_free(pp->boxes.free);
-  rt_free(pp->boxes.dirty);
+  boxes_destroy(pp);
   rt_free(pp->remote_dirty);
   rt_free(pp->copool);
   rt_free(pp->timers);
@@ -1725,7 +1665,7 @@ int lugo_run(lugo_runtime *rt, int nargs) {
   /* Nothing may run after main: drop the Gs that are left. */
   destroy_all_gs(rt);
   rt_tls_m = &pp->m;
-  if (pp->boxes.ndirty || atomic_load(&pp->nremote_dirty)) boxes_clean(pp);
+  if (boxes_untidy(pp)) boxes_clean(pp);
   rt_tls_m = saved;
   return rt->exit_code;
 }

@@ -332,13 +332,25 @@ typedef struct site_cache_entry {
   const gsite *site;
 } site_cache_entry;
 
+/* A VM's value boxes (value.c): numbers 1..next, each live or free. The
+ * P's thread alone touches this; other threads free through remote_dirty. */
 typedef struct box_pool {
-  int32_t *free; /* free box numbers */
-  int32_t nfree, cap;
-  int32_t next; /* next never-used box number */
-  int32_t *dirty; /* freed while the value is still in vals: clear before reuse */
-  int32_t ndirty, dirtycap;
+  uint8_t *flags;  /* flags[box]: BOX_LIVE, BOX_DIRTY, BOX_LISTED (slot 0 unused) */
+  uint64_t *free0; /* bit box: free; the lowest goes first */
+  uint64_t *free1, *free2; /* bit w: word w of the level below has a bit set */
+  int32_t *dirty;  /* free boxes whose vals slot may still hold a value, once each */
+  int32_t nfree, ndirty;
+  int32_t lo0, lo2; /* no word of free0 (free2) below this one has a bit set */
+  int32_t next;    /* the highest box number in use or free */
+  int32_t cap;     /* every array has room for boxes 1..cap */
+  int32_t hw;      /* how many boxes vals may have room for: the most live since its last rehash */
+  uint32_t seq;    /* makes the keys that force a rehash of vals fresh each time */
 } box_pool;
+
+/* Fewer free boxes than this are never worth a trim: below it (a quarter
+ * of a megabyte of vals), shrinking costs more than it saves when the next
+ * burst of goroutines or values grows it back. */
+#define BOX_TRIM_MIN 32768
 
 enum pstatus {
   P_RUNNING, /* its M runs the scheduler (or spins looking for work) */
@@ -513,9 +525,26 @@ g_t *newproc(p_t *pp, int32_t start_box, int32_t nargs);
 sudog *acquire_sudog(p_t *pp, g_t *gp);
 void release_sudog(p_t *pp, sudog *sd);
 
+/* value.c's box pool. box_alloc: the caller stores into vals[box] before
+ * anything else runs on this P (the slot may hold a freed box's value). */
 int32_t box_alloc(p_t *pp);
 void box_free(p_t *pp, int32_t box);       /* the value was already cleared */
-void box_free_dirty(p_t *pp, int32_t box); /* clear vals[box] before reuse; any thread */
+void box_free_dirty(p_t *pp, int32_t box); /* vals[box] is cleared later; any thread */
+/* On pp's thread, outside any Lua call: clear the dirty boxes, fold in the
+ * ones other threads freed, and shrink the pool and vals after a burst. */
+void boxes_clean(p_t *pp);
+void boxes_destroy(p_t *pp); /* the pool's memory, with the P */
+/* Over three quarters of the box numbers are free: a burst is over. */
+static inline bool boxes_sparse(const box_pool *b) {
+  return b->nfree > BOX_TRIM_MIN && b->nfree > 3 * (b->next - b->nfree);
+}
+/* Whether boxes_clean has work: cheap enough for every schedule. */
+static inline bool boxes_untidy(p_t *pp) {
+  return pp->boxes.ndirty || atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed) ||
+         boxes_sparse(&pp->boxes);
+}
+/* [-0, +0, m] resize the table at idx to the keys it holds (value.c). */
+void rt_table_rehash(lua_State *L, int idx, uint32_t *seq);
 
 /* The P's VM, created the first time it is needed (on the P's thread). */
 void p_vm(p_t *pp);

@@ -199,30 +199,75 @@ int32_t selectgo(select_case *cases, int32_t n, select_result *res) {
   return selectgo_impl(pp, NULL, cases, n, false, res);
 }
 
+/* The type of the value at idx as lugo's errors spell it: a runtime
+ * object's name ("mutex"), else Lua's. */
+static const char *value_typename(lua_State *L, int idx) {
+  const char *name = NULL;
+  if (lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
+    lua_pushliteral(L, "__name");
+    lua_rawget(L, -2);
+    name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL; /* anchored by the metatable */
+    lua_pop(L, 2);
+  }
+  return name ? name : luaL_typename(L, idx);
+}
+
+/* Read the case at stack index arg (argument pos of select) into *sc.
+ * NULL, or the message saying what is wrong with it, pushed. Go's select
+ * trusts its compiler; ours is handed tables a script may have changed. */
+static const char *check_case(lua_State *L, int arg, int pos, select_case *sc) {
+  sc->box = 0;
+  sc->copy.kind = COPY_NONE;
+  sc->c = NULL;
+  sc->kind = CASE_NIL;
+  if (lua_type(L, arg) != LUA_TTABLE)
+    return lua_pushfstring(L, "bad argument #%d to 'select' (case expected, got %s)", pos, value_typename(L, arg));
+  int top = lua_gettop(L);
+  lua_rawgeti(L, arg, 1);
+  lua_rawgeti(L, arg, 2);
+  bool nokind = lua_isnil(L, -2);
+  lua_Number kind = lua_type(L, -2) == LUA_TNUMBER ? lua_tonumber(L, -2) : 0;
+  bool is_chan = false;
+  if (lua_type(L, -1) == LUA_TUSERDATA && lua_getmetatable(L, -1)) {
+    is_chan = lua_rawequal(L, -1, lua_upvalueindex(2));
+    lua_pop(L, 1);
+  }
+  const char *err = NULL;
+  if (nokind && lua_isnil(L, -1)) {
+    /* case.default, passed along in its place: never fires */
+  } else if (kind != CASE_RECV && kind != CASE_SEND) {
+    err = lua_pushfstring(L, "bad argument #%d to 'select' (case expected, got table)", pos);
+  } else if (!lua_isnil(L, -1) && !is_chan) {
+    err = lua_pushfstring(L, "bad argument #%d to 'select' (case on a channel expected, got case on %s)", pos,
+                          value_typename(L, -1));
+  } else if (is_chan) {
+    sc->kind = (int32_t)kind;
+    sc->c = lua_touserdata(L, -1);
+  }
+  if (err) {
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+  } else {
+    lua_settop(L, top);
+  }
+  return err;
+}
+
 /* C API select(block, case, ...) -> index, box, ok (box: a received value's,
  * 0 for none; load it at once), or (ERR, message), or 0 when nothing is
  * ready and block is false. A case is {CASE_RECV, ch} or {CASE_SEND, ch, v},
- * ch nil for a nil channel. Upvalues: vals, the channel metatable. May park. */
+ * ch nil for a nil channel; {} (case.default) never fires. Anything else
+ * raises. Upvalues: vals, the channel metatable. May park. */
 int select_block(lua_State *L) {
   bool block = lua_toboolean(L, 1);
   int32_t n = lua_gettop(L) - 1;
   select_case stackcases[SELECT_STACK];
   select_case *cases = n > SELECT_STACK ? rt_malloc((size_t)n * sizeof *cases) : stackcases;
   for (int32_t i = 0; i < n; i++) {
-    int arg = i + 2;
-    lua_rawgeti(L, arg, 1);
-    lua_rawgeti(L, arg, 2);
-    cases[i].kind = (int32_t)lua_tointeger(L, -2);
-    cases[i].c = lua_touserdata(L, -1);
-    cases[i].box = 0;
-    cases[i].copy.kind = COPY_NONE;
-    bool is_chan = cases[i].c && lua_getmetatable(L, -1) && lua_rawequal(L, -1, lua_upvalueindex(2));
-    lua_settop(L, n + 1);
-    if (cases[i].c && !is_chan) {
+    if (check_case(L, i + 2, i + 1, &cases[i])) {
       if (cases != stackcases) rt_free(cases);
-      return luaL_argerror(L, arg, "case on something that is not a channel");
+      return lua_error(L);
     }
-    if (!cases[i].c) cases[i].kind = CASE_NIL;
   }
   /* A send on a shared channel is copied before any channel is locked. */
   for (int32_t i = 0; i < n; i++) {

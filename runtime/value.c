@@ -1324,3 +1324,275 @@ void copy_free(rt_copy *c) {
   if (c->kind == COPY_BLOB) blob_free(c->blob);
   c->kind = COPY_NONE;
 }
+
+/* ------------------------------------------------------------------ */
+/* Boxes: where a VM keeps its values in flight                        */
+/*
+ * A box is an integer key of the VM's `vals` table; C moves box numbers,
+ * Lua stores and loads the values (rt.h). The pool is pp->boxes.
+ *
+ * Invariants:
+ *   - Only the thread holding pp touches pp->boxes. Another thread gives a
+ *     box back through pp->remote_dirty (under remote_lock); boxes_clean
+ *     folds those in.
+ *   - Boxes are numbered 1..next; flags[box] has BOX_LIVE from box_alloc to
+ *     its box_free or box_free_dirty, and bit box of free0 is set exactly
+ *     for the others (free1 and free2 summarize: bit w is set when word w
+ *     of the level below has one; no bit is set in a word of free0 below
+ *     lo0, nor of free2 below lo2).
+ *     box_alloc takes the lowest free number, so the numbers in use stay
+ *     dense: vals keeps its keys in its array part, and after a burst the
+ *     free numbers above the highest live one can be dropped.
+ *   - A free box's vals slot is nil unless it has BOX_DIRTY: box_free_dirty
+ *     (finalizers, channels freed with values, selects that sent nothing)
+ *     cannot touch Lua, so the value stays until boxes_clean clears it.
+ *     Every dirty box is on the dirty list (BOX_LISTED), once, so the list
+ *     never outgrows the pool.
+ *   - A dirty box is handed out again at once, without waiting for
+ *     boxes_clean: every box_alloc is followed by a store into vals[box]
+ *     before any other code runs on this P (chan.c val_init, whose box the
+ *     FFI caller or chan_send_block stores into; take_box; select.c, whose
+ *     send boxes chosen() or select_block store into before any park;
+ *     context.c with_value; time.c timer_obj_fire; module.c newproc and
+ *     box_new, stored into by lugo.go and time.after_func; lugo_run). A
+ *     loop that never reaches the scheduler therefore reuses its numbers.
+ *   - After a burst (over three quarters of the numbers free), boxes_clean
+ *     drops the free numbers above the highest live box, and rehashes vals
+ *     (LuaJIT resizes a table only when a new key finds its hash part full)
+ *     once the live boxes are fewer than a quarter of the most there were
+ *     since its last rehash: the pool and vals follow what is live. Both
+ *     are paid for by the growth before them: each number dropped was made
+ *     once, and each rehash quarters hw at least.
+ */
+
+enum { BOX_LIVE = 1, BOX_DIRTY = 2, BOX_LISTED = 4 };
+
+/* How many fresh keys a forced rehash of vals may take before giving up. */
+#define VALS_REHASH_TRIES 4096
+/* Live boxes few enough to rehash vals around even when they are sparse. */
+#define VALS_FEW 64
+
+#define WORDS(bits) ((size_t)(bits) / 64 + 1)
+
+/* Set a box's bit; the levels above change only when its word was empty. */
+static void free_put(box_pool *b, int32_t box) {
+  int32_t w0 = box >> 6;
+  uint64_t was = b->free0[w0];
+  b->free0[w0] = was | 1ull << (box & 63);
+  if (!was) {
+    int32_t w1 = w0 >> 6, w2 = w1 >> 6;
+    b->free1[w1] |= 1ull << (w0 & 63);
+    b->free2[w2] |= 1ull << (w1 & 63);
+    if (w2 < b->lo2) b->lo2 = w2;
+  }
+  if (w0 < b->lo0) b->lo0 = w0;
+  b->nfree++;
+}
+
+/* Clear the bit of a box in word w0 of free0, which now holds `left`. */
+static void free_cleared(box_pool *b, int32_t w0, uint64_t left) {
+  b->free0[w0] = left;
+  if (!left) {
+    int32_t w1 = w0 >> 6, w2 = w1 >> 6;
+    if (!(b->free1[w1] &= ~(1ull << (w0 & 63)))) b->free2[w2] &= ~(1ull << (w1 & 63));
+  }
+  b->nfree--;
+}
+
+static void free_clear(box_pool *b, int32_t box) {
+  int32_t w0 = box >> 6;
+  free_cleared(b, w0, b->free0[w0] & ~(1ull << (box & 63)));
+}
+
+/* The lowest free number, taken. nfree > 0. Usually in word lo0; else the
+ * summaries lead to it. */
+static int32_t free_take(box_pool *b) {
+  int32_t w0 = b->lo0;
+  uint64_t word = b->free0[w0];
+  if (!word) {
+    int32_t w2 = b->lo2;
+    while (!b->free2[w2]) w2++;
+    b->lo2 = w2;
+    int32_t w1 = w2 * 64 + __builtin_ctzll(b->free2[w2]);
+    w0 = w1 * 64 + __builtin_ctzll(b->free1[w1]);
+    word = b->free0[w0];
+    b->lo0 = w0;
+  }
+  int32_t box = w0 * 64 + __builtin_ctzll(word);
+  free_cleared(b, w0, word & (word - 1));
+  return box;
+}
+
+static void *resize_zeroed(void *p, size_t old, size_t now) {
+  p = rt_realloc(p, now);
+  if (now > old) memset((char *)p + old, 0, now - old);
+  return p;
+}
+
+/* Room for boxes 1..cap in every array (cap 0 frees them); no bit is set
+ * above cap. The dirty list holds each box at most once: it never needs a
+ * check. */
+static void boxes_resize(box_pool *b, int32_t cap) {
+  if (cap == 0) {
+    rt_free(b->flags);
+    rt_free(b->free0);
+    rt_free(b->free1);
+    rt_free(b->free2);
+    rt_free(b->dirty);
+    b->flags = NULL;
+    b->free0 = b->free1 = b->free2 = NULL;
+    b->dirty = NULL;
+    b->cap = 0;
+    return;
+  }
+  size_t n0 = WORDS(cap), n1 = WORDS(n0), n2 = WORDS(n1);
+  size_t o0 = b->cap ? WORDS(b->cap) : 0, o1 = b->cap ? WORDS(o0) : 0, o2 = b->cap ? WORDS(o1) : 0;
+  b->flags = resize_zeroed(b->flags, b->cap ? (size_t)b->cap + 1 : 0, (size_t)cap + 1);
+  b->free0 = resize_zeroed(b->free0, o0 * 8, n0 * 8);
+  b->free1 = resize_zeroed(b->free1, o1 * 8, n1 * 8);
+  b->free2 = resize_zeroed(b->free2, o2 * 8, n2 * 8);
+  b->dirty = rt_realloc(b->dirty, (size_t)cap * sizeof *b->dirty);
+  b->cap = cap;
+}
+
+/* A never-used number: every box is live. */
+static int32_t box_new(box_pool *b) {
+  if (b->next == b->cap) {
+    if (b->cap >= RC_PARKBOX / 2) rt_throw("runtime: too many values waiting in one VM");
+    boxes_resize(b, b->cap ? b->cap * 2 : 64);
+  }
+  int32_t box = ++b->next;
+  if (box > b->hw) b->hw = box;
+  return box;
+}
+
+int32_t box_alloc(p_t *pp) {
+  box_pool *b = &pp->boxes;
+  int32_t box = b->nfree ? free_take(b) : box_new(b);
+  b->flags[box] = (uint8_t)((b->flags[box] & BOX_LISTED) | BOX_LIVE);
+  return box;
+}
+
+static void box_check_live(const box_pool *b, int32_t box) {
+  if (box < 1 || box > b->next || !(b->flags[box] & BOX_LIVE))
+    rt_throw("runtime: box %d freed but not in use", (int)box);
+}
+
+void box_free(p_t *pp, int32_t box) {
+  box_pool *b = &pp->boxes;
+  box_check_live(b, box);
+  b->flags[box] &= BOX_LISTED;
+  free_put(b, box);
+}
+
+static void box_free_dirty_local(box_pool *b, int32_t box) {
+  box_check_live(b, box);
+  if (!(b->flags[box] & BOX_LISTED)) b->dirty[b->ndirty++] = box;
+  b->flags[box] = BOX_DIRTY | BOX_LISTED;
+  free_put(b, box);
+}
+
+void box_free_dirty(p_t *pp, int32_t box) {
+  if (getp() != pp) { /* pp's VM is another thread's: its own thread takes the box back */
+    rt_lock(&pp->remote_lock);
+    int32_t n = atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed);
+    if (n == pp->remote_dirtycap) {
+      pp->remote_dirtycap = n ? n * 2 : 64;
+      pp->remote_dirty = rt_realloc(pp->remote_dirty, (size_t)pp->remote_dirtycap * sizeof(int32_t));
+    }
+    pp->remote_dirty[n] = box;
+    atomic_store_explicit(&pp->nremote_dirty, n + 1, memory_order_relaxed);
+    rt_unlock(&pp->remote_lock);
+    return;
+  }
+  box_free_dirty_local(&pp->boxes, box);
+}
+
+static size_t vm_bytes(lua_State *L) {
+  return (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+}
+
+/* [-0, +0, m] Make LuaJIT resize the table at idx to the keys it holds now:
+ * it does so only when a new key finds the hash part full, so insert fresh
+ * keys (light userdata, which no caller uses) until the VM's allocated
+ * bytes change, the sign of a resize, then remove them. *seq makes the keys
+ * new each time: an old key left dead in the hash part would be reused
+ * without a resize. Cheap when the hash part is small (vals keeps its keys
+ * in the array part); a hash part full of dead keys may take more tries
+ * than VALS_REHASH_TRIES allows. */
+void rt_table_rehash(lua_State *L, int idx, uint32_t *seq) {
+  if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
+  size_t before = vm_bytes(L);
+  uint32_t first = *seq, n = 0;
+  while (n < VALS_REHASH_TRIES) {
+    lua_pushlightuserdata(L, (void *)(uintptr_t)(((uint64_t)(first + n) << 4) | 8));
+    n++;
+    lua_pushboolean(L, 1);
+    lua_rawset(L, idx);
+    if (vm_bytes(L) != before) break;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    lua_pushlightuserdata(L, (void *)(uintptr_t)(((uint64_t)(first + i) << 4) | 8));
+    lua_pushnil(L);
+    lua_rawset(L, idx);
+  }
+  *seq = first + n;
+}
+
+/* After a burst: drop the free numbers above the highest live box, and
+ * rehash vals once most of what it had room for is gone. No box is dirty. */
+static void boxes_trim(p_t *pp) {
+  box_pool *b = &pp->boxes;
+  int32_t top = b->next;
+  while (top > 0 && !(b->flags[top] & BOX_LIVE)) top--;
+  if (top < b->next) {
+    for (int32_t box = top + 1; box <= b->next; box++) free_clear(b, box);
+    b->next = top;
+    int32_t cap = b->cap;
+    while (cap > 64 && cap / 8 >= top) cap /= 2; /* by half at least: no churn */
+    if (cap < b->cap) boxes_resize(b, cap);
+  }
+  /* LuaJIT gives a rehashed table the largest array part that is over a
+   * quarter full: with half the numbers up to the highest live box in use,
+   * every live box gets a slot there. Rehashing sooner (values taken in the
+   * order they came leave the highest numbers live) would move them to the
+   * hash part, whose dead nodes a later rehash could not be forced past. A
+   * few such keys (VALS_FEW) are harmless. */
+  int32_t live = b->next - b->nfree;
+  if (live > b->hw) b->hw = live;
+  if (b->hw > BOX_TRIM_MIN && live < b->hw / 4 && (2 * live >= b->next || live <= VALS_FEW)) {
+    lua_State *L = pp->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+    rt_table_rehash(L, -1, &b->seq);
+    lua_pop(L, 1);
+    b->hw = live;
+  }
+}
+
+void boxes_clean(p_t *pp) {
+  box_pool *b = &pp->boxes;
+  if (atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed)) {
+    rt_lock(&pp->remote_lock);
+    int32_t n = atomic_load_explicit(&pp->nremote_dirty, memory_order_relaxed);
+    for (int32_t i = 0; i < n; i++) box_free_dirty_local(b, pp->remote_dirty[i]);
+    atomic_store_explicit(&pp->nremote_dirty, 0, memory_order_relaxed);
+    rt_unlock(&pp->remote_lock);
+  }
+  if (b->ndirty) {
+    lua_State *L = pp->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
+    while (b->ndirty) {
+      int32_t box = b->dirty[--b->ndirty];
+      uint8_t f = b->flags[box];
+      b->flags[box] = f & BOX_LIVE; /* off the list; a live box was stored into since */
+      if (f & BOX_DIRTY) {
+        lua_pushnil(L);
+        lua_rawseti(L, -2, box);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  if (boxes_sparse(b)) boxes_trim(pp);
+}
+
+void boxes_destroy(p_t *pp) { boxes_resize(&pp->boxes, 0); }

@@ -1228,7 +1228,7 @@ describe("IPv6 loopback", function()
       s:set_read_deadline(time.now() + HANG)
       assert.are.equal("six", s:read_line())
     end
-    assert.are.same({ nil, "address " .. addr .. ": no suitable address found" }, { net.dial("tcp4", addr) })
+    assert.are.same({ nil, "address ::1: no suitable address found" }, { net.dial("tcp4", addr) })
   end)
 end)
 
@@ -1270,7 +1270,15 @@ describe("addresses", function()
       { "127.0.0.1", "address 127.0.0.1: missing port in address" },
       { "a:b:c", "address a:b:c: too many colons in address" },
       { "[::1:80", "address [::1:80: missing ']' in address" },
-      { "127.0.0.1:99999", "address 127.0.0.1:99999: invalid port" },
+      { "127.0.0.1:99999", "address 99999: invalid port" },
+      { "127.0.0.1:-1", "address -1: invalid port" },
+      { "127.0.0.1:99999999999999x", "address 99999999999999x: invalid port" },
+      { "[::1]:80:90", "address [::1]:80:90: too many colons in address" },
+      { "[::1]x:80", "address [::1]x:80: missing port in address" },
+      { "[::1]", "address [::1]: missing port in address" },
+      { "a[b:80", "address a[b:80: unexpected '[' in address" },
+      { "[a]:8]0", "address [a]:8]0: unexpected ']' in address" },
+      { "127.0.0.1:nosuchservice", "address tcp/nosuchservice: unknown port" },
     }
     for _, t in ipairs(cases) do
       assert.are.same({ n = 2, nil, t[2] }, pack(net.dial("tcp", t[1])))
@@ -1293,6 +1301,105 @@ describe("addresses", function()
     assert.are.equal(c:local_addr(), s:remote_addr())
     local ln2 = closing(assert(net.listen("tcp4", "localhost:0")))
     assert.matches("^127%.0%.0%.1:%d+$", ln2:addr())
+  end)
+end)
+
+describe("NUL bytes and stray spaces in networks, hosts and ports", function()
+  -- Go compares and resolves every byte of a name: a NUL ends nothing, it
+  -- makes a name that cannot exist (nul_address.lua: "localhost\0evil"
+  -- dialled localhost, "127.0.0.1: 0" listened). The errors are Go 1.19's,
+  -- without the "dial tcp: " prefix lugo leaves out everywhere.
+  local function both(address, want)
+    assert.are.same({ n = 2, nil, want }, pack(net.listen("tcp", address)))
+    assert.are.same({ n = 2, nil, want }, pack(net.dial("tcp", address)))
+  end
+
+  it("refuse a network name with a NUL in it", function()
+    assert.are.same({ n = 2, nil, "unknown network tcp\0junk" }, pack(net.listen("tcp\0junk", "127.0.0.1:0")))
+    assert.are.same({ n = 2, nil, "unknown network tcp\0" }, pack(net.dial("tcp\0", "127.0.0.1:1")))
+    assert.are.same({ n = 2, nil, "unknown network unix\0x" }, pack(net.dial("unix\0x", "/tmp/x")))
+  end)
+
+  it("treat a host with a NUL as a name no resolver knows", function()
+    both("127.0.0.1\0junk:0", "lookup 127.0.0.1\0junk: no such host")
+    both("127.0.0.1\0:0", "lookup 127.0.0.1\0: no such host")
+    both("\0:0", "lookup \0: no such host")
+    both("[::1\0]:0", "lookup ::1\0: no such host")
+  end)
+
+  it("never dial the part of a host before its NUL", function()
+    local ln, addr = tcp_listener()
+    local port = addr:match(":(%d+)$")
+    for _, host in ipairs({ "127.0.0.1\0evil.example", "localhost\0evil.example" }) do
+      assert.are.same({ n = 2, nil, "lookup " .. host .. ": no such host" },
+        pack(net.dial("tcp", host .. ":" .. port, { timeout = HANG })))
+    end
+    ln:set_deadline(time.now() + 0.05)
+    assert.are.same({ n = 2, nil, TIMEOUT }, pack(ln:accept())) -- nobody connected
+  end)
+
+  it("refuse a port with a NUL, a space or any byte no service name has", function()
+    both("127.0.0.1:0\0junk", "address tcp/0\0junk: unknown port")
+    both("127.0.0.1:\0", "address tcp/\0: unknown port")
+    both("127.0.0.1: 0", "address tcp/ 0: unknown port")
+    both("127.0.0.1:0 ", "address tcp/0 : unknown port")
+    both("127.0.0.1:\t0", "address tcp/\t0: unknown port")
+    both("127.0.0.1:\195\169", "address tcp/\195\169: unknown port")
+    both(":0\0", "address tcp/0\0: unknown port")
+    both("[::1]:0\0", "address tcp/0\0: unknown port")
+  end)
+
+  it("read a port as Go does: a sign and leading zeros are fine", function()
+    local ln, addr = tcp_listener()
+    local port = addr:match(":(%d+)$")
+    for _, p in ipairs({ "+" .. port, "000" .. port }) do
+      local c = closing(assert(net.dial("tcp", "127.0.0.1:" .. p, { timeout = HANG })))
+      assert.are.equal(addr, c:remote_addr())
+      closing(assert(ln:accept()))
+    end
+    for _, p in ipairs({ "+0", "-0", "+", "" }) do
+      local l = closing(assert(net.listen("tcp", "127.0.0.1:" .. p)))
+      assert.matches("^127%.0%.0%.1:%d+$", l:addr())
+    end
+  end)
+
+  it("check the port of a name resolved in the blocking pool the same way", function()
+    local ln, addr = tcp_listener()
+    local port = addr:match(":(%d+)$")
+    assert.are.same({ n = 2, nil, "address tcp/" .. port .. "\0: unknown port" },
+      pack(net.dial("tcp", "localhost:" .. port .. "\0", { timeout = HANG })))
+    assert.are.same({ n = 2, nil, "address tcp/ " .. port .. ": unknown port" },
+      pack(net.dial("tcp", "localhost: " .. port, { timeout = HANG })))
+    assert.are.same({ n = 2, nil, "address tcp/nosuchservice: unknown port" },
+      pack(net.dial("tcp", "localhost:nosuchservice", { timeout = HANG })))
+    assert.are.same({ n = 2, nil, "address localhost: no suitable address found" },
+      pack(net.dial("tcp6", "localhost:" .. port, { timeout = HANG })))
+    -- and a good one still resolves, its port read as Go reads it
+    local c = closing(assert(net.dial("tcp4", "localhost:+" .. port, { timeout = HANG })))
+    assert.are.equal(addr, c:remote_addr())
+  end)
+
+  it("refuse a unix socket path with a NUL instead of using the path before it", function()
+    local dir = tempdir()
+    local path = dir .. "/x\0y"
+    assert.are.same({ n = 2, nil, "invalid argument" }, pack(net.listen("unix", path)))
+    assert.is_false(sh_ok("test -e " .. helper.shell_quote(dir .. "/x")))
+    local ln = closing(assert(net.listen("unix", dir .. "/x")))
+    assert.are.same({ n = 2, nil, "invalid argument" }, pack(net.dial("unix", path)))
+    assert.are.same({ n = 2, nil, "invalid argument" }, pack(net.dial("unix", dir .. "/x\0")))
+    ln:set_deadline(time.now() + 0.05)
+    assert.are.same({ n = 2, nil, TIMEOUT }, pack(ln:accept())) -- nobody connected
+    assert.are.same({ n = 2, nil, "missing address" }, pack(net.dial("unix", "")))
+  end)
+
+  it("keep every byte of an abstract unix name, NULs included, as Go does", function()
+    local name = string.format("@lugo-net-spec-%d-%d", getpid(), math.random(1, 1e9))
+    local ln = closing(assert(net.listen("unix", name .. "\0tail")))
+    assert.are.equal(name .. "\0tail", ln:addr())
+    assert.are.same({ n = 2, nil, "connection refused" }, pack(net.dial("unix", name))) -- another name
+    local c, s = pair(ln, "unix")
+    assert.are.equal(name .. "\0tail", c:remote_addr())
+    assert.are.equal(name .. "\0tail", s:local_addr())
   end)
 end)
 

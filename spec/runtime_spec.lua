@@ -737,3 +737,99 @@ describe("collection does not disturb goroutines", function()
     end
   end)
 end)
+
+describe("the values in flight take box numbers that follow what is live", function()
+  -- A value waiting in the runtime (in a channel, a context, a goroutine
+  -- not yet started) sits in the VM's box table at a number (rt.h). The
+  -- numbers are reused at once and the table shrinks after a burst
+  -- (ctx_value_growth.lua: 4,000,000 fresh numbers and 44-80 MB kept).
+  it("reuses the numbers of contexts collected in a loop that never blocks", function()
+    -- Its own program: the loop is compiled and never reaches the
+    -- scheduler, as in ctx_value_growth.lua.
+    local r = helper.run([[
+      local context = require "lugo.context"
+      local vals = require("lugo.internal").vals
+      local parent = context.background()
+      collectgarbage() collectgarbage()
+      local before = collectgarbage("count")
+      for i = 1, 400000 do
+        local c = context.with_value(parent, "k", i)
+      end
+      collectgarbage() collectgarbage()
+      local top = 0
+      for k in pairs(vals) do if k > top then top = k end end
+      print(top, (collectgarbage("count") - before) / 1024)
+    ]])
+    assert.are.equal(0, r.status, r.stderr)
+    local top, grown = r.stdout:match("^(%d+)\t(%S+)\n$")
+    -- 800,000 boxes were taken, two at a time; the collector freed them as
+    -- the loop went, and their numbers came back without the scheduler
+    assert.is_true(tonumber(top) < 200000, "highest box " .. tostring(top))
+    assert.is_true(tonumber(grown) < 4, "heap grew by " .. tostring(grown) .. " MB")
+  end)
+
+  -- Each burst runs as its own program: goroutines other tests left behind
+  -- may hold boxes, at any number, in this one.
+  local burst_prelude = [[
+    local lugo, runtime, sync = require "lugo", require "lugo.runtime", require "lugo.sync"
+    local vals = require("lugo.internal").vals
+    local function heap_mb()
+      collectgarbage() collectgarbage()
+      return collectgarbage("count") / 1024
+    end
+    local function boxes()
+      local n, top = 0, 0
+      for k in pairs(vals) do n, top = n + 1, math.max(top, k) end
+      return n, top
+    end
+  ]]
+
+  it("gives the table's memory back once a burst of values in flight is taken", function()
+    local r = helper.run(burst_prelude .. [[
+      local before = heap_mb()
+      local N = 500000 -- 4 MB of table slots at least
+      local ch, t = lugo.chan(N), {}
+      for _ = 1, N do ch:send(t) end
+      local full = heap_mb()
+      for _ = 1, N do assert(ch:recv() == t) end
+      runtime.gosched() -- the scheduler tidies the boxes
+      local after = heap_mb()
+      ch:send(t) -- and the numbers start low again
+      local _, top = boxes()
+      print(string.format("%.2f %.2f %d", full - before, after - before, top))
+    ]])
+    assert.are.equal(0, r.status, r.stderr)
+    local full, after, top = r.stdout:match("^(%S+) (%S+) (%d+)\n$")
+    assert.is_true(tonumber(full) > 3, r.stdout)
+    assert.is_true(tonumber(after) < 1, "the heap stayed " .. tostring(after) .. " MB larger")
+    assert.is_true(tonumber(top) < 1000, "highest box " .. tostring(top))
+  end)
+
+  it("does the same after goroutines parked with values in flight are released", function()
+    local r = helper.run(burst_prelude .. [[
+      local N = 50000
+      local function burst()
+        local ch, done = lugo.chan(), sync.waitgroup()
+        for i = 1, N do
+          done:add(1)
+          lugo.go(function() ch:send({ i }); done:done() end)
+        end
+        runtime.gosched()
+        local sum = 0
+        for _ = 1, N do sum = sum + ch:recv()[1] end
+        done:wait()
+        assert(sum == N * (N + 1) / 2)
+        runtime.gosched()
+        local n, top = boxes()
+        return heap_mb(), n, top
+      end
+      local h1, n1, top1 = burst()
+      local h2, n2, top2 = burst()
+      print(string.format("%d %d %d %d %.2f", n1, top1, n2, top2, h2 - h1))
+    ]])
+    assert.are.equal(0, r.status, r.stderr)
+    local n1, top1, n2, top2, grown = r.stdout:match("^(%d+) (%d+) (%d+) (%d+) (%S+)\n$")
+    assert.are.same({ "0", "0", "0", "0" }, { n1, top1, n2, top2 }, r.stdout)
+    assert.is_true(tonumber(grown) < 1, "the heap grew by " .. tostring(grown) .. " MB")
+  end)
+end)

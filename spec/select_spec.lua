@@ -688,6 +688,197 @@ describe("a non-case argument is a bad argument", function()
   end)
 end)
 
+describe("a case that is not a real case on a real channel is a bad argument", function()
+  -- selectgo trusts the cases it is given: a hand-built or altered case
+  -- table must be refused before it gets there (select_crafted_case.lua,
+  -- select_crafted_mutex.lua: a segfault and a heap overflow before).
+  local sync = require "lugo.sync"
+  local RECV, SEND = case.recv(lugo.chan())[1], case.send(lugo.chan(), 0)[1]
+  local foreign = {
+    { io.stdout, "userdata" }, { newproxy(), "userdata" }, { "not a channel", "string" }, { {}, "table" },
+    { 1, "number" }, { sync.mutex(), "mutex" }, { sync.waitgroup(), "waitgroup" }, { time.timer(3600), "timer" },
+  }
+
+  it("names the case, what it needed and what it got, with up to 4 cases", function()
+    for _, f in ipairs(foreign) do
+      for _, kind in ipairs({ RECV, SEND }) do
+        local err = error_of(select_, { kind, f[1], "v" }, case.default)
+        assert.matches("bad argument #1 to 'select' %(case on a channel expected, got case on " .. f[2] .. "%)$", err)
+        err = error_of(select_, case.recv(nil), case.default, case.recv(nil), { kind, f[1] })
+        assert.matches("bad argument #4 to 'select' %(case on a channel expected, got case on " .. f[2] .. "%)$", err)
+      end
+    end
+  end)
+
+  it("names the case with more than 4 cases, blocking or not", function()
+    for _, f in ipairs(foreign) do
+      local err = error_of(select_, case.recv(nil), case.recv(nil), case.recv(nil), case.recv(nil),
+        case.recv(nil), { RECV, f[1] }, case.default)
+      assert.matches("bad argument #6 to 'select' %(case on a channel expected, got case on " .. f[2] .. "%)$", err)
+      err = error_of(select_, case.recv(nil), case.recv(nil), case.recv(nil), case.recv(nil), { SEND, f[1], 1 })
+      assert.matches("bad argument #5 to 'select' %(case on a channel expected, got case on " .. f[2] .. "%)$", err)
+    end
+  end)
+
+  it("reports the error at the caller's line", function()
+    local where
+    local err = error_of(function() where = here(); select_({ RECV, io.stdout }, case.default) end)
+    assert.are.equal(where .. "bad argument #1 to 'select' (case on a channel expected, got case on userdata)", err)
+  end)
+
+  it("refuses a case whose kind is not a receive or a send", function()
+    local ch = lugo.chan(1)
+    for _, kind in ipairs({ 0, 3, -1, 1.5, "1", true }) do
+      assert.matches("bad argument #1 to 'select' %(case expected, got table%)$", error_of(select_, { kind, ch }))
+      assert.matches("bad argument #6 to 'select' %(case expected, got table%)$",
+        error_of(select_, case.recv(nil), case.recv(nil), case.recv(nil), case.recv(nil), case.recv(nil), { kind, ch }))
+    end
+  end)
+
+  it("checks a case made by case.recv or case.send again after a script changed it", function()
+    local ch, mu = lugo.chan(1), sync.mutex()
+    local send = case.send(ch, "x")
+    local function loop() return select_(send, case.default) end
+    assert.are.equal(1, loop())
+    send[2] = mu -- the closed-over case, altered after it was made
+    assert.matches("bad argument #1 to 'select' %(case on a channel expected, got case on mutex%)$", error_of(loop))
+    send[2], send[1] = ch, 99
+    assert.matches("bad argument #1 to 'select' %(case expected, got table%)$", error_of(loop))
+    assert.are.equal(1, ch:len()) -- only the first select sent
+    local other = lugo.chan(1)
+    local recv = { RECV, other }
+    other:send("y")
+    assert.are.same({ 1, "y", true }, { select_(recv) })
+    recv[2] = io.stdout
+    assert.matches("got case on userdata%)$", error_of(select_, recv, case.default))
+  end)
+
+  it("gives a fresh receive case when the one case.recv handed out was changed", function()
+    local a, b = lugo.chan(1), lugo.chan(1)
+    local c = case.recv(a)
+    c[2] = b -- would make every later case.recv(a) receive from b
+    a:send("from a")
+    b:send("from b")
+    assert.are.same({ 1, "from a", true }, { select_(case.recv(a)) })
+    assert.is_false(rawequal(c, case.recv(a)))
+    local n = case.recv(nil)
+    n[2] = b
+    assert.are.same({ 2 }, { select_(case.recv(nil), case.default) })
+    assert.are.equal(1, b:len())
+  end)
+
+  it("reads a case's fields raw: a metatable cannot supply them", function()
+    local ch = lugo.chan(1)
+    ch:send("kept")
+    local fake = setmetatable({}, { __index = function(_, k) if k == 1 then return RECV end if k == 2 then return ch end end })
+    assert.matches("bad argument #1 to 'select' %(case expected, got table%)$", error_of(select_, fake, case.default))
+    -- a real case with a metatable is still the case its fields say
+    local real = setmetatable({ RECV, ch }, { __index = function() error("not consulted") end })
+    assert.are.same({ 1, "kept", true }, { select_(real, case.default) })
+  end)
+
+  it("performs no case of a select with a bad one", function()
+    local ch = lugo.chan(2)
+    error_of(select_, case.send(ch, 1), { RECV, io.stdout })
+    error_of(select_, case.send(ch, 1), case.recv(nil), case.recv(nil), case.recv(nil), { SEND, sync.mutex(), 2 })
+    assert.are.equal(0, ch:len())
+  end)
+
+  it("is refused by the runtime's own select entry point too", function()
+    -- lugo.core is reachable with require: its C functions check what they
+    -- are handed, not only the Lua module in front of them.
+    local core = require "lugo.core"
+    local ch = lugo.chan(1)
+    assert.matches("bad argument #1 to 'select' %(case expected, got number%)", error_of(core.select, false, 5))
+    assert.matches("bad argument #2 to 'select' %(case expected, got nil%)", error_of(core.select, false, {}, nil))
+    assert.matches("bad argument #1 to 'select' %(case on a channel expected, got case on userdata%)",
+      error_of(core.select, false, { RECV, io.stdout }))
+    assert.matches("bad argument #1 to 'select' %(case on a channel expected, got case on mutex%)",
+      error_of(core.select, false, { SEND, sync.mutex(), 1 }))
+    assert.matches("bad argument #1 to 'select' %(case expected, got table%)", error_of(core.select, false, { 7, ch }))
+    assert.are.equal(0, core.select(false, {}, { RECV, ch }))
+  end)
+end)
+
+describe("runtime objects' methods refuse what is not their object", function()
+  -- The Lua modules check metatables before any FFI call, which trusts its
+  -- argument; these reach the methods without the usual method call.
+  local sync = require "lugo.sync"
+
+  it("rejects another userdata or another object's proxy called through the metatable", function()
+    local ch, mu = lugo.chan(1), sync.mutex()
+    local m = getmetatable(ch).__index
+    assert.matches("bad argument #1 to 'recv' %(channel expected, got userdata%)", error_of(m.recv, io.stdout))
+    assert.matches("bad argument #1 to 'send' %(channel expected, got mutex%)", error_of(m.send, mu, 1))
+    assert.matches("bad argument #1 to 'len' %(channel expected, got userdata%)", error_of(m.len, newproxy()))
+    assert.matches("bad argument #1 to 'lock' %(mutex expected, got channel%)", error_of(getmetatable(mu).__index.lock, ch))
+  end)
+
+  it("checks the channel given to range's iterator", function()
+    local ch = lugo.chan(1)
+    local next_value = ch:range()
+    assert.matches("bad argument #1 to 'range' %(channel expected, got userdata%)", error_of(next_value, io.stdout))
+    assert.matches("bad argument #1 to 'range' %(channel expected, got mutex%)", error_of(next_value, sync.mutex()))
+    ch:send("v")
+    assert.are.equal("v", next_value(ch))
+  end)
+
+  it("checks the timer given to a timer's __index", function()
+    local t = time.timer(3600)
+    local index = getmetatable(t).__index
+    assert.matches("bad argument #1 to '__index' %(timer expected, got userdata%)", error_of(index, io.stdout, "stop"))
+    assert.matches("bad argument #1 to '__index' %(timer expected, got userdata%)", error_of(index, newproxy(), "c"))
+    assert.is_true(t:stop())
+  end)
+
+  it("makes __gc and __tostring do nothing to, or refuse, what is not theirs", function()
+    local ch, mu = lugo.chan(1), sync.mutex()
+    local mt = getmetatable(ch)
+    mt.__gc(io.stdout)
+    mt.__gc(newproxy())
+    mt.__gc(mu) -- a mutex is not a channel: left alone
+    assert.is_true(mu:try_lock())
+    assert.matches("channel expected, got userdata", error_of(mt.__tostring, newproxy()))
+    assert.matches("channel expected, got userdata", error_of(mt.__tostring, mu))
+    io.stdout:write("") -- still a working file
+  end)
+
+  it("refuses a proxy whose finalizer ran, whether a script called it or another finalizer brought it back", function()
+    local r = helper.run([[
+      local lugo, sync = require "lugo", require "lugo.sync"
+      local chan, mutex, waitgroup =
+        getmetatable(lugo.chan()).__index, getmetatable(sync.mutex()).__index, getmetatable(sync.waitgroup()).__index
+      local ch = lugo.chan(1)
+      getmetatable(ch).__gc(ch)
+      print(pcall(chan.send, ch, 1))
+      print(pcall(lugo.select, lugo.case.default, { 1, ch }))
+      local keep = {}
+      for _ = 1, 10 do
+        local c, mu, wg = lugo.chan(1), sync.mutex(), sync.waitgroup()
+        local p = newproxy(true)
+        getmetatable(p).__gc = function() keep[#keep + 1] = { c, mu, wg } end
+      end
+      collectgarbage()
+      collectgarbage()
+      local refused = 0
+      for _, k in ipairs(keep) do
+        local c, mu, wg = k[1], k[2], k[3]
+        if not pcall(chan.send, c, 1) then refused = refused + 1 end
+        if not pcall(chan.recv, c) then refused = refused + 1 end
+        if not pcall(lugo.select, lugo.case.default, { 1, c }) then refused = refused + 1 end
+        if not pcall(mutex.lock, mu) then refused = refused + 1 end
+        if not pcall(waitgroup.add, wg, 1) then refused = refused + 1 end
+      end
+      print(#keep, refused)
+    ]])
+    assert.are.equal("", r.stderr)
+    assert.are.equal(0, r.status)
+    assert.matches("^false\t[^\n]*bad argument #1 to 'send' %(channel expected, got userdata%)\n", r.stdout)
+    assert.matches("\nfalse\t[^\n]*bad argument #2 to 'select' %(case on a channel expected, got case on userdata%)\n", r.stdout)
+    assert.matches("\n10\t50\n$", r.stdout)
+  end)
+end)
+
 describe("case.recv returns the same object for the same channel", function()
   it("is identical for one channel and distinct for two", function()
     local a, b = lugo.chan(), lugo.chan()

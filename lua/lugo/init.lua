@@ -7,9 +7,10 @@ local I = require "lugo.internal"
 local ffi = require "ffi"
 
 local C, rc, vals, core = I.C, I.rc, I.vals, I.core
-local argerror, raise, ERR = I.argerror, I.raise, I.ERR
+local argerror, raise, ERR, typename = I.argerror, I.raise, I.ERR, I.typename
 local send_block, recv_block, select_block = core.send, core.recv, core.select
-local getmetatable, type, select = getmetatable, type, select
+local getmetatable, type, select, rawget, rawequal = getmetatable, type, select, rawget, rawequal
+local error, format = error, string.format
 local OK, WOULDBLOCK, CLOSED, SHARED, DECODE = rc.OK, rc.WOULDBLOCK, rc.CLOSED, rc.SHARED, rc.DECODE
 local RECVONLY, PREEMPT = rc.RECVONLY, rc.PREEMPT
 local preempt_yield = core.preempt_yield
@@ -122,7 +123,9 @@ function chan.cap(ch)
   return C.chan_cap(ch)
 end
 
+-- Also reachable as a plain function (ch:range() returns it): checks ch too.
 local function range_next(ch)
+  if getmetatable(ch) ~= Chan then argerror(1, "range", "channel", ch) end
   local v, ok = recv(ch)
   if ok then return v end
 end
@@ -141,13 +144,19 @@ case.default = DEFAULT
 
 -- A receive case holds nothing but its channel: one per channel serves
 -- every select, so a select loop allocates none (collected with disuse).
+-- A script may have changed a case it was given: one that no longer
+-- names its channel is replaced, so that no other code receives from the
+-- wrong channel (select checks the rest).
 local recv_cases = setmetatable({}, { __mode = "v" })
 local NIL_RECV = { CASE_RECV }
 
 function case.recv(ch)
-  if ch == nil then return NIL_RECV end
+  if ch == nil then
+    if rawget(NIL_RECV, 2) ~= nil then NIL_RECV = { CASE_RECV } end
+    return NIL_RECV
+  end
   local c = recv_cases[ch]
-  if c then return c end
+  if c and rawget(c, 2) == ch then return c end
   if getmetatable(ch) ~= Chan then argerror(1, "recv", "channel or nil", ch) end
   c = { CASE_RECV, ch }
   recv_cases[ch] = c
@@ -166,28 +175,35 @@ local cases, ncases = ffi.new("lugo_select_case[?]", 8), 8
 local result = ffi.new("lugo_select_result")
 
 -- Describe case c to selectgo at position i (0-based); true for the default.
-local function fill(i, c, n)
+-- selectgo trusts what it is given, and a case is a plain table that anyone
+-- may have changed since case.recv or case.send made it: check its kind and
+-- its channel every time. Raw reads: no metamethod runs between here and
+-- chosen, which reads the case again.
+local function fill(i, c)
   local sc = cases[i]
-  if c == DEFAULT then
+  if rawequal(c, DEFAULT) then -- no __eq lookup: c's metatable is never consulted
     sc.c, sc.kind = nil, CASE_NIL
     return true
   end
-  if type(c) ~= "table" or (c[1] ~= CASE_RECV and c[1] ~= CASE_SEND) then
+  local kind = type(c) == "table" and rawget(c, 1)
+  if kind ~= CASE_RECV and kind ~= CASE_SEND then
     argerror(i + 1, "select", "case", c, 4) -- fill < select (or select_many, a tail call) < caller
   end
-  local ch = c[2]
+  local ch = rawget(c, 2)
   if ch == nil then
     sc.c, sc.kind = nil, CASE_NIL
+  elseif getmetatable(ch) == Chan then
+    sc.c, sc.kind = ch, kind
   else
-    sc.c, sc.kind = ch, c[1]
+    error(format("bad argument #%d to 'select' (case on a channel expected, got case on %s)", i + 1, typename(ch)), 3)
   end
   return false
 end
 
 -- The results of case c (at i), which selectgo chose and did.
 local function chosen(i, c)
-  if c[1] == CASE_SEND then
-    vals[result.box] = c[3]
+  if rawget(c, 1) == CASE_SEND then
+    vals[result.box] = rawget(c, 3)
     return i
   end
   local box = result.box
@@ -212,7 +228,7 @@ local function blocked(default, ...)
   local i, box, ok = select_block(default == 0, ...)
   if i == 0 then return default end
   if i == ERR then raise(nil, box) end
-  if (select(i, ...))[1] ~= CASE_SEND then
+  if rawget((select(i, ...)), 1) ~= CASE_SEND then
     if box == 0 then return i, nil, ok end
     local v = vals[box]
     vals[box] = nil

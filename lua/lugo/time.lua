@@ -28,6 +28,9 @@ local Timer = I.mt.timer
 local timer_chan = core.timer_chan
 local timer_methods, ticker_methods = {}, {}
 Timer.__index = function(t, k)
+  -- Reachable as getmetatable(t).__index(x, k) with any x: timer_kind
+  -- trusts its argument.
+  if getmetatable(t) ~= Timer then argerror(1, "__index", "timer", t) end
   if k == "c" then return timer_chan(t) end
   if C.timer_kind(t) == TICKER then return ticker_methods[k] end
   return timer_methods[k]

@@ -51,8 +51,8 @@ static runtime *test_runtime(void) {
 
 static void test_runtime_free(runtime *rt) {
   p_t *pp = rt->allp[0];
-  rt_free(pp->boxes.free);
-  rt_free(pp->boxes.dirty);
+  boxes_destroy(pp);
+  rt_free(pp->remote_dirty);
   rt_free(pp->timers);
   while (pp->sudogcache) {
     sudog *sd = pp->sudogcache;
