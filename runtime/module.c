@@ -49,7 +49,9 @@ int rt_vm_bind(p_t *pp, lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, p_key);
   lua_newtable(L);
   pp->vals_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_createtable(L, 1, 0); /* the holder of the coroutine set (proc.c) */
   lua_newtable(L);
+  lua_rawseti(L, -2, 1);
   pp->cos_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   /* The coroutine functions as they were, before lugo.internal wraps them. */
   lua_getglobal(L, "coroutine");

@@ -426,14 +426,42 @@ void rt_sched_protect_init(p_t *pp, lua_State *L) {
   pp->errfn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* [-0, +1] the set of the P's goroutine coroutines: cos[thread] = true
+ * anchors each one while it is pooled or used. It sits in a holder,
+ * {[1] = set}, which lugo.internal keeps: the set is replaced by a smaller
+ * one after a burst (a Lua table never shrinks by itself). */
+static void push_cos(lua_State *L, p_t *pp) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->cos_ref);
+  lua_rawgeti(L, -1, 1);
+  lua_remove(L, -2);
+}
+
 static void newthread_body(lua_State *L, void *ud) {
   p_t *pp = ud;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->cos_ref);
+  push_cos(L, pp);
   lua_State *co = lua_newthread(L);
   lua_pushboolean(L, 1);
   lua_rawset(L, -3); /* anchored for as long as it is pooled or used */
   lua_rawgeti(co, LUA_REGISTRYINDEX, pp->trampoline_ref);
   pp->copool_new = co;
+  if (++pp->ncos > pp->cos_peak) pp->cos_peak = pp->ncos;
+  lua_settop(L, 0);
+}
+
+/* A new set holding the live coroutines only, in place of the old one. */
+static void cos_shrink_body(lua_State *L, void *ud) {
+  p_t *pp = ud;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->cos_ref);
+  lua_rawgeti(L, -1, 1);
+  lua_createtable(L, 0, pp->ncos);
+  lua_pushnil(L);
+  while (lua_next(L, -3)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_rawseti(L, -3, 1);
+  pp->cos_peak = pp->ncos;
   lua_settop(L, 0);
 }
 
@@ -444,14 +472,18 @@ static lua_State *copool_get(p_t *pp) {
   return pp->copool_new;
 }
 
+#define COS_SHRINK_MIN 65536 /* a set this big, three quarters dead, is rebuilt */
+
 static void co_drop(p_t *pp, lua_State *co) {
   lua_State *L = pp->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->cos_ref);
+  push_cos(L, pp);
   lua_pushthread(co);
   lua_xmove(co, L, 1);
   lua_pushnil(L);
   lua_rawset(L, -3);
   lua_pop(L, 1);
+  pp->ncos--;
+  if (pp->cos_peak >= COS_SHRINK_MIN && pp->ncos < pp->cos_peak / 4) sched_protected(pp, cos_shrink_body, pp, 0);
 }
 
 static void copool_put(p_t *pp, lua_State *co) {
@@ -1367,9 +1399,9 @@ static void *sysmon(void *arg) {
         atomic_store(&pp->hog, goid);
         rt_lock(&rt_print_lock);
         fprintf(stderr,
-                "lugo: goroutine %lld on processor %d has run for %.1fs without yielding: JIT-compiled code "
-                "cannot be preempted. Call runtime.gosched() in its loop, or keep that function out of the "
-                "JIT (jit.off(f)); its stack is printed when it next runs interpreted code.\n",
+                "lugo: goroutine %lld on processor %d has run for %.1fs without yielding (JIT-compiled code and "
+                "C calls cannot be preempted): if it loops, call runtime.gosched() in the loop, or keep that "
+                "function out of the JIT (jit.off(f)); its stack is printed when it next runs interpreted code\n",
                 (long long)goid, (int)pp->id, (double)(now - execwhen[i]) / 1e9);
         fflush(stderr);
         rt_unlock(&rt_print_lock);

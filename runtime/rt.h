@@ -379,7 +379,8 @@ struct p {
   bool own_vm;     /* L was made by us, to be closed at exit */
   void *arena;     /* the VM's allocator */
   int vals_ref;    /* registry refs of the VM's tables */
-  int cos_ref;     /* cos[thread] = true: anchors every pooled coroutine */
+  int cos_ref;     /* {[1] = cos}, cos[thread] = true: anchors every pooled coroutine */
+  int32_t ncos, cos_peak; /* coroutines in cos; the most since cos was made */
   int trampoline_ref;
   int protect_ref, errfn_ref; /* sched_protected's function and handler */
   lua_State *copool_new;      /* the coroutine copool_get just made */

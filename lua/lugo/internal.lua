@@ -26,6 +26,8 @@ local raw = core.raw_coroutine
 local raw_resume, raw_yield, raw_status, raw_create = raw.resume, raw.yield, raw.status, raw.create
 local raw_running, isyieldable = raw.running, raw.isyieldable
 local park_forever = core.park_forever
+-- {[1] = set of the goroutines' own coroutines}: the set is replaced by a
+-- smaller one after a burst of goroutines.
 local goroutine_coroutines = core.goroutine_coroutines
 local error, type, select, getmetatable, format = error, type, select, getmetatable, string.format
 
@@ -98,7 +100,7 @@ end
 local function pack(...) return { n = select("#", ...), ... } end
 
 local function resume(co, ...)
-  if parked[co] or goroutine_coroutines[co] then
+  if parked[co] or goroutine_coroutines[1][co] then
     return false, "cannot resume non-suspended coroutine"
   end
   if isyieldable() then return resumed(co, raw_resume(co, ...)) end
@@ -118,7 +120,7 @@ local function yield(...) return yielded(raw_yield(...)) end
 
 local function status(co)
   if parked[co] then return "normal" end
-  if goroutine_coroutines[co] and co ~= raw_running() then return "normal" end
+  if goroutine_coroutines[1][co] and co ~= raw_running() then return "normal" end
   return raw_status(co)
 end
 
@@ -136,13 +138,13 @@ end
 -- there is no coroutine to yield from (coroutine libraries test this).
 local function running()
   local co = raw_running()
-  if co == nil or goroutine_coroutines[co] then return nil end
+  if co == nil or goroutine_coroutines[1][co] then return nil end
   return co
 end
 
 local function yieldable()
   local co = raw_running()
-  if co == nil or goroutine_coroutines[co] then return false end
+  if co == nil or goroutine_coroutines[1][co] then return false end
   return isyieldable()
 end
 
