@@ -263,7 +263,7 @@ static g_t *inbox_get(p_t *pp) {
 /* Take up to half of victim's queue, from its head, as long as the Gs
  * there are spawned ones not started yet: those are the only ones another
  * VM can run. Returns one and queues the rest on pp. */
-static g_t *runqsteal(p_t *pp, p_t *victim) {
+g_t *runqsteal(p_t *pp, p_t *victim) {
   for (;;) {
     uint32_t h = atomic_load_explicit(&victim->runqhead, memory_order_acquire);
     uint32_t t = atomic_load_explicit(&victim->runqtail, memory_order_acquire);

@@ -563,6 +563,9 @@ void globrunqput(runtime *rt, g_t *gp);
 g_t *globrunqget(p_t *pp, int32_t max);
 void overflowput(p_t *pp, g_t *gp);
 g_t *overflowget(p_t *pp);
+/* Take up to half of victim's ring into pp's, from its head, while they are
+ * spawned Gs not started yet; returns one of them. */
+g_t *runqsteal(p_t *pp, p_t *victim);
 
 /* ---- chan.c ---- */
 

@@ -437,3 +437,34 @@ describe("finalizers (__gc)", function()
     assert.matches("run by the scheduler: [^\n]*cannot block here: inside a finalizer %(__gc%) run by the scheduler", r.stderr)
   end)
 end)
+
+-- ../shared/repro/busted_fail: busted fails a suite on 5.1 by raising nil
+-- from its main chunk; under lugo that ended with "panic: nil" and a
+-- traceback through busted.
+describe("busted under lugo", function()
+  it("ends a failing suite as under luajit: its report and status 1, nothing else", function()
+    local dir = helper.tempdir()
+    local f = assert(io.open(dir .. "/plain_fail_spec.lua", "w"))
+    f:write('describe("a", function() it("fails", function() assert.are.equal(1, 2) end) end)\n')
+    f:close()
+    local function busted(lua)
+      local out = os.tmpname()
+      local p = assert(io.popen(string.format("busted --lua=%s -o plainTerminal %s >%s 2>&1; echo $?",
+        helper.shell_quote(lua), helper.shell_quote(dir), helper.shell_quote(out))))
+      local status = tonumber(p:read("*a"):match("(%d+)%s*$"))
+      p:close()
+      local text = helper.slurp(out):gsub("%d+%.%d+ seconds", "N seconds")
+      os.remove(out)
+      return status, text
+    end
+    local status, text = busted(helper.lugo_bin())
+    assert.are.equal(1, status)
+    assert.matches("0 successes / 1 failure / 0 errors / 0 pending", text, 1, true)
+    assert.is_nil(text:find("panic", 1, true), text)
+    if helper.has_plain_luajit() then
+      local lstatus, ltext = busted("luajit")
+      assert.are.equal(lstatus, status)
+      assert.are.equal(ltext, text)
+    end
+  end)
+end)

@@ -84,6 +84,40 @@ static void test_global_batch(runtime *rt) {
   CHECK(globrunqget(pp, 0) == NULL);
 }
 
+/* A thief takes only spawned Gs that no P has started, and tells them from
+ * the ring slot alone: it must not read a G, which the victim's P may have
+ * run, ended and freed since the slot was read (a use-after-free under
+ * ASan: uaf/wg_reuse.lua, uaf/ctx_race.lua). */
+static void test_steal(runtime *rt) {
+  p_t *victim = rt->allp[0];
+  p_t *thief = rt_calloc(1, sizeof *thief);
+  thief->rt = rt;
+  g_t *spawned[4], *bound = rt_calloc(1, sizeof *bound);
+  for (int i = 0; i < 4; i++) {
+    spawned[i] = rt_calloc(1, sizeof *spawned[i]); /* p == NULL: not started */
+    runqput(victim, spawned[i], false);
+  }
+  atomic_store(&bound->p, victim);
+  runqput(victim, bound, false);
+  /* half of five: three, all spawned ones */
+  g_t *gp = runqsteal(thief, victim);
+  CHECK(gp == spawned[0]);
+  CHECK_EQ(runqlen(thief), 2);
+  CHECK_EQ(runqlen(victim), 2);
+  CHECK(runqget(thief, NULL) == spawned[1]);
+  CHECK(runqget(thief, NULL) == spawned[2]);
+  /* what is left: a spawned G, then a bound one, which stops the thief */
+  CHECK(runqsteal(thief, victim) == spawned[3]);
+  CHECK(runqsteal(thief, victim) == NULL);
+  /* the bound G ended and was freed while its slot is still in the ring
+   * (as the thief may see it): it is left alone, unread */
+  rt_free(bound);
+  CHECK(runqsteal(thief, victim) == NULL);
+  atomic_store(&victim->runqhead, atomic_load(&victim->runqtail));
+  for (int i = 0; i < 4; i++) rt_free(spawned[i]);
+  rt_free(thief);
+}
+
 int main(void) {
   runtime *rt = test_runtime();
   init_gs();
@@ -91,6 +125,7 @@ int main(void) {
   test_runnext(rt);
   test_overflow(rt);
   test_global_batch(rt);
+  test_steal(rt);
   test_runtime_free(rt);
   return check_done("test_runq");
 }
