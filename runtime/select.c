@@ -12,6 +12,9 @@
  *     any other op that dequeues one of its sudogs skips it. The G removes
  *     its remaining sudogs (selectgo_finish) before its Lua code runs again,
  *     so no case can fire twice.
+ *   - A timer's channel lets a value that is due in before pass 1 looks at
+ *     it, and hears (chantimer_sync) of every receiver pass 2 queues on it
+ *     and pass 3 takes off it (time.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +102,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
     hchan *c = case_chan(&cases[i]);
     res->idx = i + 1;
     if (cases[i].kind == CASE_RECV) {
+      if (c->timer) chantimer_run(c);
       sudog *sd = waitq_dequeue(&c->sendq);
       val v = {0};
       if (sd) {
@@ -171,6 +175,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
       waitq_enqueue(&c->sendq, sd);
     } else {
       waitq_enqueue(&c->recvq, sd);
+      if (c->timer) chantimer_sync(c);
     }
     *link = sd;
     link = &sd->waitlink;
@@ -299,6 +304,8 @@ void selectgo_finish(p_t *pp, g_t *gp) {
   for (sudog *sd = first; sd; sd = sd->waitlink)
     waitq_remove(sd->is_send ? &sd->c->sendq : &sd->c->recvq, sd);
   if (locked) {
+    for (sudog *sd = first; sd; sd = sd->waitlink)
+      if (sd->c->timer) chantimer_sync(sd->c); /* maybe no receiver waits now */
     hchan *last = NULL;
     for (sudog *sd = first; sd; sd = sd->waitlink) {
       if (sd->c != last) chan_unlock(sd->c);
