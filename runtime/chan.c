@@ -23,6 +23,11 @@
  *     that won selectdone).
  *   - A parked G's Lua stack holds the proxy of every channel it waits on,
  *     which keeps the channels alive: sudogs take no reference.
+ *   - A timer's channel (c->timer, time.c) is receive-only and fed by the
+ *     runtime: every look that does not block first lets a value that is
+ *     due in (chantimer_run), and every receiver that parks or leaves tells
+ *     the timer (chantimer_sync), which keeps a heap slot only while one
+ *     waits. A context's done channel (c->ctx) holds its context.
  *
  * The FFI entry points (chan_trysend, chan_tryrecv, ...) never block and
  * never touch Lua: on a local channel they return a box for the caller to
@@ -77,6 +82,8 @@ void sudog_free_copy(sudog *sd) {
 }
 
 void chan_free(hchan *c) {
+  if (c->timer) chantimer_free(c->timer);
+  if (c->ctx) ctx_done_free(c);
   for (uint32_t i = 0; i < c->qcount; i++) val_free(c->owner->rt, c->buf[(c->recvx + i) % c->dataqsiz]);
   rt_free(c->buf);
   rt_free(c);
@@ -234,6 +241,7 @@ void recv_from_sender_locked(hchan *c, sudog *sd, val *v) {
  * set to park), or RC_WOULDBLOCK when !block. */
 static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
   chan_lock(c);
+  if (c->timer) chantimer_run(c);
   sudog *sd = waitq_dequeue(&c->sendq);
   if (sd) {
     recv_from_sender_locked(c, sd, v);
@@ -250,6 +258,7 @@ static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
     return RC_WOULDBLOCK;
   } else {
     chan_park(pp, gp, c, &c->recvq, NULL, WR_CHAN_RECEIVE);
+    if (c->timer) chantimer_sync(c);
     return RC_PARK;
   }
   chan_unlock(c);
@@ -418,6 +427,7 @@ bool closechan(hchan *c) {
 int32_t chan_len(proxy *px) {
   hchan *c = (hchan *)px->obj;
   chan_lock(c);
+  if (c->timer) chantimer_run(c);
   int32_t n = (int32_t)c->qcount;
   chan_unlock(c);
   return n;
@@ -426,11 +436,7 @@ int32_t chan_len(proxy *px) {
 int32_t chan_cap(proxy *px) { return (int32_t)((hchan *)px->obj)->dataqsiz; }
 
 bool chan_offer(hchan *c, val v) {
-  chan_lock(c);
-  if (c->closed) {
-    chan_unlock(c);
-    return false;
-  }
+  if (c->closed) return false;
   sudog *sd = waitq_dequeue(&c->recvq);
   if (sd) {
     chan_deliver(c, sd, &v, true);
@@ -439,22 +445,20 @@ bool chan_offer(hchan *c, val v) {
     if (++c->sendx == c->dataqsiz) c->sendx = 0;
     c->qcount++;
   } else {
-    chan_unlock(c);
     return false;
   }
-  chan_unlock(c);
   return true;
 }
 
-void chan_drain(hchan *c) {
-  chan_lock(c);
+bool chan_drain(hchan *c) {
+  bool any = c->qcount > 0;
   while (c->qcount > 0) {
     val_free(c->owner->rt, c->buf[c->recvx]);
     c->buf[c->recvx] = (val){0};
     if (++c->recvx == c->dataqsiz) c->recvx = 0;
     c->qcount--;
   }
-  chan_unlock(c);
+  return any;
 }
 
 /* [-0, +0] a copy of the value in box `box` of L's VM; COPY_NONE with a

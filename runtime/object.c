@@ -2,9 +2,12 @@
  * object.c — reference-counted runtime objects and their Lua proxies.
  *
  * Every runtime object starts with an rt_object header. `refs` counts its
- * owners: each proxy userdata (one per VM that holds the object), each sudog
- * or timer heap slot that points at it, each object that embeds a pointer to
- * it. The last rt_release frees it, on whichever thread drops it.
+ * owners: each proxy userdata (one per VM that holds the object), each
+ * after_func's timer heap slot, each object that embeds a pointer to it.
+ * The last rt_release frees it, on whichever thread drops it. A pointer
+ * that holds no reference (a channel timer's or a context deadline's heap
+ * slot, a context's done channel) takes one with rt_tryretain, under a
+ * lock that the object's free path takes to unlink that pointer.
  *
  * A VM has at most one live proxy per object, found through the weak-valued
  * registry table "lugo.proxies" keyed by the object's address, so an object
@@ -56,10 +59,14 @@ void rt_object_init(rt_object *o, enum rt_type type) {
   o->type = (uint16_t)type;
 }
 
-void rt_release(rt_object *o) {
+bool rt_release_last(rt_object *o) {
   int32_t left = atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) - 1;
-  if (left > 0) return;
   if (left < 0) rt_throw("runtime: %s released more often than retained", rt_type_name(o->type));
+  return left == 0;
+}
+
+void rt_release(rt_object *o) {
+  if (!rt_release_last(o)) return;
   switch (o->type) {
   case RT_CHAN: chan_free((hchan *)o); break;
   case RT_TIMER: timer_object_free(o); break;

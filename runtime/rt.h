@@ -120,6 +120,21 @@ typedef struct proxy {
 void rt_object_init(rt_object *o, enum rt_type type);
 static inline void rt_retain(rt_object *o) { atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed); }
 void rt_release(rt_object *o);
+/* A reference taken through a pointer that holds none (a weak one, such as
+ * a timer heap's): false, and nothing taken, once the count has reached 0,
+ * when the object is being freed. The free path must unlink the weak
+ * pointer under the lock that the caller holds while it tries. */
+static inline bool rt_tryretain(rt_object *o) {
+  int32_t n = atomic_load_explicit(&o->refs, memory_order_relaxed);
+  while (n > 0)
+    if (atomic_compare_exchange_weak_explicit(&o->refs, &n, n + 1, memory_order_relaxed, memory_order_relaxed))
+      return true;
+  return false;
+}
+/* Drop a reference without freeing: true if it was the last, and the
+ * caller frees o itself (a chain of objects freed in a loop, not by
+ * recursion). */
+bool rt_release_last(rt_object *o);
 const char *rt_type_name(enum rt_type type); /* "channel", "mutex", ... */
 const char *rt_type_mt(enum rt_type type);   /* registry key of its metatable */
 /* [-0, +1, m] push the proxy of o in L's VM (one proxy per object per VM). */
@@ -209,13 +224,14 @@ enum {
 
 struct rt_timer {
   int64_t when;   /* monotonic ns; the heap key */
-  int64_t period; /* ns; > 0 for tickers */
+  int64_t period; /* ns; > 0 for a timer the heap itself re-arms */
   uint64_t seq;   /* insertion order: equal `when`s fire first-in first-out */
   int32_t idx;    /* index in its P's heap, -1 when not armed */
-  p_t *p;         /* the P whose heap holds it (set when armed) */
+  bool weak;      /* ref is not held by the heap: see time.c */
+  p_t *p;         /* the P whose heap it was last pushed to */
   void (*f)(p_t *pp, rt_timer *t, int64_t now); /* runs on that P, heap unlocked */
-  void *arg; /* a Timer object (the heap holds a reference), or a sleeping G */
-  rt_object *ref; /* the heap's reference, dropped if the timer never fires */
+  void *arg;      /* f's: an object, a sleeping G, a pollDesc */
+  rt_object *ref; /* the object whose lifetime the heap slot must respect, or NULL */
 };
 
 /* A G waiting in a queue: a channel's, a semaphore's or a notify list's. */
@@ -596,6 +612,8 @@ struct hchan {
   p_t *owner;   /* the VM holding the buffered boxes */
   bool closed;
   bool recv_only; /* set before the channel is published: Lua may not send or close */
+  struct chantimer *timer; /* a Timer's, Ticker's, after's or tick's: owned (time.c) */
+  context *ctx;  /* a context's done channel: holds a reference to it (context.c) */
   waitq recvq, sendq;
 };
 
@@ -613,11 +631,12 @@ void chan_free(hchan *c);
 void waitq_enqueue(waitq *q, sudog *sd);
 sudog *waitq_dequeue(waitq *q);
 void waitq_remove(waitq *q, sudog *sd);
-/* Non-blocking send of the value already in `box` (used by timers).
- * Returns false (the box untouched) when nobody can take it now. */
+/* Non-blocking send of v by the runtime (a timer's tick), c locked.
+ * Returns false (v untouched) when nobody can take it now. */
 bool chan_offer(hchan *c, val v);
-/* Receive and drop everything buffered (Timer.Stop/Reset). */
-void chan_drain(hchan *c);
+/* Receive and drop everything buffered (Timer.Stop/Reset), c locked;
+ * true if there was anything. */
+bool chan_drain(hchan *c);
 /* Give v to receiver sd (c locked) and ready it: a box of sd's VM, or a
  * copy (the other part of v is freed). ok false: woken by close. */
 void chan_deliver(hchan *c, sudog *sd, val *v, bool ok); /* v: NULL when nothing is delivered */
@@ -664,6 +683,9 @@ void selectgo_finish(p_t *pp, g_t *gp);
 int64_t wall_to_mono(double wall);
 void timer_add(p_t *pp, rt_timer *t, int64_t when);
 bool timer_del(rt_timer *t);
+/* Armed at `when`: moved within the heap it is in, else pushed on pp's.
+ * Whoever owns t serializes its arms and dels (the fire path only pops). */
+void timer_arm(p_t *pp, rt_timer *t, int64_t when);
 /* Run every timer due by `now`; returns the next when (0 if none). */
 int64_t timers_run(p_t *pp, int64_t now);
 void timers_close(p_t *pp);
@@ -673,6 +695,13 @@ void time_p_arm(p_t *pp, int64_t now); /* arm the P's ev_timer for its heap top 
 /* timer heap, exported for the C unit tests */
 void timerheap_push(p_t *pp, rt_timer *t);
 void timerheap_remove(p_t *pp, int32_t i);
+/* A channel's timer (hchan.timer). With the channel locked: deliver a
+ * value that is due (before any look at the channel that does not block),
+ * and give the timer a heap slot exactly while a receiver waits (after a
+ * receiver parks or leaves). */
+void chantimer_run(hchan *c);
+void chantimer_sync(hchan *c);
+void chantimer_free(struct chantimer *tm); /* from chan_free */
 
 /* ---- sema.c ---- */
 typedef struct sema {
@@ -789,9 +818,10 @@ void syscall_pool_free(runtime *rt);
 enum { MODE_READ = 0, MODE_WRITE = 1 };
 
 /* A G's registration with a context: fire() runs, with the context's lock
- * held, when the context is cancelled. */
+ * held, when the context is cancelled. (A child context's node is the
+ * same, but context.c cancels children after that lock, from a worklist.) */
 typedef struct ctx_node {
-  void (*fire)(struct ctx_node *n, context **release); /* release: see context.c */
+  void (*fire)(struct ctx_node *n, context **release); /* release: NULL, unused */
   struct ctx_node *next, *prev;
   context *ctx; /* the context it watches (held by the watcher) */
   bool linked;  /* in ctx's list: guarded by ctx's lock */
@@ -872,6 +902,12 @@ bool ctx_watch(context *ctx, ctx_node *n);
 void ctx_unwatch(ctx_node *n);
 const char *ctx_err_string(context *ctx); /* NULL while not done */
 void context_free(rt_object *o);
+void ctx_done_free(hchan *done); /* from chan_free: a done channel goes */
+/* [-0, +0 or +2] ctx is crossing to another VM (value.c, on the thread of
+ * the VM that holds it): from now on its values are read as copies
+ * everywhere. -1 if a key or value in its chain cannot be copied, with the
+ * message pushed in two parts: the crossing point's path goes between. */
+int ctx_share(context *ctx, lua_State *L);
 void context_runtime_free(runtime *rt);
 void context_open(lua_State *L); /* its C API into the lugo.core table on top */
 /* ---- net.c ---- */

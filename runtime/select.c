@@ -15,6 +15,9 @@
  *   - A send case's value is a box of the selecting VM on a local channel,
  *     and on a shared one only its copy, made before any channel is locked
  *     (chan.c: a shared channel carries copies for every receiver).
+ *   - A timer's channel lets a value that is due in before pass 1 looks at
+ *     it, and hears (chantimer_sync) of every receiver pass 2 queues on it
+ *     and pass 3 takes off it (time.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +105,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
     hchan *c = case_chan(&cases[i]);
     res->idx = i + 1;
     if (cases[i].kind == CASE_RECV) {
+      if (c->timer) chantimer_run(c);
       sudog *sd = waitq_dequeue(&c->sendq);
       val v = {0};
       if (sd) {
@@ -175,6 +179,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
       waitq_enqueue(&c->sendq, sd);
     } else {
       waitq_enqueue(&c->recvq, sd);
+      if (c->timer) chantimer_sync(c);
     }
     *link = sd;
     link = &sd->waitlink;
@@ -352,6 +357,8 @@ void selectgo_finish(p_t *pp, g_t *gp) {
   for (sudog *sd = first; sd; sd = sd->waitlink)
     waitq_remove(sd->is_send ? &sd->c->sendq : &sd->c->recvq, sd);
   if (locked) {
+    for (sudog *sd = first; sd; sd = sd->waitlink)
+      if (sd->c->timer) chantimer_sync(sd->c); /* maybe no receiver waits now */
     hchan *last = NULL;
     for (sudog *sd = first; sd; sd = sd->waitlink) {
       if (sd->c != last) chan_unlock(sd->c);

@@ -1014,6 +1014,13 @@ static int encode_value(enc *e, int idx, const path *where) {
     /* A channel leaving its VM, or a timer's, becomes shared. */
     hchan *c = o->type == RT_CHAN ? (hchan *)o : o->type == RT_TIMER ? timer_obj_chan((struct timer_obj *)o) : NULL;
     if (c && chan_share(c, L) < 0) return -1;
+    /* A context leaving its VM: its values are read as copies from now on. */
+    if (o->type == RT_CONTEXT && ctx_share((context *)o, L) < 0) { /* two parts: the path follows */
+      lua_pushliteral(L, " of ");
+      push_path(L, where);
+      lua_concat(L, 4);
+      return -1;
+    }
     rt_retain(o);
     if (e->b->nobjs == e->b->objcap) {
       e->b->objcap = e->b->objcap ? e->b->objcap * 2 : 4;

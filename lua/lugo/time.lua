@@ -6,7 +6,8 @@ local C, rc, core, vals = I.C, I.rc, I.core, I.vals
 local argerror, raise, ERR = I.argerror, I.raise, I.ERR
 local sleep = core.sleep
 local type, getmetatable, error = type, getmetatable, error
-local TIMER, TICKER, FUNC = 0, 1, 2
+local TIMER, TICKER, FUNC = 0, 1, 2 -- a Timer's, Ticker's or after_func's kind (C.timer_kind)
+local AFTER, TICK = 3, 4 -- core.timer makes only the channel
 
 local time = {}
 
@@ -23,7 +24,9 @@ function time.sleep(d)
 end
 
 -- Timers and tickers are runtime objects (they cross VMs by reference);
--- t.c is their channel.
+-- t.c is their channel, which is receive-only and owns the timer (Go 1.23):
+-- a timer or ticker that nobody references, or only its channel, costs
+-- nothing once collected, and needs no stop.
 local Timer = I.mt.timer
 local timer_chan = core.timer_chan
 local timer_methods, ticker_methods = {}, {}
@@ -40,13 +43,14 @@ local function is_timer(t) return getmetatable(t) == Timer and C.timer_kind(t) ~
 local function is_ticker(t) return getmetatable(t) == Timer and C.timer_kind(t) == TICKER end
 
 -- stop(): prevent the timer from firing. True if that stopped it, false if
--- it had already fired or been stopped. No stale time is received after.
+-- it had already been stopped or its time received. No stale time is
+-- received after (Go 1.23).
 function timer_methods.stop(t)
   if not is_timer(t) then argerror(1, "stop", "time.Timer", t) end
   return C.timer_stop(t) == 1
 end
 
--- reset(d): fire after d seconds instead. True if the timer was active.
+-- reset(d): fire after d seconds instead. True as for stop.
 function timer_methods.reset(t, d)
   if not is_timer(t) then argerror(1, "reset", "time.Timer", t) end
   check_duration(d, 2, "reset")
@@ -74,7 +78,7 @@ end
 -- after(d): a channel that receives the time once, after d.
 function time.after(d)
   check_duration(d, 1, "after")
-  return core.timer(TIMER, d).c
+  return core.timer(AFTER, d)
 end
 
 -- ticker(d): a Ticker whose channel t.c receives the time every d seconds;
@@ -89,7 +93,7 @@ end
 function time.tick(d)
   check_duration(d, 1, "tick")
   if not (d > 0) then return nil end
-  return core.timer(TICKER, d).c
+  return core.timer(TICK, d)
 end
 
 -- after_func(d, f): call f in its own goroutine after d. Returns a Timer
