@@ -21,8 +21,10 @@
  *   - A waiter is readied with its results in g->res_* (and g->live->
  *     res_blob), by the one op that dequeued its sudog (for a select, the one
  *     that won selectdone).
- *   - A parked G's Lua stack holds the proxy of every channel it waits on,
- *     which keeps the channels alive: sudogs take no reference.
+ *   - A G parked in a send or receive holds its channel's proxy in the Lua
+ *     frame that called it (lua/lugo/init.lua), which keeps the channel
+ *     alive: its sudog takes no reference (a yield from C drops the C
+ *     function's own stack). A select's sudogs do hold one (select.c).
  *   - A timer's channel (c->timer, time.c) is receive-only and fed by the
  *     runtime: every look that does not block first lets a value that is
  *     due in (chantimer_run), and every receiver that parks or leaves tells
@@ -487,8 +489,19 @@ static void unshare(hchan *c, uint32_t n, sudog *upto) {
     if (sd->box) sudog_free_copy(sd);
 }
 
+static int chan_share_values(hchan *c, lua_State *L);
+
 int chan_share(hchan *c, lua_State *L) {
-  if (is_shared(c)) return 0;
+  /* sharing: a value waiting in c holds c itself, and copying it comes
+   * back here: it refers to c, which is being shared. */
+  if (is_shared(c) || c->sharing) return 0;
+  c->sharing = true;
+  int r = chan_share_values(c, L);
+  c->sharing = false;
+  return r;
+}
+
+static int chan_share_values(hchan *c, lua_State *L) {
   p_t *pp = c->owner;
   /* Copy every boxed value waiting (buffered, or with a parked sender)
    * before anyone else can see the channel: all of them, or, if one cannot

@@ -377,7 +377,8 @@ static void allg_remove(p_t *pp, g_t *gp) {
  * allocation may run finalizers, and one that raises outside any goroutine
  * must be reported (as newer LuaJITs do), not end the process as an
  * unprotected error. fn runs on pp->L with ud, leaving nres results.
- * False if it raised: the error was reported, nothing is left. */
+ * Not 0 (lua_pcall's status) if it raised: the error was reported, nothing
+ * is left. Out of memory is fatal, as Go's is. */
 static int protected_body(lua_State *L) {
   void (*fn)(lua_State *, void *) = (void (*)(lua_State *, void *))(uintptr_t)lua_touserdata(L, 1);
   void *ud = lua_touserdata(L, 2);
@@ -399,24 +400,36 @@ static int finalizer_traceback(lua_State *L) {
   return 1;
 }
 
-static bool sched_protected(p_t *pp, void (*fn)(lua_State *, void *), void *ud, int nres) {
+static int sched_protected(p_t *pp, void (*fn)(lua_State *, void *), void *ud, int nres) {
   lua_State *L = pp->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, pp->errfn_ref);
   int handler = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, pp->protect_ref);
   lua_pushlightuserdata(L, (void *)(uintptr_t)fn);
   lua_pushlightuserdata(L, ud);
-  if (lua_pcall(L, 2, nres, handler) != 0) {
+  int status = lua_pcall(L, 2, nres, handler);
+  if (status == LUA_ERRMEM) rt_throw("runtime: out of memory in processor %d's VM", (int)pp->id);
+  if (status != 0) {
     fflush(stdout);
     rt_lock(&rt_print_lock);
     fprintf(stderr, "%s\n", lua_tostring(L, -1));
     fflush(stderr);
     rt_unlock(&rt_print_lock);
     lua_settop(L, handler - 1);
-    return false;
+    return status;
   }
   lua_remove(L, handler);
-  return true;
+  return 0;
+}
+
+/* As sched_protected, but the error, if any, is left on top of the stack
+ * for the caller, unreported: it belongs to a goroutine. */
+static bool sched_protected_quiet(p_t *pp, void (*fn)(lua_State *, void *), void *ud, int nres) {
+  lua_State *L = pp->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pp->protect_ref);
+  lua_pushlightuserdata(L, (void *)(uintptr_t)fn);
+  lua_pushlightuserdata(L, ud);
+  return lua_pcall(L, 2, nres, 0) == 0;
 }
 
 void rt_sched_protect_init(p_t *pp, lua_State *L) {
@@ -468,7 +481,7 @@ static void cos_shrink_body(lua_State *L, void *ud) {
 static lua_State *copool_get(p_t *pp) {
   if (pp->ncopool) return pp->copool[--pp->ncopool];
   /* A finalizer that raises stops one try; the next one finds it run. */
-  while (!sched_protected(pp, newthread_body, pp, 0)) {}
+  while (sched_protected(pp, newthread_body, pp, 0) != 0) {}
   return pp->copool_new;
 }
 
@@ -483,7 +496,7 @@ static void co_drop(p_t *pp, lua_State *co) {
   lua_rawset(L, -3);
   lua_pop(L, 1);
   pp->ncos--;
-  if (pp->cos_peak >= COS_SHRINK_MIN && pp->ncos < pp->cos_peak / 4) sched_protected(pp, cos_shrink_body, pp, 0);
+  if (pp->cos_peak >= COS_SHRINK_MIN && pp->ncos < pp->cos_peak / 4) (void)sched_protected(pp, cos_shrink_body, pp, 0);
 }
 
 static void copool_put(p_t *pp, lua_State *co) {
@@ -654,7 +667,7 @@ static void dead_panic_body(lua_State *L, void *ud) {
 
 static void gopanic(p_t *pp, g_t *gp, lua_State *co) {
   dead_panic d = {gp, co};
-  if (sched_protected(pp, dead_panic_body, &d, 1)) {
+  if (sched_protected(pp, dead_panic_body, &d, 1) == 0) {
     report_panic(pp->rt, lua_tostring(pp->L, -1));
     lua_pop(pp->L, 1);
   } else {
@@ -862,26 +875,37 @@ int rt_push_err(lua_State *L, int32_t code) {
  * with arguments f, {f, args...}, nargs + 1 (see the trampoline). A
  * spawned G's body is decoded from its blob first; -1 (message on L) if it
  * cannot be. */
+typedef struct start_decode {
+  rt_blob *blob;
+  int n;
+} start_decode;
+
+/* [-0, +1 or +3] a spawned G's f, or f, {f, args...}, n (protected: the
+ * decode and the table allocate, and may run finalizers). */
+static void start_decode_body(lua_State *L, void *ud) {
+  start_decode *d = ud;
+  int n = d->n = value_decode(L, d->blob);
+  if (n > 1) { /* {f, args...} */
+    lua_createtable(L, n, 0);
+    for (int i = 1; i <= n; i++) {
+      lua_pushvalue(L, i);
+      lua_rawseti(L, -2, i);
+    }
+    lua_replace(L, 2);
+    lua_settop(L, 2);
+    lua_pushinteger(L, n);
+  }
+}
+
 static int push_start(p_t *pp, g_t *gp, lua_State *co, bool spawned) {
   lua_State *L = pp->L;
   if (spawned) {
-    rt_blob *blob = gp->start_blob;
+    start_decode d = {gp->start_blob, 0};
     gp->start_blob = NULL;
-    int n = value_decode_safe(L, blob);
-    blob_free(blob);
-    if (n < 0) return -1;
-    gp->nargs = n - 1;
-    if (n > 1) { /* {f, args...} */
-      int base = lua_gettop(L) - n + 1;
-      lua_createtable(L, n, 0);
-      for (int i = 0; i < n; i++) {
-        lua_pushvalue(L, base + i);
-        lua_rawseti(L, -2, i + 1);
-      }
-      lua_replace(L, base + 1);
-      lua_settop(L, base + 1);
-      lua_pushinteger(L, n);
-    }
+    bool ok = sched_protected_quiet(pp, start_decode_body, &d, LUA_MULTRET);
+    blob_free(d.blob);
+    if (!ok) return -1; /* the message is on top */
+    gp->nargs = d.n - 1;
   } else {
     lua_rawgeti(L, LUA_REGISTRYINDEX, pp->vals_ref);
     lua_rawgeti(L, -1, gp->start_box);
@@ -925,11 +949,13 @@ static void execute(p_t *pp, g_t *gp, bool inherit_time) {
       atomic_store_explicit(&gp->p, pp, memory_order_relaxed);
       allg_add(pp, gp);
     }
-    /* Finalizers may run in what follows: outside any goroutine. */
+    /* Finalizers may run in copool_get: outside any goroutine. Once bound
+     * to its coroutine, the G is the current one: its body's decode (which
+     * may require modules) is its own doing. */
     co = copool_get(pp);
     gp->live = live_get(pp, gp, co);
-    nargs = push_start(pp, gp, co, spawned);
     set_curg(pp, gp);
+    nargs = push_start(pp, gp, co, spawned);
     if (nargs < 0) { /* its body could not be copied here: that is its panic */
       lua_xmove(pp->L, co, 1);
       set_curg(pp, NULL);
@@ -1250,7 +1276,7 @@ static void schedtrace(runtime *rt, int64_t now, int64_t start) {
  * halfway through changing a stack. A fault while reading it ends that
  * P's part of the dump instead of the dump (sysmon's thread only). */
 static sigjmp_buf dump_fault_jmp;
-static volatile sig_atomic_t dump_guarded;
+static _Thread_local volatile sig_atomic_t dump_guarded; /* sysmon's own: a fault elsewhere is a fault */
 
 static void on_dump_fault(int sig) {
   if (dump_guarded) siglongjmp(dump_fault_jmp, 1);
@@ -1302,6 +1328,8 @@ static void sigquit_dump(runtime *rt) {
   int64_t deadline = nanotime() + 200000000;
   tbuf b;
   tb_init(&b);
+  /* Room made now: a P stopped later may hold an allocator's lock. */
+  tb_grow(&b, (size_t)1 << 20);
   tb_printf(&b, "SIGQUIT: quit\n\n");
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *pp = rt->allp[i];
@@ -1320,13 +1348,20 @@ static void sigquit_dump(runtime *rt) {
     for (int k = 0; k < 1000 && atomic_load(&pp->dump) == DUMP_BUSY; k++) sleep_ms(1);
     if (atomic_load(&pp->dump) == DUMP_DONE && pp->dump_text) tb_printf(&b, "%s", pp->dump_text);
   }
-  /* Spawned goroutines no processor has started yet. */
-  rt_lock(&rt->sched_lock);
-  for (g_t *gp = rt->runq_head; gp; gp = gp->schedlink) {
-    tb_goroutine(&b, gp, NULL, 0, "runnable");
-    tb_puts(&b, "\n", 1);
+  /* Spawned goroutines no processor has started yet, unless a stopped P
+   * holds the lock of their queue. */
+  uint32_t unlocked = 0;
+  for (int k = 0; k < 100; k++, sleep_ms(1)) {
+    if (atomic_compare_exchange_strong(&rt->sched_lock.key, &unlocked, 1)) {
+      for (g_t *gp = rt->runq_head; gp; gp = gp->schedlink) {
+        tb_goroutine(&b, gp, NULL, 0, "runnable");
+        tb_puts(&b, "\n", 1);
+      }
+      rt_unlock(&rt->sched_lock);
+      break;
+    }
+    unlocked = 0;
   }
-  rt_unlock(&rt->sched_lock);
   /* No rt_print_lock: a frozen thread may hold it. */
   if (ftrylockfile(stdout) == 0) {
     fflush_unlocked(stdout);
@@ -1540,11 +1575,10 @@ static int32_t default_procs(void) {
 }
 
 /* As Go's runtime does at start: a broken connection must not kill the
- * process (writes say EPIPE instead), and a server may use every
- * descriptor the hard limit allows. */
+ * process (writes say EPIPE instead), but a broken stdout or stderr does
+ * (print.c), and a server may use every descriptor the hard limit allows. */
 static void process_init(void) {
-  struct sigaction sa;
-  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
+  sigpipe_install();
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
@@ -1600,6 +1634,11 @@ static void destroy_all_gs(runtime *rt) {
     }
     pp->inbox_head = pp->inbox_tail = NULL;
     atomic_store(&pp->inbox_pending, false);
+    for (gp = pp->overflow_head; gp;) { /* spawned Gs a full ring spilled */
+      g_t *next = gp->schedlink;
+      if (!gp->p) g_destroy_unstarted(rt, gp);
+      gp = next;
+    }
     pp->overflow_head = pp->overflow_tail = NULL;
     atomic_store(&pp->noverflow, 0);
     while (pp->allg) g_destroy(pp, pp->allg);

@@ -612,6 +612,7 @@ struct hchan {
   p_t *owner;   /* the VM holding the buffered boxes */
   bool closed;
   bool recv_only; /* set before the channel is published: Lua may not send or close */
+  bool sharing;   /* chan_share is copying its values (owner's thread) */
   struct chantimer *timer; /* a Timer's, Ticker's, after's or tick's: owned (time.c) */
   context *ctx;  /* a context's done channel: holds a reference to it (context.c) */
   waitq recvq, sendq;
@@ -771,6 +772,7 @@ void tb_init(tbuf *b);
 void tb_free(tbuf *b);
 void tb_printf(tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tb_puts(tbuf *b, const char *s, size_t n);
+void tb_grow(tbuf *b, size_t n); /* room for n more bytes */
 const char *tb_str(tbuf *b);
 /* Frames of co from level on, one "\t...\n" line each, as luaL_traceback
  * words them, without the runtime's own frames. Reads co only. */
@@ -937,9 +939,11 @@ void value_vm_init(lua_State *L);
 void value_names_changed(lua_State *L);
 
 /* ---- print.c ---- */
-/* [-0, +0] print with one write per call, and SIGPIPE for writes to a
- * broken stdout or stderr; adopted: keep a print the script replaced. */
+/* [-0, +0] print with one write per call; adopted: keep a print the
+ * script replaced. */
 void print_open(lua_State *L, bool adopted);
+/* SIGPIPE ends the process only for a broken stdout or stderr. */
+void sigpipe_install(void);
 
 /* ---- module.c: the lugo.core Lua module ---- */
 int rt_vm_bind(p_t *pp, lua_State *L); /* install the runtime in a VM */

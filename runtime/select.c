@@ -12,6 +12,9 @@
  *     any other op that dequeues one of its sudogs skips it. The G removes
  *     its remaining sudogs (selectgo_finish) before its Lua code runs again,
  *     so no case can fire twice.
+ *   - Each sudog of a parked select holds a reference to its channel,
+ *     dropped by selectgo_finish: the G's stack holds only the case
+ *     tables, which a script may change while it is parked.
  *   - A send case's value is a box of the selecting VM on a local channel,
  *     and on a shared one only its copy, made before any channel is locked
  *     (chan.c: a shared channel carries copies for every receiver).
@@ -166,6 +169,9 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
     hchan *c = case_chan(&cases[i]);
     sudog *sd = acquire_sudog(pp, gp);
     sd->c = c;
+    /* A select's sudog holds its channel: the parked G's stack holds only
+     * the case tables, which a script may change meanwhile. */
+    rt_retain(&c->obj);
     sd->on = ON_CHAN;
     sd->is_select = true;
     sd->case_idx = i + 1;
@@ -258,33 +264,48 @@ static const char *check_case(lua_State *L, int arg, int pos, select_case *sc) {
   return err;
 }
 
-/* C API select(block, case, ...) -> index, box, ok (box: a received value's,
+/* C API select(default, case, ...) -> index, box, ok (box: a received value's,
  * 0 for none; load it at once), or (ERR, message), or 0 when nothing is
  * ready and block is false. A case is {CASE_RECV, ch} or {CASE_SEND, ch, v},
  * ch nil for a nil channel; {} (case.default) never fires. Anything else
  * raises. Upvalues: vals, the channel metatable. May park. */
 int select_block(lua_State *L) {
-  bool block = lua_toboolean(L, 1);
+  /* The default's position, decided by the caller (lua/lugo/init.lua knows
+   * case.default by identity): whatever that table holds, it never fires. */
+  lua_Integer def = lua_type(L, 1) == LUA_TNUMBER ? lua_tointeger(L, 1) : 0;
+  bool block = def == 0;
   int32_t n = lua_gettop(L) - 1;
   select_case stackcases[SELECT_STACK];
   select_case *cases = n > SELECT_STACK ? rt_malloc((size_t)n * sizeof *cases) : stackcases;
   for (int32_t i = 0; i < n; i++) {
+    if (i + 1 == def) {
+      cases[i] = (select_case){.c = NULL, .kind = CASE_NIL};
+      continue;
+    }
     if (check_case(L, i + 2, i + 1, &cases[i])) {
       if (cases != stackcases) rt_free(cases);
       return lua_error(L);
     }
   }
-  /* A send on a shared channel is copied before any channel is locked. */
-  for (int32_t i = 0; i < n; i++) {
-    if (cases[i].kind != CASE_SEND || !atomic_load(&case_chan(&cases[i])->shared)) continue;
-    lua_rawgeti(L, i + 2, 3);
-    cases[i].copy = copy_make(L, -1, "value");
-    if (cases[i].copy.kind == COPY_NONE) {
-      for (int32_t j = 0; j < i; j++) copy_free(&cases[j].copy);
-      if (cases != stackcases) rt_free(cases);
-      return rt_push_msg_err(L);
+  /* A send on a shared channel is copied before any channel is locked.
+   * Copying one case's value may share another case's channel (the value
+   * holds it): go over them again until no copy is missing. */
+  for (bool again = true; again;) {
+    again = false;
+    for (int32_t i = 0; i < n; i++) {
+      if (cases[i].kind != CASE_SEND || cases[i].copy.kind != COPY_NONE ||
+          !atomic_load(&case_chan(&cases[i])->shared))
+        continue;
+      lua_rawgeti(L, i + 2, 3);
+      cases[i].copy = copy_make(L, -1, "value");
+      if (cases[i].copy.kind == COPY_NONE) {
+        for (int32_t j = 0; j < n; j++) copy_free(&cases[j].copy);
+        if (cases != stackcases) rt_free(cases);
+        return rt_push_msg_err(L);
+      }
+      lua_pop(L, 1);
+      again = true;
     }
-    lua_pop(L, 1);
   }
   p_t *pp = getp();
   g_t *gp = pp ? getg() : NULL;
@@ -371,7 +392,9 @@ void selectgo_finish(p_t *pp, g_t *gp) {
     sudog *next = sd->waitlink;
     if (sd->box) box_free_dirty(pp, sd->box); /* a value nobody took */
     sudog_free_copy(sd);
+    hchan *held = sd->is_select ? sd->c : NULL;
     release_sudog(pp, sd);
+    if (held) rt_release(&held->obj); /* last: it may free the channel */
     sd = next;
   }
 }

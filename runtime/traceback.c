@@ -12,9 +12,10 @@
  *     first frame of chunk "=[lugo]" (the trampoline, the host's launcher)
  *     and a C frame just above it (their xpcall) are left out.
  *   - Creation sites are interned once, by content, and kept until the
- *     process ends: their number is bounded by the go and spawn statements
- *     of the program. site_lock guards the table; each P caches lookups in
- *     a small direct-mapped array that only its own thread touches.
+ *     process ends: their number is that of the go and spawn statements of
+ *     the program, capped (SITES_MAX) for chunks loaded at run time.
+ *     site_lock guards the table; each P caches lookups in a small
+ *     direct-mapped array that only its own thread touches.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -49,6 +50,8 @@ static void tb_reserve(tbuf *b, size_t n) {
   b->p = p;
   b->cap = cap;
 }
+
+void tb_grow(tbuf *b, size_t n) { tb_reserve(b, n); }
 
 void tb_printf(tbuf *b, const char *fmt, ...) {
   va_list ap;
@@ -181,13 +184,23 @@ static char *dup_str(const char *s) {
   return d;
 }
 
+/* Past this many sites (chunks loaded at run time, each with go calls of
+ * its own), new ones are not recorded: such goroutines say no "created by". */
+#define SITES_MAX 100000
+static int32_t nsites;
+
 static const gsite *site_intern(const char *where, const char *func) {
   uint32_t h = hash_str(func, hash_str(where, 2166136261u)) % SITE_BUCKETS;
   rt_lock(&site_lock);
   gsite *s;
   for (s = site_table[h]; s; s = s->next)
     if (strcmp(s->where, where) == 0 && strcmp(s->func, func) == 0) break;
+  if (!s && nsites >= SITES_MAX) {
+    rt_unlock(&site_lock);
+    return NULL;
+  }
   if (!s) {
+    nsites++;
     s = malloc(sizeof *s);
     if (!s) abort();
     s->where = dup_str(where);
@@ -217,10 +230,13 @@ const gsite *tb_site(p_t *pp, lua_State *L, int level) {
   if (ar.namewhat && *ar.namewhat) snprintf(func, sizeof func, "function '%s'", ar.name);
   else if (*ar.what == 'm') snprintf(func, sizeof func, "main chunk");
   else snprintf(func, sizeof func, "function <%s:%d>", ar.short_src, ar.linedefined);
-  e->site = site_intern(where, func);
-  e->line = ar.currentline;
-  e->source = ar.source;
-  return e->site;
+  const gsite *site = site_intern(where, func);
+  if (site) {
+    e->site = site;
+    e->line = ar.currentline;
+    e->source = ar.source;
+  }
+  return site;
 }
 
 void tb_created_by(tbuf *b, g_t *gp) {
@@ -243,26 +259,33 @@ static void push_panic_value(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER) {
     lua_pushvalue(L, idx);
     lua_tostring(L, -1);
-  } else if (luaL_callmeta(L, idx, "__tostring") && lua_isstring(L, -1)) {
-    /* pushed */
-  } else if (lua_isnil(L, idx)) {
-    lua_pushliteral(L, "nil");
-  } else {
-    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+    return;
   }
+  if (luaL_getmetafield(L, idx, "__tostring")) { /* protected: it may raise too */
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) == 0 && lua_isstring(L, -1)) return;
+    lua_pop(L, 1); /* not a string: say what the error is instead */
+  }
+  if (lua_isnil(L, idx)) lua_pushliteral(L, "nil");
+  else lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
 }
 
 /* [-0, +1] the report of an error that killed co (it escaped every
- * handler): the top frame's line is lost, the rest is there. */
+ * handler): the top frame's line is lost, the rest is there. Nothing runs
+ * on co, which is dead: the error value's __tostring runs on L (the
+ * caller's protected call catches what it raises). */
 void tb_push_dead_panic(lua_State *L, g_t *gp, lua_State *co) {
-  push_panic_value(co, -1);
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);
+  int err = lua_gettop(L);
+  push_panic_value(L, err);
   tbuf b;
   tb_init(&b);
-  const char *msg = lua_tostring(co, -1);
+  const char *msg = lua_tostring(L, -1);
   tb_printf(&b, "panic: %s\n\ngoroutine %lld [running]:\n", msg, (long long)atomic_load(&gp->goid));
-  frames(&b, co, 0, lua_type(co, -2) == LUA_TSTRING ? msg : NULL);
-  lua_pop(co, 1);
+  frames(&b, co, 0, lua_type(L, err) == LUA_TSTRING ? msg : NULL);
   tb_created_by(&b, gp);
+  lua_settop(L, err - 1);
   lua_pushlstring(L, b.p, b.len);
   tb_free(&b);
 }

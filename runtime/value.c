@@ -124,14 +124,15 @@ enum {
   S_ENVMT,     /* the metatable of copied functions' environments */
   S_INFOS,     /* function -> info (weak keys) */
   S_BCINFOS,   /* bytecode -> info (weak values) */
-  S_LOADS,     /* bytecode -> function (weak values) */
+  S_LOADS,     /* bytecode -> its maker (weak values): see decode_function */
   S_SENTINEL,  /* what require stores in package.loaded while it loads */
   S_ALWAYS,    /* true: package.loaded cannot be watched, rebuild names every time */
   S_OBJMTS,    /* metatable -> true, for the runtime objects' proxies */
   S_LOADED,    /* package.loaded */
   S_DECODE,    /* decode_protected, made once: value_decode_safe allocates no closure */
   S_GETTABLE,  /* gettable_protected, likewise */
-  S_COUNT = S_GETTABLE
+  S_MAKER,     /* the prototype of `function() return function() end end`, dumped */
+  S_COUNT = S_MAKER
 };
 
 /* [-0, +1] the VM's copying state. */
@@ -279,6 +280,7 @@ static int loaded_newindex(lua_State *L) {
 }
 
 static void bytecode_selftest(lua_State *L);
+static void maker_init(lua_State *L);
 
 /* A module's loader, for a module nobody sees: keeps what require stored
  * in package.loaded while it loads (a value of this LuaJIT's own, which
@@ -418,6 +420,7 @@ void value_vm_init(lua_State *L) {
   lua_pop(L, 1);
   lua_rawset(L, LUA_REGISTRYINDEX);
   bytecode_selftest(L);
+  maker_init(L);
 }
 
 /* ---- the globals a function names, from its bytecode ---- */
@@ -660,6 +663,93 @@ static void bytecode_selftest(lua_State *L) {
   }
   if (!ok) rt_throw("runtime: this LuaJIT's bytecode is not the format lugo reads (LuaJIT 2.1)");
   lua_pop(L, 3);
+}
+
+/* ---- one prototype, a closure per copy ---- */
+
+/* A copied function without upvalues used to be one closure shared by
+ * every copy in a VM, so that LuaJIT compiled it once: but then setfenv on
+ * one goroutine's copy changed every other's. Instead each bytecode gets a
+ * maker, loaded once: a function whose only instruction makes a closure of
+ * the copied function's prototype (FNEW) and returns it. Every copy is a
+ * closure of its own, of one prototype (compiled once). The maker's
+ * prototype is the dumped `function() return function() end end`, its
+ * child replaced: in a dump, a prototype's child is the prototype read
+ * just before it, so the copied function's own dump, its last prototype
+ * followed by the maker's, is the maker of that function. */
+
+/* The end of a dump's last prototype (where its 0 length is); 0 if the
+ * dump is not what this reader expects. */
+static size_t dump_protos_end(const uint8_t *bc, size_t len, bool *stripped) {
+  bcreader r = {bc, bc + len, false};
+  const uint8_t *magic = rd_skip(&r, 4);
+  uint32_t hflags = rd_uleb(&r);
+  if (!magic || memcmp(magic, "\033LJ\002", 4) != 0 || (hflags & DUMP_F_BE)) return 0;
+  *stripped = hflags & DUMP_F_STRIP;
+  if (!*stripped) rd_skip(&r, rd_uleb(&r));
+  for (;;) {
+    const uint8_t *at = r.p;
+    uint32_t plen = rd_uleb(&r);
+    if (r.bad) return 0;
+    if (plen == 0) return (size_t)(at - bc);
+    if (!rd_skip(&r, plen)) return 0;
+  }
+}
+
+static void put_uleb(dumpbuf *d, uint32_t v) {
+  do {
+    uint8_t b = v & 0x7f;
+    v >>= 7;
+    if (v) b |= 0x80;
+    dump_writer(NULL, &b, 1, d);
+  } while (v);
+}
+
+/* Keep the maker's prototype (with its length) in the VM's state. */
+static void maker_init(lua_State *L) {
+  static const char src[] = "return function() return function() end end";
+  if (luaL_loadbuffer(L, src, sizeof src - 1, "=maker") != 0) rt_throw("runtime: %s", lua_tostring(L, -1));
+  lua_call(L, 0, 1);
+  dumpbuf d = {0};
+  lua_dump(L, dump_writer, &d);
+  lua_pop(L, 1);
+  bool stripped;
+  size_t end = dump_protos_end((const uint8_t *)d.p, d.len, &stripped);
+  /* the last prototype, the maker's: walk to it */
+  bcreader r = {(const uint8_t *)d.p, (const uint8_t *)d.p + end, false};
+  rd_skip(&r, 4);
+  rd_uleb(&r);
+  if (!stripped) rd_skip(&r, rd_uleb(&r));
+  const uint8_t *last = NULL;
+  while (end && r.p < r.end && !r.bad) {
+    last = r.p;
+    rd_skip(&r, rd_uleb(&r));
+  }
+  if (!end || !last || r.bad) rt_throw("runtime: this LuaJIT's bytecode is not the format lugo reads (LuaJIT 2.1)");
+  push_state(L);
+  lua_pushlstring(L, (const char *)last, (size_t)(r.end - last));
+  lua_rawseti(L, -2, S_MAKER);
+  lua_pop(L, 1);
+  rt_free(d.p);
+}
+
+/* [-0, +1] the maker of the function whose dump is bc (state: the stack
+ * index of the VM's copying state). */
+static void push_maker(lua_State *L, int state, const char *bc, size_t len) {
+  bool stripped;
+  size_t end = dump_protos_end((const uint8_t *)bc, len, &stripped);
+  if (!end) luaL_error(L, "lugo: cannot read the bytecode of a function being copied");
+  lua_rawgeti(L, state, S_MAKER);
+  size_t mlen;
+  const char *maker = lua_tolstring(L, -1, &mlen);
+  dumpbuf d = {0};
+  dump_writer(NULL, bc, end, &d);
+  dump_writer(NULL, maker, mlen, &d); /* its length comes with it */
+  put_uleb(&d, 0);
+  lua_pop(L, 1);
+  int st = luaL_loadbuffer(L, d.p, d.len, "=copied function");
+  rt_free(d.p);
+  if (st != 0) lua_error(L);
 }
 
 /* ---- encoding ---- */
@@ -1178,19 +1268,22 @@ static void decode_function(dec *d) {
   const char *bc = get_str(d, &len);
   uint8_t nups = get_u8(d);
   bool hasenv = get_u8(d);
-  bool shared = nups == 0 && !hasenv;
-  if (shared) {
+  if (nups == 0) { /* a closure of its own, of the one prototype its maker makes */
     lua_rawgeti(L, d->state, S_LOADS);
     lua_pushlstring(L, bc, len);
     lua_rawget(L, -2);
-    if (lua_isfunction(L, -1)) {
-      lua_remove(L, -2);
-      remember(d);
-      return;
+    if (!lua_isfunction(L, -1)) {
+      lua_pop(L, 1);
+      push_maker(L, d->state, bc, len);
+      lua_pushlstring(L, bc, len);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, -4); /* loads[bc] = maker */
     }
-    lua_pop(L, 2);
+    lua_remove(L, -2);
+    lua_call(L, 0, 1);
+  } else if (luaL_loadbuffer(L, bc, len, "=copied function") != 0) {
+    lua_error(L);
   }
-  if (luaL_loadbuffer(L, bc, len, "=copied function") != 0) lua_error(L);
   remember(d);
   for (int i = 1; i <= nups; i++) {
     decode_value(d);
@@ -1207,13 +1300,6 @@ static void decode_function(dec *d) {
       lua_rawset(L, -3);
     }
     if (d->pos++ >= d->b->len) luaL_error(L, "lugo: corrupt value blob");
-    lua_pop(L, 1);
-  }
-  if (shared) {
-    lua_rawgeti(L, d->state, S_LOADS);
-    lua_pushlstring(L, bc, len);
-    lua_pushvalue(L, -3);
-    lua_rawset(L, -3);
     lua_pop(L, 1);
   }
 }

@@ -101,6 +101,14 @@ function helper.start(code, opts)
   return child
 end
 
+-- Whether a signal reaches a thread that runs Lua without calling out:
+-- not under ThreadSanitizer, which holds a signal until the thread enters
+-- an intercepted call, as a loop in LuaJIT's VM never does (a SIGURG
+-- preemption of such a loop, or SIGQUIT's stop of it, never comes).
+function helper.signals_reach_lua()
+  return os.getenv("LUGO_TSAN") ~= "1"
+end
+
 -- Whether plain luajit can load the built lugo/core.so: ctest sets
 -- LUGO_CORE_DIR, and plain luajit cannot load an ASan build of it.
 function helper.has_plain_luajit()

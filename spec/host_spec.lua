@@ -199,6 +199,17 @@ describe("program lifetime", function()
     assert.are.equal("", r.stderr)
   end)
 
+  it("reports a panic whose error's __tostring raises or returns no string", function()
+    for _, tostr in ipairs({ "function() error('boom in tostring') end", "function() return nil end" }) do
+      local r = run([[
+        require("lugo").go(function() error(setmetatable({}, { __tostring = ]] .. tostr .. [[ })) end)
+        require("lugo.time").sleep(10)
+      ]])
+      assert.are.equal(2, r.status)
+      assert.matches("^panic: %(error object is a table value%)\n\ngoroutine 2 %[running%]:\n", r.stderr)
+    end
+  end)
+
   it("still panics with status 2 for a non-string error escaping another goroutine", function()
     local r = run([[
       local lugo = require "lugo"
@@ -289,7 +300,8 @@ describe("program lifetime", function()
 
   -- exit_while_spinning.lua: sysmon stopped preempting once the exit began,
   -- so a processor running an interpreted loop never left it.
-  it("ends at once on os.exit while goroutines spin in interpreted loops on every processor", function()
+  local it_signals = helper.signals_reach_lua() and it or pending -- see helper.lua
+  it_signals("ends at once on os.exit while goroutines spin in interpreted loops on every processor", function()
     for _, how in ipairs({ "exit", "panic", "return" }) do
       local r = run([[
         local lugo, time, runtime = require "lugo", require "lugo.time", require "lugo.runtime"
@@ -309,7 +321,7 @@ describe("program lifetime", function()
     end
   end)
 
-  it("ends on os.exit even while another processor runs compiled code", function()
+  it_signals("ends on os.exit even while another processor runs compiled code", function()
     local r = run([[
       local lugo = require "lugo"
       local started = lugo.chan(1)
@@ -351,6 +363,9 @@ describe("program lifetime", function()
   it("prints as luajit does: tostring on each argument, tabs between", function()
     local r = run([[print(1, nil, true, "s", 2.5, setmetatable({}, { __tostring = function() return "T" end })) print()]])
     assert.are.equal("1\tnil\ttrue\ts\t2.5\tT\n\n", r.stdout)
+    -- a first argument that fills print's buffer exactly
+    r = run([[print(string.rep("a", 8192), "b")]])
+    assert.are.equal(string.rep("a", 8192) .. "\tb\n", r.stdout)
     r = run([[print(setmetatable({}, { __tostring = function() return {} end }))]])
     assert.are.equal(1, r.status)
     assert.matches("'tostring' must return a string to 'print'", r.stderr, 1, true)
@@ -369,6 +384,23 @@ describe("program lifetime", function()
       os.remove(status_file)
       assert.are.equal(141, status, write)
     end
+  end)
+
+  it("gets EPIPE, and goes on, writing to any other broken pipe, as Go does", function()
+    local r = run([[
+      local p = io.popen("true", "w")
+      require("lugo.time").sleep(0.2) -- the reader has gone
+      print(p:write(string.rep("x", 100000)))
+      print("alive")
+    ]])
+    assert.are.equal(0, r.status)
+    assert.are.equal("nil\tBroken pipe\t32\nalive\n", r.stdout)
+  end)
+
+  it("keeps the io functions' own error messages", function()
+    local r = run("io.write({})")
+    assert.are.equal(1, r.status)
+    assert.matches(":1: bad argument #1 to 'write' %(string expected, got table%)", r.stderr)
   end)
 end)
 
@@ -435,6 +467,24 @@ describe("finalizers (__gc)", function()
     assert.matches("lugo: error in a finalizer %(__gc%) run by the scheduler: [^\n]*: scheduler gc boom\n" ..
       "stack traceback:\n\t%[C%]: in function 'error'\n\t[^\n]+: in function <", r.stderr)
     assert.matches("run by the scheduler: [^\n]*cannot block here: inside a finalizer %(__gc%) run by the scheduler", r.stderr)
+  end)
+
+  it("that raise while a spawned goroutine's arguments are unpacked do not end the program", function()
+    local r = run([[
+      local lugo, time, runtime = require "lugo", require "lugo.time", require "lugo.runtime"
+      local function f(a, b) time.sleep(0.01) end
+      for round = 1, 10 do
+        for i = 1, 200 do
+          local u = newproxy(true)
+          getmetatable(u).__gc = function() if runtime.goid() == 0 then error("gc boom") end end
+        end
+        for i = 1, 3000 do lugo.spawn(f, 1, 2) end
+        time.sleep(0.03)
+      end
+      print("survived")
+    ]], { flags = "-p 1" })
+    assert.are.equal(0, r.status)
+    assert.are.equal("survived\n", r.stdout)
   end)
 end)
 

@@ -796,7 +796,27 @@ describe("a case that is not a real case on a real channel is a bad argument", f
     assert.matches("bad argument #1 to 'select' %(case on a channel expected, got case on mutex%)",
       error_of(core.select, false, { SEND, sync.mutex(), 1 }))
     assert.matches("bad argument #1 to 'select' %(case expected, got table%)", error_of(core.select, false, { 7, ch }))
-    assert.are.equal(0, core.select(false, {}, { RECV, ch }))
+    -- its first argument is the default's position: that case never fires,
+    -- whatever its table holds (case.default is a table a script can change)
+    assert.are.equal(0, core.select(1, {}, { RECV, ch }))
+    local tampered = { SEND, ch, "x" }
+    assert.are.equal(0, core.select(1, tampered))
+    assert.are.equal(0, ch:len())
+  end)
+
+  it("never fires case.default, whatever a script put in its table", function()
+    local ch = lugo.chan(1)
+    lugo.spawn(function() end, ch) -- it crossed: the select goes to the C entry point
+    rawset(case.default, 1, SEND)
+    rawset(case.default, 2, ch)
+    rawset(case.default, 3, "x")
+    local ok, i = pcall(lugo.select, case.recv(ch), case.default)
+    rawset(case.default, 1, nil)
+    rawset(case.default, 2, nil)
+    rawset(case.default, 3, nil)
+    assert.is_true(ok, i)
+    assert.are.equal(2, i)
+    assert.are.equal(0, ch:len())
   end)
 end)
 
@@ -1033,5 +1053,48 @@ describe("select on a channel that crossed through spawn copies its values", fun
     select_(case.send(ch, t))
     local _, v = select_(case.recv(ch))
     assert.is_true(rawequal(t, v))
+  end)
+end)
+
+-- Found in review: a parked select's sudogs hold no reference to their
+-- channels, and its case tables are the script's, which it may change.
+describe("a parked select keeps its channels alive", function()
+  it("even when a script empties its case table and the channel is collected", function()
+    local r = helper.run([[
+      local lugo, time = require "lugo", require "lugo.time"
+      local other, ch = lugo.chan(), lugo.chan()
+      local c = { lugo.case.recv(ch)[1], ch }
+      local woke = lugo.chan(1)
+      lugo.go(function() woke:send((lugo.select(c, lugo.case.recv(other)))) end)
+      time.sleep(0.01) -- it parks in select, queued on ch
+      ch = nil
+      rawset(c, 2, nil)
+      collectgarbage() collectgarbage() collectgarbage()
+      other:send(1)
+      print((woke:recv()))
+    ]])
+    helper.assert_clean_run(r, "2\n")
+  end)
+end)
+
+describe("a select whose value shares another case's channel", function()
+  it("copies every send case's value (the sharing one made the other channel shared)", function()
+    local r = helper.run([[
+      local lugo = require "lugo"
+      local shared = lugo.chan() -- nobody receives: its case never fires
+      lugo.spawn(function(c) end, shared)
+      local loc = lugo.chan(1)
+      -- sending {loc} on the shared channel shares loc too, while the
+      -- first case's value was looked at before
+      local i = lugo.select(lugo.case.send(loc, { x = "the value" }), lugo.case.send(shared, { loc }))
+      local done = lugo.chan()
+      lugo.spawn(function(c, d)
+        local v, ok = c:recv()
+        d:send({ type(v), type(v) == "table" and v.x or nil, ok })
+      end, loc, done)
+      local got = done:recv()
+      print(i, got[1], got[2], got[3])
+    ]], { flags = "-p 2" })
+    helper.assert_clean_run(r, "1\ttable\tthe value\ttrue\n")
   end)
 end)

@@ -1501,7 +1501,8 @@ describe("a program with spawned goroutines", function()
     assert_contains(r.stderr, "goroutine " .. id .. " [chan receive]")
   end)
 
-  it("on SIGQUIT, shows a goroutine stuck in compiled code and every other one", function()
+  local it_signals = helper.signals_reach_lua() and it or pending -- see helper.lua
+  it_signals("on SIGQUIT, shows a goroutine stuck in compiled code and every other one", function()
     -- ../shared/repro/quit_spin.lua: a JIT-compiled loop never reaches a
     -- safe point; its processor is stopped and read from outside.
     local r = helper.run([[
@@ -1573,5 +1574,48 @@ describe("a program with spawned goroutines", function()
     assert_contains(r.stderr, "runtime.gosched()")
     assert_contains(r.stderr, "jit.off")
     assert_contains(r.stderr, "stack traceback:") -- printed once it left compiled code
+  end)
+end)
+
+-- Found in review.
+describe("sharing and copying corner cases", function()
+  it("shares a channel holding a value that holds the channel itself", function()
+    local ch = lugo.chan(1)
+    ch:send({ ch = ch })
+    local out = lugo.chan(1)
+    lugo.spawn(function(c, o)
+      local v = c:recv()
+      o:send(v.ch == c)
+    end, ch, out)
+    assert.is_true(recv(out, "the spawned goroutine"))
+  end)
+
+  it("gives each copy of a function without upvalues a closure of its own", function()
+    local function handler() return print ~= nil end -- no upvalues, standard globals only
+    local done = lugo.chan(1)
+    lugo.spawn(function(f, d)
+      setfenv(f, {}) -- sandbox this goroutine's own copy
+      d:send(f())
+    end, handler, done)
+    assert.is_false(recv(done, "the first copy"))
+    lugo.spawn(function(f, d) d:send(f()) end, handler, done)
+    assert.is_true(recv(done, "an independent copy"))
+  end)
+
+  it("drops spawned goroutines never started, spilled from a full run queue, at exit", function()
+    -- (LeakSanitizer, in the sanitized build, sees what was not freed)
+    local r = helper.run([[
+      local lugo = require "lugo"
+      local block = lugo.chan()
+      for i = 1, 200 do
+        lugo.spawn(function(b)
+          for j = 1, 300 do lugo.go(function() end) end
+          os.exit(0)
+        end, block)
+      end
+      block:recv()
+    ]], { flags = "-p 1" })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("", r.stderr)
   end)
 end)

@@ -156,7 +156,7 @@ function case.recv(ch)
     return NIL_RECV
   end
   local c = recv_cases[ch]
-  if c and rawget(c, 2) == ch then return c end
+  if c and rawget(c, 2) == ch and rawget(c, 1) == CASE_RECV then return c end
   if getmetatable(ch) ~= Chan then argerror(1, "recv", "channel or nil", ch) end
   c = { CASE_RECV, ch }
   recv_cases[ch] = c
@@ -225,7 +225,7 @@ end
 -- Nothing was ready, or a channel is shared: the C select does it all
 -- (and blocks, unless there is a default).
 local function blocked(default, ...)
-  local i, box, ok = select_block(default == 0, ...)
+  local i, box, ok = select_block(default, ...)
   if i == 0 then return default end
   if i == ERR then raise(nil, box) end
   if rawget((select(i, ...)), 1) ~= CASE_SEND then
