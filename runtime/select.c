@@ -108,7 +108,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
     hchan *c = case_chan(&cases[i]);
     res->idx = i + 1;
     if (cases[i].kind == CASE_RECV) {
-      if (c->timer) chantimer_run(c);
+      if (chan_has_timer(c)) chantimer_run(c);
       sudog *sd = waitq_dequeue(&c->sendq);
       val v = {0};
       if (sd) {
@@ -185,7 +185,7 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
       waitq_enqueue(&c->sendq, sd);
     } else {
       waitq_enqueue(&c->recvq, sd);
-      if (c->timer) chantimer_sync(c);
+      if (chan_has_timer(c)) chantimer_sync(c);
     }
     *link = sd;
     link = &sd->waitlink;
@@ -379,7 +379,7 @@ void selectgo_finish(p_t *pp, g_t *gp) {
     waitq_remove(sd->is_send ? &sd->c->sendq : &sd->c->recvq, sd);
   if (locked) {
     for (sudog *sd = first; sd; sd = sd->waitlink)
-      if (sd->c->timer) chantimer_sync(sd->c); /* maybe no receiver waits now */
+      if (chan_has_timer(sd->c)) chantimer_sync(sd->c); /* maybe no receiver waits now */
     hchan *last = NULL;
     for (sudog *sd = first; sd; sd = sd->waitlink) {
       if (sd->c != last) chan_unlock(sd->c);
