@@ -1111,19 +1111,9 @@ describe("contexts and the garbage collector", function()
   -- runtime.memstats() counts Lua's heaps only; the C contexts and their
   -- channels show in the resident size. Rounds after a warm-up round must
   -- reuse memory, where a leak would add tens of MB per round.
-  local statm = io.open("/proc/self/statm")
-  if statm then statm:close() end
-  local rss_it = (statm and os.getenv("LUGO_SANITIZED") ~= "1") and it or pending
+  local rss_it = helper.rss_measurable() and it or pending
+  local rss = helper.rss
   rss_it("does not keep the C side of dropped children (resident size, Linux)", function()
-    local p = io.popen("getconf PAGESIZE 2>/dev/null")
-    local pagesize = tonumber(p:read("*a")) or 4096
-    p:close()
-    local function rss()
-      local f = assert(io.open("/proc/self/statm"))
-      local pages = tonumber(f:read("*l"):match("^%d+%s+(%d+)"))
-      f:close()
-      return pages * pagesize
-    end
     local parent, cancel = context.with_cancel(background())
     local function round()
       for _ = 1, 100000 do
@@ -1410,16 +1400,8 @@ describe("contexts nobody references are collected before their deadline", funct
     for i = 1, N do assert.is_true((results(res[i], "worker " .. i))) end
   end)
 
-  local statm = io.open("/proc/self/statm")
-  if statm then statm:close() end
-  local rss_it = (statm and os.getenv("LUGO_SANITIZED") ~= "1") and it or pending
+  local rss_it, rss = helper.rss_measurable() and it or pending, helper.rss
   rss_it("does not keep dropped with_timeout contexts (resident size, Linux)", function()
-    local function rss()
-      local f = assert(io.open("/proc/self/statm"))
-      local pages = tonumber(f:read("*l"):match("^%d+%s+(%d+)"))
-      f:close()
-      return pages * 4096
-    end
     local function round() -- collecting often: Lua does not see the C side of its garbage
       for i = 1, 100000 do
         local _ = context.with_timeout(background(), 3600)

@@ -101,6 +101,23 @@ function helper.start(code, opts)
   return child
 end
 
+-- Whether resident sizes tell what a process keeps: on Linux, and not
+-- under a sanitizer (which keeps freed memory in quarantine).
+function helper.rss_measurable()
+  local statm = io.open("/proc/self/statm")
+  if not statm then return false end
+  statm:close()
+  return os.getenv("LUGO_SANITIZED") ~= "1"
+end
+
+-- This process's resident size in bytes (Linux).
+function helper.rss()
+  local f = assert(io.open("/proc/self/statm"))
+  local pages = tonumber(f:read("*l"):match("^%d+%s+(%d+)"))
+  f:close()
+  return pages * 4096
+end
+
 -- Whether a signal reaches a thread that runs Lua without calling out:
 -- not under ThreadSanitizer, which holds a signal until the thread enters
 -- an intercepted call, as a loop in LuaJIT's VM never does (a SIGURG

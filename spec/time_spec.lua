@@ -1143,16 +1143,9 @@ describe("timers and tickers nobody references are collected before they fire (G
   -- would add tens of MB a round. Lua's collector does not see the C side
   -- of what it frees: the rounds collect every 10,000 timers, so that the
   -- garbage waiting for a cycle stays far below a leak's size.
-  local statm = io.open("/proc/self/statm")
-  if statm then statm:close() end
-  local rss_it = (statm and os.getenv("LUGO_SANITIZED") ~= "1") and it or pending
+  local rss_it = helper.rss_measurable() and it or pending
   local MB = 1024 * 1024
-  local function rss()
-    local f = assert(io.open("/proc/self/statm"))
-    local pages = tonumber(f:read("*l"):match("^%d+%s+(%d+)"))
-    f:close()
-    return pages * 4096
-  end
+  local rss = helper.rss
   local function growth(round)
     round()
     full_gc()
