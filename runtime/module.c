@@ -457,6 +457,7 @@ int luaopen_lugo_core(lua_State *L) {
   luaL_register(L, NULL, funcs);
   context_open(L);
   net_open(L);
+  http_open(L);
   /* The blocking channel functions: upvalues vals and the channel metatable. */
   static const luaL_Reg chan_funcs[] = {
       {"send", chan_send_block}, {"recv", chan_recv_block}, {"select", select_block}, {NULL, NULL},

@@ -37,6 +37,7 @@
 #include <lauxlib.h>
 
 #include "rt.h"
+#include "net.h"
 
 #define NETBUF_SIZE 65536
 #define DEFAULT_READ 65536
@@ -53,55 +54,34 @@ typedef struct listener {
   int32_t backoff_ms; /* under hub->lock */
 } listener;
 
-typedef struct netconn {
-  rt_object obj;
-  polldesc *pd;
-  bool connect_started;
-  char *rbuf; /* the read holder's */
-  uint32_t rstart, rend, rcap;
-  struct sockaddr_storage remote;
-  socklen_t remotelen;
-} netconn;
-
 /* ---- errors ---- */
 
-static int push_error(lua_State *L, const char *msg) {
+int net_push_error(lua_State *L, const char *msg) {
   lua_pushnil(L);
   lua_pushstring(L, msg);
   return 2;
 }
 
 /* Go's text for an errno: the C library's, lower-cased as Go spells it. */
-static int push_errno(lua_State *L, int e) {
+int net_push_errno(lua_State *L, int e) {
   char msg[128];
   snprintf(msg, sizeof msg, "%s", strerror(e));
   if (msg[0] >= 'A' && msg[0] <= 'Z') msg[0] = (char)(msg[0] - 'A' + 'a');
-  return push_error(L, msg);
+  return net_push_error(L, msg);
 }
 
-static context *opt_ctx(lua_State *L, int idx) {
+context *net_opt_ctx(lua_State *L, int idx) {
   if (lua_isnoneornil(L, idx)) return NULL;
   context *c = (context *)rt_to_object(L, idx, RT_CONTEXT);
   if (!c) luaL_typerror(L, idx, "context");
   return c;
 }
 
-/* A descriptor op of the running G, from its first call to its end. */
-typedef struct op {
-  p_t *pp;
-  g_t *gp;
-  polldesc *pd;
-  int mode;
-  bool exclusive; /* one op at a time on the side */
-  uint32_t gen;
-  const char *err; /* why it ended, when a step returns results */
-} op;
-
 /* Begin, or resume after a wake-up, the op on pd's side `mode`. 0: go on;
  * else return this many results: (ERR, why) if the G cannot park, nil and
  * o->err if the op is over, or the park's yield. */
-static int op_begin(lua_State *L, op *o, polldesc *pd, int mode, bool exclusive, context *ctx) {
-  *o = (op){.pp = getp(), .pd = pd, .mode = mode, .exclusive = exclusive};
+int net_op_begin(lua_State *L, net_op *o, polldesc *pd, int mode, bool exclusive, context *ctx) {
+  *o = (net_op){.pp = getp(), .pd = pd, .mode = mode, .exclusive = exclusive};
   o->gp = o->pp ? getg() : NULL;
   int32_t can = rt_can_block(L, o->gp);
   if (can != RC_OK) return rt_push_err(L, can);
@@ -111,21 +91,21 @@ static int op_begin(lua_State *L, op *o, polldesc *pd, int mode, bool exclusive,
   }
   int st = net_begin(o->pp, o->gp, pd, mode, ctx, exclusive, &o->gen, &o->err);
   if (st == NET_PARK) return net_park_yield(L, o->gp);
-  if (st == NET_ERR) return push_error(L, o->err);
+  if (st == NET_ERR) return net_push_error(L, o->err);
   return 0;
 }
 
 /* After EAGAIN: 0 to try again (an event came meanwhile), else as op_begin. */
-static int op_again(lua_State *L, op *o, bool park_always) {
+int net_op_again(lua_State *L, net_op *o, bool park_always) {
   int st = net_again(o->pp, o->gp, o->pd, o->mode, &o->gen, park_always, &o->err);
   if (st == NET_PARK) return net_park_yield(L, o->gp);
-  if (st == NET_ERR) return push_error(L, o->err);
+  if (st == NET_ERR) return net_push_error(L, o->err);
   return 0;
 }
 
-static void op_end(op *o) { net_end(o->pp, o->gp, o->pd, o->mode, o->exclusive); }
+void net_op_end(net_op *o) { net_end(o->pp, o->gp, o->pd, o->mode, o->exclusive); }
 
-static char *netbuf(p_t *pp) {
+char *net_pbuf(p_t *pp) {
   if (!pp->netbuf) pp->netbuf = rt_malloc(NETBUF_SIZE);
   return pp->netbuf;
 }
@@ -351,12 +331,12 @@ static int l_resolve(lua_State *L) {
       lua_rawseti(L, -2, 1);
       return 1;
     }
-    if (alen == 0) return push_error(L, "missing address");
+    if (alen == 0) return net_push_error(L, "missing address");
     /* A path ends at its first NUL for the kernel: one inside would name
      * another file (Go passes it on and binds the cut path). An abstract
      * name ('@') is all of its bytes, NULs included, as in Go. */
     bool abstract = addr[0] == '@';
-    if (alen >= sizeof un.sun_path || (!abstract && memchr(addr, '\0', alen))) return push_error(L, "invalid argument");
+    if (alen >= sizeof un.sun_path || (!abstract && memchr(addr, '\0', alen))) return net_push_error(L, "invalid argument");
     memcpy(un.sun_path, addr, alen);
     if (abstract) un.sun_path[0] = '\0';
     lua_newtable(L);
@@ -452,13 +432,13 @@ void netconn_free(rt_object *o) {
 
 static void set_nodelay(int fd, int on) { setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on); }
 
-static netconn *check_conn(lua_State *L, int idx) {
+netconn *net_check_conn(lua_State *L, int idx) {
   netconn *c = (netconn *)rt_to_object(L, idx, RT_CONN);
   if (!c) luaL_typerror(L, idx, "connection");
   return c;
 }
 
-static void rbuf_consume(netconn *c, uint32_t n) {
+void netconn_consume(netconn *c, uint32_t n) {
   c->rstart += n;
   if (c->rstart == c->rend) { /* drained: an idle connection keeps no buffer */
     rt_free(c->rbuf);
@@ -468,7 +448,7 @@ static void rbuf_consume(netconn *c, uint32_t n) {
 }
 
 /* Room for at least `need` more bytes after rend. */
-static void rbuf_reserve(netconn *c, uint32_t need) {
+void netconn_reserve(netconn *c, uint32_t need) {
   if (c->rstart > 0 && c->rcap - c->rend < need) {
     memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
     c->rend -= c->rstart;
@@ -488,19 +468,19 @@ enum read_kind { READ_SOME, READ_EXACTLY, READ_LINE };
  * bytes; READ_LINE a line of at most n bytes, without its end of line.
  * -> string, or nil, err; nothing when woken (call again). */
 static int l_conn_read(lua_State *L) {
-  netconn *c = check_conn(L, 1);
+  netconn *c = net_check_conn(L, 1);
   int kind = (int)luaL_checkinteger(L, 2);
   lua_Number nn = luaL_optnumber(L, 3, kind == READ_LINE ? DEFAULT_MAX_LINE : DEFAULT_READ);
   if (!(nn >= (kind == READ_EXACTLY ? 0 : 1)) || nn > 0x7fffffff) return luaL_argerror(L, 3, "size out of range");
   uint32_t n = (uint32_t)nn;
-  context *ctx = opt_ctx(L, 4);
+  context *ctx = net_opt_ctx(L, 4);
   if (kind == READ_EXACTLY && n == 0) {
     lua_pushliteral(L, "");
     return 1;
   }
   polldesc *pd = c->pd;
-  op o;
-  int nres = op_begin(L, &o, pd, MODE_READ, true, ctx);
+  net_op o;
+  int nres = net_op_begin(L, &o, pd, MODE_READ, true, ctx);
   if (nres) return nres;
   p_t *pp = o.pp;
   for (;;) {
@@ -508,14 +488,14 @@ static int l_conn_read(lua_State *L) {
     if (kind == READ_SOME && avail > 0) {
       uint32_t k = avail < n ? avail : n;
       lua_pushlstring(L, c->rbuf + c->rstart, k);
-      rbuf_consume(c, k);
-      op_end(&o);
+      netconn_consume(c, k);
+      net_op_end(&o);
       return 1;
     }
     if (kind == READ_EXACTLY && avail >= n) {
       lua_pushlstring(L, c->rbuf + c->rstart, n);
-      rbuf_consume(c, n);
-      op_end(&o);
+      netconn_consume(c, n);
+      net_op_end(&o);
       return 1;
     }
     if (kind == READ_LINE && avail > 0) {
@@ -524,24 +504,24 @@ static int l_conn_read(lua_State *L) {
         uint32_t len = (uint32_t)(nl - (c->rbuf + c->rstart));
         uint32_t linelen = len > 0 && nl[-1] == '\r' ? len - 1 : len;
         if (linelen > n) {
-          op_end(&o);
-          return push_error(L, "bufio.Scanner: token too long");
+          net_op_end(&o);
+          return net_push_error(L, "bufio.Scanner: token too long");
         }
         lua_pushlstring(L, c->rbuf + c->rstart, linelen);
-        rbuf_consume(c, len + 1);
-        op_end(&o);
+        netconn_consume(c, len + 1);
+        net_op_end(&o);
         return 1;
       }
       if (avail > n + 1) { /* n bytes, a '\r' and still no end of line */
-        op_end(&o);
-        return push_error(L, "bufio.Scanner: token too long");
+        net_op_end(&o);
+        return net_push_error(L, "bufio.Scanner: token too long");
       }
     }
     ssize_t r;
     if (kind == READ_SOME) {
-      r = recv(pd->fd, netbuf(pp), n < NETBUF_SIZE ? n : NETBUF_SIZE, 0);
+      r = recv(pd->fd, net_pbuf(pp), n < NETBUF_SIZE ? n : NETBUF_SIZE, 0);
       if (r > 0) {
-        op_end(&o);
+        net_op_end(&o);
         lua_pushlstring(L, pp->netbuf, (size_t)r);
         return 1;
       }
@@ -549,38 +529,38 @@ static int l_conn_read(lua_State *L) {
       uint32_t want = kind == READ_EXACTLY ? n - avail : 4096;
       if (want > NETBUF_SIZE) want = NETBUF_SIZE;
       if (want < 512) want = 512;
-      rbuf_reserve(c, want);
+      netconn_reserve(c, want);
       r = recv(pd->fd, c->rbuf + c->rend, c->rcap - c->rend, 0);
       if (r > 0) {
         c->rend += (uint32_t)r;
         continue;
       }
-      if (c->rbuf && c->rstart == c->rend) rbuf_consume(c, 0);
+      if (c->rbuf && c->rstart == c->rend) netconn_consume(c, 0);
     }
     if (r == 0) { /* end of stream */
       if (kind == READ_LINE && avail > 0) { /* the last line has no end of line */
         lua_pushlstring(L, c->rbuf + c->rstart, avail);
-        rbuf_consume(c, avail);
-        op_end(&o);
+        netconn_consume(c, avail);
+        net_op_end(&o);
         return 1;
       }
-      op_end(&o);
-      return push_error(L, kind == READ_EXACTLY && avail > 0 ? "unexpected EOF" : "EOF");
+      net_op_end(&o);
+      return net_push_error(L, kind == READ_EXACTLY && avail > 0 ? "unexpected EOF" : "EOF");
     }
     int e = errno;
     if (e == EINTR) continue;
     if (e == EAGAIN || e == EWOULDBLOCK) {
-      if ((nres = op_again(L, &o, false))) return nres;
+      if ((nres = net_op_again(L, &o, false))) return nres;
       continue;
     }
-    op_end(&o);
-    return push_errno(L, e);
+    net_op_end(&o);
+    return net_push_errno(L, e);
   }
 }
 
 /* A write's op ended with nres results: after an error, how much of it
  * was written. */
-static int written(lua_State *L, op *o, int nres) {
+static int written(lua_State *L, net_op *o, int nres) {
   if (!o->err) return nres; /* a park, or it could not park */
   lua_pushinteger(L, (lua_Integer)o->pp->net_progress);
   return nres + 1;
@@ -589,13 +569,13 @@ static int written(lua_State *L, op *o, int nres) {
 /* conn_write(c, s, ctx) -> #s, or nil, err, bytes written; nothing when
  * woken (call again with the same arguments). */
 static int l_conn_write(lua_State *L) {
-  netconn *c = check_conn(L, 1);
+  netconn *c = net_check_conn(L, 1);
   size_t len;
   const char *s = luaL_checklstring(L, 2, &len);
-  context *ctx = opt_ctx(L, 3);
+  context *ctx = net_opt_ctx(L, 3);
   polldesc *pd = c->pd;
-  op o;
-  int nres = op_begin(L, &o, pd, MODE_WRITE, true, ctx);
+  net_op o;
+  int nres = net_op_begin(L, &o, pd, MODE_WRITE, true, ctx);
   if (nres) return written(L, &o, nres);
   netwait *nw = o.gp->live->nw;
   size_t off = nw->progress;
@@ -609,28 +589,28 @@ static int l_conn_write(lua_State *L) {
     if (e == EINTR) continue;
     if (e == EAGAIN || e == EWOULDBLOCK) {
       nw->progress = off;
-      if ((nres = op_again(L, &o, false))) return written(L, &o, nres);
+      if ((nres = net_op_again(L, &o, false))) return written(L, &o, nres);
       continue;
     }
-    op_end(&o);
-    push_errno(L, e);
+    net_op_end(&o);
+    net_push_errno(L, e);
     lua_pushinteger(L, (lua_Integer)off);
     return 3;
   }
-  op_end(&o);
+  net_op_end(&o);
   lua_pushinteger(L, (lua_Integer)len);
   return 1;
 }
 
 /* conn_connect(c, sockaddr, ctx) -> true, or nil, err; nothing when woken */
 static int l_conn_connect(lua_State *L) {
-  netconn *c = check_conn(L, 1);
+  netconn *c = net_check_conn(L, 1);
   size_t salen;
   const char *sa = luaL_checklstring(L, 2, &salen);
-  context *ctx = opt_ctx(L, 3);
+  context *ctx = net_opt_ctx(L, 3);
   polldesc *pd = c->pd;
-  op o;
-  int nres = op_begin(L, &o, pd, MODE_WRITE, true, ctx);
+  net_op o;
+  int nres = net_op_begin(L, &o, pd, MODE_WRITE, true, ctx);
   if (nres) return nres;
   for (;;) {
     int e;
@@ -651,16 +631,16 @@ static int l_conn_connect(lua_State *L) {
       }
     }
     if (e == 0 || e == EISCONN) {
-      op_end(&o);
+      net_op_end(&o);
       lua_pushboolean(L, 1);
       return 1;
     }
     if (e == EINPROGRESS || e == EALREADY || e == EINTR || e == EAGAIN) {
-      if ((nres = op_again(L, &o, false))) return nres;
+      if ((nres = net_op_again(L, &o, false))) return nres;
       continue;
     }
-    op_end(&o);
-    return push_errno(L, e);
+    net_op_end(&o);
+    return net_push_errno(L, e);
   }
 }
 
@@ -672,7 +652,7 @@ static int l_conn_socket(lua_State *L) {
   if (!pp || salen < sizeof(sa_family_t)) return luaL_error(L, "lugo: bad socket address");
   int family = ((const struct sockaddr *)sa)->sa_family;
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return push_errno(L, errno);
+  if (fd < 0) return net_push_errno(L, errno);
   if (family != AF_UNIX) set_nodelay(fd, 1); /* Go's default */
   netconn *c = conn_new(pp, fd, NULL, 0);
   rt_push_object(L, &c->obj);
@@ -682,8 +662,8 @@ static int l_conn_socket(lua_State *L) {
 
 /* conn_close(c) -> true, or nil, err if it was closed already */
 static int l_conn_close(lua_State *L) {
-  netconn *c = check_conn(L, 1);
-  if (!pd_close(c->pd)) return push_error(L, net_err_closed);
+  netconn *c = net_check_conn(L, 1);
+  if (!pd_close(c->pd)) return net_push_error(L, net_err_closed);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -693,12 +673,12 @@ static int fd_call(lua_State *L, polldesc *pd, int (*f)(int fd, int arg), int ar
   rt_lock(&pd->lock);
   if (pd->closing || pd->fd < 0) {
     rt_unlock(&pd->lock);
-    return push_error(L, net_err_closed);
+    return net_push_error(L, net_err_closed);
   }
   int r = f(pd->fd, arg);
   int e = errno;
   rt_unlock(&pd->lock);
-  if (r != 0) return push_errno(L, e);
+  if (r != 0) return net_push_errno(L, e);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -707,11 +687,11 @@ static int do_shutdown(int fd, int how) { return shutdown(fd, how); }
 static int do_nodelay(int fd, int on) { return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on); }
 
 /* conn_close_write(c) -> true, or nil, err */
-static int l_conn_close_write(lua_State *L) { return fd_call(L, check_conn(L, 1)->pd, do_shutdown, SHUT_WR); }
+static int l_conn_close_write(lua_State *L) { return fd_call(L, net_check_conn(L, 1)->pd, do_shutdown, SHUT_WR); }
 
 /* conn_set_nodelay(c, on) -> true, or nil, err */
 static int l_conn_set_nodelay(lua_State *L) {
-  netconn *c = check_conn(L, 1);
+  netconn *c = net_check_conn(L, 1);
   return fd_call(L, c->pd, do_nodelay, lua_isnone(L, 2) || lua_toboolean(L, 2));
 }
 
@@ -737,9 +717,9 @@ static int l_set_deadline(lua_State *L) {
 
 /* conn_addr(c, remote) -> "host:port", or nil, err */
 static int l_conn_addr(lua_State *L) {
-  netconn *c = check_conn(L, 1);
+  netconn *c = net_check_conn(L, 1);
   if (lua_toboolean(L, 2)) {
-    if (c->remotelen == 0) return push_error(L, "not connected");
+    if (c->remotelen == 0) return net_push_error(L, "not connected");
     return push_sockaddr(L, (struct sockaddr *)&c->remote, c->remotelen);
   }
   struct sockaddr_storage ss;
@@ -749,7 +729,7 @@ static int l_conn_addr(lua_State *L) {
   int r = pd->fd >= 0 ? getsockname(pd->fd, (struct sockaddr *)&ss, &len) : (errno = EBADF, -1);
   int e = errno;
   rt_unlock(&pd->lock);
-  if (r != 0) return e == EBADF ? push_error(L, net_err_closed) : push_errno(L, e);
+  if (r != 0) return e == EBADF ? net_push_error(L, net_err_closed) : net_push_errno(L, e);
   return push_sockaddr(L, (struct sockaddr *)&ss, len);
 }
 
@@ -817,7 +797,7 @@ static int l_listen(lua_State *L) {
       int e = errno;
       for (int32_t j = 0; j < i; j++) close(fds[j]);
       rt_free(fds);
-      return push_errno(L, e);
+      return net_push_errno(L, e);
     }
     if (i == 0 && sa->sa_family != AF_UNIX) { /* port 0: the others take the port the first got */
       socklen_t len = sizeof ss;
@@ -849,10 +829,10 @@ static int l_listen(lua_State *L) {
 /* ln_accept(ln, ctx) -> connection, or nil, err; nothing when woken */
 static int l_accept(lua_State *L) {
   listener *ln = check_listener(L, 1);
-  context *ctx = opt_ctx(L, 2);
+  context *ctx = net_opt_ctx(L, 2);
   polldesc *hub = ln->hub;
-  op o;
-  int nres = op_begin(L, &o, hub, MODE_READ, false, ctx);
+  net_op o;
+  int nres = net_op_begin(L, &o, hub, MODE_READ, false, ctx);
   if (nres) return nres;
   p_t *pp = o.pp;
   int32_t n = ln->nsocks, start = n > 1 ? pp->id % n : 0;
@@ -867,7 +847,7 @@ static int l_accept(lua_State *L) {
         socklen_t plen = sizeof peer;
         fd = accept4(s->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-          op_end(&o);
+          net_op_end(&o);
           rt_lock(&hub->lock);
           ln->backoff_ms = 0;
           rt_unlock(&hub->lock);
@@ -893,21 +873,21 @@ static int l_accept(lua_State *L) {
       timer_del(&hub->retry);
       timer_add(pp, &hub->retry, nanotime() + (int64_t)ln->backoff_ms * 1000000);
       rt_unlock(&hub->lock);
-      if ((nres = op_again(L, &o, true))) return nres;
+      if ((nres = net_op_again(L, &o, true))) return nres;
       continue;
     }
     if (e != EAGAIN && e != EWOULDBLOCK) {
-      op_end(&o);
-      return push_errno(L, e);
+      net_op_end(&o);
+      return net_push_errno(L, e);
     }
-    if ((nres = op_again(L, &o, false))) return nres;
+    if ((nres = net_op_again(L, &o, false))) return nres;
   }
 }
 
 /* ln_close(ln) -> true, or nil, err */
 static int l_listener_close(lua_State *L) {
   listener *ln = check_listener(L, 1);
-  if (!pd_close(ln->hub)) return push_error(L, net_err_closed);
+  if (!pd_close(ln->hub)) return net_push_error(L, net_err_closed);
   if (ln->unix_path) { /* as Go does, the socket file goes with the listener */
     unlink(ln->unix_path);
     rt_free(ln->unix_path);
@@ -926,7 +906,7 @@ static int l_listener_addr(lua_State *L) {
   rt_lock(&s->lock);
   int r = s->fd >= 0 ? getsockname(s->fd, (struct sockaddr *)&ss, &len) : -1;
   rt_unlock(&s->lock);
-  if (r != 0) return push_error(L, net_err_closed);
+  if (r != 0) return net_push_error(L, net_err_closed);
   return push_sockaddr(L, (struct sockaddr *)&ss, len);
 }
 

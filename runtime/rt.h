@@ -435,6 +435,8 @@ struct p {
   void *poll_ev;   /* ev_io: epfd is readable */
   _Atomic int32_t nfds; /* descriptors registered with epfd */
   char *netbuf;    /* scratch for reads: a connection keeps no buffer while idle */
+  char http_date[32]; /* http.c: the Date header of this second */
+  int64_t http_date_sec;
   size_t net_progress; /* the last descriptor op's progress (a write's bytes) */
   void *wake_ev;  /* ev_async: another thread posted to the inbox */
   void *timer_ev; /* ev_timer: the earliest timer of the heap */
@@ -920,6 +922,7 @@ void context_runtime_free(runtime *rt);
 void context_open(lua_State *L); /* its C API into the lugo.core table on top */
 /* ---- net.c ---- */
 void net_open(lua_State *L);
+void http_open(lua_State *L); /* http.c */
 
 /* ---- value.c ---- */
 /* [-0, +0 or +1] encode n values from idx; NULL with a message pushed on
