@@ -443,7 +443,7 @@ int luaopen_lugo_core(lua_State *L) {
   lua_newtable(L);
   static const luaL_Reg funcs[] = {
       {"chan", l_chan},         {"timer", l_timer},   {"cond_locker", l_cond_locker},
-      {"stack", l_stack},       {"main", l_main},     {"memstats", l_memstats},
+      {"stack", l_stack},       {"goroutine_dump", rt_goroutine_dump}, {"sched_stats", rt_sched_stats},       {"main", l_main},     {"memstats", l_memstats},
       {"numcpu", l_numcpu},     {"gosched", l_gosched}, {"park_forever", l_park_forever},
       {"preempt_yield", l_preempt_yield},
       {"spawn", l_spawn},       {"timer_chan", l_timer_chan},

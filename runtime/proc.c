@@ -1272,6 +1272,34 @@ static void schedtrace(runtime *rt, int64_t now, int64_t start) {
   rt_unlock(&rt_print_lock);
 }
 
+/* C API sched_stats() -> the figures schedtrace prints, as a table:
+ * { gomaxprocs, idleprocs, spinningthreads, runqueue, goroutines,
+ *   runqueues = { per P } } (each read atomically, not as one snapshot) */
+int rt_sched_stats(lua_State *L) {
+  p_t *self = getp();
+  if (!self) return luaL_error(L, "sched_stats: no runtime");
+  runtime *rt = self->rt;
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, rt->gomaxprocs);
+  lua_setfield(L, -2, "gomaxprocs");
+  lua_pushinteger(L, atomic_load(&rt->npidle));
+  lua_setfield(L, -2, "idleprocs");
+  lua_pushinteger(L, atomic_load(&rt->nmspinning));
+  lua_setfield(L, -2, "spinningthreads");
+  lua_pushinteger(L, atomic_load(&rt->runqsize));
+  lua_setfield(L, -2, "runqueue");
+  lua_pushinteger(L, (lua_Integer)atomic_load(&rt->ngoroutines));
+  lua_setfield(L, -2, "goroutines");
+  lua_createtable(L, rt->gomaxprocs, 0);
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    lua_pushinteger(L, (lua_Integer)(runqlen(pp) + (uint32_t)atomic_load(&pp->noverflow)));
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "runqueues");
+  return 1;
+}
+
 /* Reading a frozen VM: it was stopped at an arbitrary instruction, maybe
  * halfway through changing a stack. A fault while reading it ends that
  * P's part of the dump instead of the dump (sysmon's thread only). */
@@ -1309,6 +1337,80 @@ static void dump_frozen_p(tbuf *b, p_t *pp) {
 static void sleep_ms(int ms) {
   struct timespec ts = {0, (long)ms * 1000000};
   nanosleep(&ts, NULL);
+}
+
+/* A live dump (http.debug_handler, Go's pprof goroutine?debug=2): the
+ * SIGQUIT protocol without its last resort. A pool thread asks each P for
+ * its goroutines at its next safe point and waits for them; a P that does
+ * not answer within 200 ms runs compiled code or a C call and is named,
+ * not stopped. The asking goroutine waits in the pool, so its own P is
+ * free to answer. */
+typedef struct dump_job {
+  rt_job job;
+  runtime *rt;
+  tbuf b;
+} dump_job;
+
+static void sleep_ms(int ms);
+
+static void dump_run(rt_job *j) {
+  dump_job *dj = (dump_job *)j;
+  runtime *rt = dj->rt;
+  pthread_mutex_lock(&rt->dump_lock);
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *pp = rt->allp[i];
+    if (!pp->L) continue;
+    int32_t none = DUMP_NONE;
+    if (atomic_load(&pp->dump) != DUMP_NONE) { /* SIGQUIT is at work: it ends the process */
+      tb_printf(&dj->b, "processor %d: busy with another dump\n\n", (int)pp->id);
+      continue;
+    }
+    rt_lock(&rt->signal_lock);
+    if (pp->signalable) preempt_dump_request(pp);
+    else atomic_compare_exchange_strong(&pp->dump, &none, DUMP_ASKED);
+    rt_unlock(&rt->signal_lock);
+    p_wake(pp);
+    int64_t deadline = nanotime() + 200000000;
+    while (atomic_load(&pp->dump) == DUMP_ASKED && nanotime() < deadline) sleep_ms(1);
+    int32_t asked = DUMP_ASKED;
+    if (atomic_compare_exchange_strong(&pp->dump, &asked, DUMP_NONE)) {
+      tb_printf(&dj->b, "processor %d: running compiled code or a C call; its goroutines cannot be shown without stopping it\n\n",
+                (int)pp->id);
+      continue;
+    }
+    for (int k = 0; k < 1000 && atomic_load(&pp->dump) == DUMP_BUSY; k++) sleep_ms(1);
+    if (atomic_load(&pp->dump) == DUMP_DONE) {
+      if (pp->dump_text) tb_printf(&dj->b, "%s", pp->dump_text);
+      free(pp->dump_text);
+      pp->dump_text = NULL;
+      atomic_store(&pp->dump, DUMP_NONE);
+    }
+  }
+  pthread_mutex_unlock(&rt->dump_lock);
+}
+
+static int dump_push(lua_State *L, rt_job *j) {
+  dump_job *dj = (dump_job *)j;
+  lua_pushlstring(L, dj->b.len ? tb_str(&dj->b) : "", dj->b.len);
+  return 1;
+}
+
+static void dump_free(rt_job *j) {
+  dump_job *dj = (dump_job *)j;
+  tb_free(&dj->b);
+  rt_free(dj);
+}
+
+int rt_goroutine_dump(lua_State *L) {
+  p_t *pp = getp();
+  if (!pp) return luaL_error(L, "goroutine_dump: no runtime");
+  dump_job *dj = rt_calloc(1, sizeof *dj);
+  dj->job.run = dump_run;
+  dj->job.push = dump_push;
+  dj->job.free = dump_free;
+  dj->rt = pp->rt;
+  tb_init(&dj->b);
+  return syscall_block(L, &dj->job);
 }
 
 /* SIGQUIT: every goroutine of every P, then exit 2, as Go does. Each P
@@ -1598,6 +1700,7 @@ static runtime *runtime_new(int32_t nprocs) {
   rt->allp = rt_calloc((size_t)nprocs, sizeof *rt->allp);
   for (int32_t i = 0; i < nprocs; i++) rt->allp[i] = p_new(rt, i);
   syscall_pool_init(rt);
+  pthread_mutex_init(&rt->dump_lock, NULL);
   return rt;
 }
 

@@ -506,6 +506,7 @@ struct runtime {
   _Atomic int64_t exit_deadline; /* nanotime by which the process ends, whatever still runs */
   _Atomic bool sysmon_quit;      /* every M has stopped: sysmon may end */
   rtlock signal_lock; /* guards the Ps' signalable: sysmon signals under it */
+  pthread_mutex_t dump_lock; /* one live goroutine dump at a time (goroutine_dump) */
   bool adopted_vm; /* P0's VM belongs to an embedder (lugo.main in luajit) */
   pthread_t sysmon;
   bool sysmon_running;
@@ -819,6 +820,9 @@ void sysmon_stop(runtime *rt);
 /* ---- syscall.c ---- */
 /* [-0, +0] park the G until the pool has run job (owned from here on). */
 int syscall_block(lua_State *L, rt_job *job);
+/* C API goroutine_dump() -> every goroutine of every P, as SIGQUIT prints them, without stopping */
+int rt_goroutine_dump(lua_State *L);
+int rt_sched_stats(lua_State *L); /* C API sched_stats() -> schedtrace's figures */
 int syscall_results(lua_State *co, g_t *gp); /* [-0, +n on co] on resume */
 void syscall_pool_init(runtime *rt);
 void syscall_pool_stop(runtime *rt); /* wait for running calls, drop queued ones */

@@ -14,7 +14,7 @@ local runtime = require "lugo.runtime"
 
 local core, ERR, argerror = I.core, I.ERR, I.argerror
 local type, tostring, tonumber, setmetatable, getmetatable = type, tostring, tonumber, setmetatable, getmetatable
-local error, pairs, ipairs, xpcall, select = error, pairs, ipairs, xpcall, select
+local error, pairs, ipairs, xpcall, select, next = error, pairs, ipairs, xpcall, select, next
 local concat, insert = table.concat, table.insert
 local byte, sub, find, format, lower, gsub, char = string.byte, string.sub, string.find, string.format, string.lower,
   string.gsub, string.char
@@ -827,6 +827,94 @@ end
 
 function http.serve(ln, handler)
   return http.server({ handler = handler }):serve(ln)
+end
+
+-- ---------------------------------------------------------------- debugging
+
+local function json_value(v, out)
+  local t = type(v)
+  if t == "table" then
+    if #v > 0 or next(v) == nil then
+      out[#out + 1] = "["
+      for i = 1, #v do
+        if i > 1 then out[#out + 1] = "," end
+        json_value(v[i], out)
+      end
+      out[#out + 1] = "]"
+    else
+      local keys = {}
+      for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+      table.sort(keys)
+      out[#out + 1] = "{"
+      for i, k in ipairs(keys) do
+        if i > 1 then out[#out + 1] = "," end
+        out[#out + 1] = format("%q:", k)
+        json_value(v[k], out)
+      end
+      out[#out + 1] = "}"
+    end
+  elseif t == "number" then
+    out[#out + 1] = v == v and v ~= 1 / 0 and v ~= -1 / 0 and format("%.17g", v) or "null"
+  elseif t == "boolean" then
+    out[#out + 1] = tostring(v)
+  elseif v == nil then
+    out[#out + 1] = "null"
+  else
+    out[#out + 1] = (format("%q", tostring(v)):gsub("\\\n", "\\n"))
+  end
+end
+
+local function text_value(prefix, v, out)
+  if type(v) == "table" then
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(keys) do text_value(prefix == "" and tostring(k) or prefix .. "." .. tostring(k), v[k], out) end
+  else
+    out[#out + 1] = prefix .. " " .. tostring(v) .. "\n"
+  end
+end
+
+-- debug_handler() -> a handler serving what Go's net/http/pprof gives:
+-- .../goroutine (every goroutine's traceback, as kill -QUIT prints them,
+-- without stopping), .../memstats and .../sched (runtime.memstats() and
+-- the scheduler's counters; ?format=json for JSON), and an index.
+function http.debug_handler()
+  return function(w, r)
+    local path = r.path
+    local leaf = path:match("([^/]*)$")
+    local as_json = r:query("format") == "json"
+    local h = w:header()
+    local function send(v)
+      local out = {}
+      if as_json then
+        h:set("Content-Type", "application/json")
+        json_value(v, out)
+        out[#out + 1] = "\n"
+      else
+        h:set("Content-Type", "text/plain; charset=utf-8")
+        text_value("", v, out)
+      end
+      w:write(concat(out))
+    end
+    if leaf == "goroutine" or leaf == "goroutines" then
+      h:set("Content-Type", "text/plain; charset=utf-8")
+      w:write(runtime.goroutine_dump())
+    elseif leaf == "memstats" then
+      send(runtime.memstats())
+    elseif leaf == "sched" then
+      send(runtime.sched_stats())
+    elseif leaf == "" or leaf == "debug" or leaf == "pprof" then
+      h:set("Content-Type", "text/html; charset=utf-8")
+      w:write("<html><body><ul><li><a href=\"goroutine\">goroutine</a>: every goroutine's traceback"
+        .. "</li><li><a href=\"memstats\">memstats</a> (<a href=\"memstats?format=json\">json</a>)"
+        .. "</li><li><a href=\"sched\">sched</a> (<a href=\"sched?format=json\">json</a>)</li></ul></body></html>\n")
+    else
+      w:header():set("Content-Type", "text/plain; charset=utf-8")
+      w:write_header(404)
+      w:write("404 page not found\n")
+    end
+  end
 end
 
 -- ---------------------------------------------------------------- routing

@@ -93,6 +93,48 @@ end
 local listener = {}
 Listener.__index = listener
 
+-- An acceptor of serve(): runs on one processor, serving each connection
+-- it accepts in a goroutine of that processor.
+function net._acceptor(ln, handler, ctx, wg)
+  local go = require("lugo").go
+  require "lugo.sync" -- wg's methods
+  local err
+  while true do
+    local c, e = ln:accept(ctx)
+    if not c then
+      err = e
+      break
+    end
+    go(handler, c)
+  end
+  wg:done()
+  return err
+end
+
+-- serve(ln, handler[, opts]) runs handler(conn) in a goroutine per
+-- connection, accepting on every processor: an acceptor is spawned per
+-- processor (handler is copied into each, by spawn's rules), and each
+-- connection is served on the processor that accepted it. Returns nil,
+-- err once the listener is closed (or opts.ctx is done). The Go idiom of
+-- one accept loop and lugo.go(handle, conn) serves every connection on
+-- the one processor that runs the loop.
+function net.serve(ln, handler, opts)
+  if getmetatable(ln) ~= Listener then argerror(1, "serve", "listener", ln) end
+  if type(handler) ~= "function" then argerror(2, "serve", "function", handler) end
+  opts = check_opts(opts, 3, "serve")
+  check_ctx(opts.ctx, 3, "serve")
+  local lugo = require "lugo"
+  local n = C.gomaxprocs()
+  local wg = require("lugo.sync").waitgroup()
+  wg:add(n)
+  for _ = 1, n do
+    lugo.spawn(function(l, h, c, g) require("lugo.net")._acceptor(l, h, c, g) end, ln, handler, opts.ctx, wg)
+  end
+  wg:wait()
+  if opts.ctx and opts.ctx:err() then return nil, opts.ctx:err() end
+  return nil, "use of closed network connection"
+end
+
 local function check_listener(ln, fname)
   if getmetatable(ln) ~= Listener then argerror(1, fname, "listener", ln, 4) end
 end

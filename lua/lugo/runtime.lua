@@ -31,6 +31,19 @@ runtime.numcpu = core.numcpu
 -- stack([all]): this goroutine's traceback, and with all, every goroutine's.
 function runtime.stack(all) return core.stack(all) end
 
+-- goroutine_dump() -> every goroutine of every processor, as kill -QUIT
+-- prints them, without stopping the program (a processor running compiled
+-- code is named, not shown). It waits in the blocking pool.
+function runtime.goroutine_dump()
+  local s, err = core.goroutine_dump()
+  if s == I.ERR then error(err, 2) end
+  return s
+end
+
+-- sched_stats() -> { gomaxprocs, idleprocs, spinningthreads, runqueue,
+-- goroutines, runqueues = { per processor } }, LUGO_DEBUG=schedtrace's figures
+runtime.sched_stats = core.sched_stats
+
 -- memstats(): { alloc = bytes, by_processor = { bytes, ... }, goroutines = n }
 runtime.memstats = core.memstats
 
