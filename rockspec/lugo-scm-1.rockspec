@@ -8,7 +8,8 @@ description = {
   detailed = [[
 lugo runs Lua scripts the way Go runs Go programs: a C core embeds LuaJIT and
 gives scripts goroutines, channels, select, timers, Go's sync primitives,
-context, and TCP/Unix listeners and connections that read as blocking,
+context, TCP/Unix listeners and connections that read as blocking, and
+HTTP/1.1 servers and clients (lugo.http),
 scheduled by Go's GMP model. It installs the `lugo` host (run scripts and
 busted specs under the runtime), the Lua modules, and lugo/core.so so that
 plain luajit can run a main goroutine with lugo.main.]],
@@ -16,6 +17,9 @@ plain luajit can run a main goroutine with lugo.main.]],
 }
 dependencies = {
   "lua ~> 5.1", -- LuaJIT: the build finds it (luajit.pc); LuaRocks 3.8 cannot match a "luajit" pin here
+}
+external_dependencies = {
+  HTTP_PARSER = { header = "http_parser.h" }, -- Debian: libhttp-parser-dev
 }
 build = {
   type = "cmake",

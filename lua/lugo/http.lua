@@ -788,7 +788,6 @@ function Server.listen_and_serve(srv)
   if getmetatable(srv) ~= Server then argerror(1, "listen_and_serve", "server", srv) end
   if srv._ctx:err() then return nil, http.error_server_closed end
   local addr = srv.addr or ":80"
-  if byte(addr, 1) == 58 then addr = "0.0.0.0" .. addr end
   local ln, err = net.listen("tcp", addr, { reuseport = true })
   if not ln then return nil, err end
   srv._ln = ln
@@ -815,7 +814,7 @@ end
 
 -- close(): stop at once: listeners and every connection closed.
 function Server.close(srv)
-  srv._force:send(true)
+  lugo.select(lugo.case.send(srv._force, true), lugo.case.default)
   srv._cancel()
   return true
 end
