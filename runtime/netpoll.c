@@ -351,12 +351,22 @@ void netwait_cancel(p_t *pp, g_t *gp) {
   nw_put(pp, gp);
 }
 
+/* op_error's answer when the op's context was cancelled: its text is read
+ * once pd->lock is released, since the context's lock is taken before
+ * pd->lock when a cancellation wakes the op (nw_fire), never after. */
+static const char ctx_fired[] = "";
+
 /* pd->lock held: why the op cannot go on, or NULL. */
 static const char *op_error(polldesc *pd, int mode, netwait *nw) {
   if (pd->closing) return net_err_closed;
   if (expired(&pd->side[mode])) return net_err_timeout;
-  if (atomic_load(&nw->fired)) return ctx_err_string(nw->cn.ctx);
+  if (atomic_load(&nw->fired)) return ctx_fired;
   return NULL;
+}
+
+/* pd->lock released: the text of op_error's answer. */
+static const char *op_error_text(const char *why, netwait *nw) {
+  return why == ctx_fired ? ctx_err_string(nw->cn.ctx) : why;
 }
 
 static void pd_unlock_f(g_t *gp) { rt_unlock(&gp->live->nw->pd->lock); }
@@ -402,8 +412,8 @@ int net_begin(p_t *pp, g_t *gp, polldesc *pd, int mode, context *ctx, bool exclu
       side_wake(pp->rt, s);
     }
     rt_unlock(&pd->lock);
+    *err = op_error_text(why, nw);
     nw_put(pp, gp);
-    *err = why;
     return NET_ERR;
   }
   if (exclusive && s->holder && s->holder != gp) return park(pp, gp, pd, mode, nw);
@@ -432,8 +442,8 @@ int net_again(p_t *pp, g_t *gp, polldesc *pd, int mode, uint32_t *gen, bool park
       side_wake(pp->rt, s);
     }
     rt_unlock(&pd->lock);
+    *err = op_error_text(why, nw);
     nw_put(pp, gp);
-    *err = why;
     return NET_ERR;
   }
   if (!park_always && atomic_load(&s->gen) != *gen) { /* an event came while we tried */

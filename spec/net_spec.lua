@@ -430,6 +430,46 @@ describe("many concurrent clients", function()
     end
     assert.are.equal(CLIENTS, total)
   end)
+
+  it("serves them with net.serve: a goroutine per connection on the processor that accepted it", function()
+    if not enough_fds() then return end
+    local ln, addr = tcp_listener({ reuseport = true })
+    local served = lugo.chan(CLIENTS)
+    local done = lugo.chan(1)
+    lugo.go(function()
+      done:send({ net.serve(ln, function(c)
+        local runtime = require "lugo.runtime"
+        served:send(runtime.goid() > 0)
+        while true do
+          local m = c:read_exactly(8)
+          if not m then break end
+          if c:write(m) ~= 8 then break end
+        end
+        c:close()
+      end) })
+    end)
+    local ok, first = run_clients(addr)
+    assert.are.equal(nil, first)
+    assert.are.equal(CLIENTS, ok)
+    for i = 1, CLIENTS do assert.is_true(within(served, "handler " .. i)) end
+    ln:close()
+    assert.are.same({ nil, CLOSED }, within(done, "net.serve's return"))
+  end)
+
+  it("net.serve returns the context's error once opts.ctx is done, and refuses bad arguments", function()
+    local context = require "lugo.context"
+    local ln = tcp_listener()
+    local ctx, cancel = context.with_cancel(context.background())
+    local done = lugo.chan(1)
+    lugo.go(function() done:send({ net.serve(ln, function(c) c:close() end, { ctx = ctx }) }) end)
+    time.sleep(0.05)
+    cancel()
+    assert.are.same({ nil, "context canceled" }, within(done, "net.serve's return"))
+    ln:close()
+    assert.has_error(function() net.serve({}, function() end) end,
+      "bad argument #1 to 'serve' (listener expected, got table)")
+    assert.has_error(function() net.serve(ln, 42) end, "bad argument #2 to 'serve' (function expected, got number)")
+  end)
 end)
 
 describe("close_write half-closes a connection", function()

@@ -423,6 +423,36 @@ describe("runtime.stack shows tracebacks", function()
   end)
 end)
 
+describe("runtime.goroutine_dump shows every processor's goroutines without stopping", function()
+  it("lists goroutines parked on other processors, and the program goes on", function()
+    local procs = runtime.gomaxprocs()
+    local release, started = lugo.chan(), lugo.chan(procs)
+    for _ = 1, procs do
+      lugo.spawn(function(release, started)
+        started:send(true)
+        release:recv()
+      end, release, started)
+    end
+    for i = 1, procs do recv_within(started, HANG, "spawned goroutine " .. i) end
+    local dump = runtime.goroutine_dump()
+    assert_contains(dump, "goroutine 1 [")
+    local parked = 0
+    for _ in dump:gmatch("%[chan receive%]") do parked = parked + 1 end
+    assert.is_true(parked >= procs, dump)
+    assert_contains(dump, "created by")
+    release:close()
+    assert.is_true(#runtime.goroutine_dump() > 0) -- again: the protocol resets
+  end)
+
+  it("sched_stats gives the scheduler's counters", function()
+    local s = runtime.sched_stats()
+    assert.are.equal(runtime.gomaxprocs(), s.gomaxprocs)
+    assert.are.equal(runtime.gomaxprocs(), #s.runqueues)
+    assert.is_true(s.goroutines >= 1)
+    assert.is_true(s.idleprocs >= 0 and s.idleprocs <= s.gomaxprocs)
+  end)
+end)
+
 describe("runtime.memstats describes memory and goroutines", function()
   it("has numeric alloc, a by_processor table of numbers and goroutines", function()
     local m = runtime.memstats()

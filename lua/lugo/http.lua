@@ -190,11 +190,15 @@ local function split_target(r)
   rawset(r, "raw_path", decoded ~= path and path or nil)
   rawset(r, "raw_query", query)
   rawset(r, "_target_host", host or false)
+  rawset(r, "_split", true)
 end
 
 function lazy.path(r) split_target(r); return rawget(r, "path") end
 function lazy.raw_query(r) split_target(r); return rawget(r, "raw_query") end
-function lazy.raw_path(r) split_target(r); return rawget(r, "raw_path") end
+function lazy.raw_path(r) -- nil when it equals path: not cached, so split once only
+  if not rawget(r, "_split") then split_target(r) end
+  return rawget(r, "raw_path")
+end
 function lazy.host(r)
   if rawget(r, "_target_host") == nil then split_target(r) end
   local h = rawget(r, "_target_host")
