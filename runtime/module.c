@@ -353,6 +353,9 @@ int sync_block(lua_State *L);
 int cond_wait_begin(lua_State *L);
 int os_read_file(lua_State *L);
 int os_write_file(lua_State *L);
+int os_stat(lua_State *L);
+int os_read_dir(lua_State *L);
+int os_read_range(lua_State *L);
 int32_t chan_close(proxy *);
 int32_t chan_len(proxy *);
 int32_t chan_cap(proxy *);
@@ -449,6 +452,7 @@ int luaopen_lugo_core(lua_State *L) {
       {"spawn", l_spawn},       {"timer_chan", l_timer_chan},
       {"traceback", tb_debug_traceback},
       {"read_file", os_read_file}, {"write_file", os_write_file},
+      {"stat", os_stat}, {"read_dir", os_read_dir}, {"read_range", os_read_range},
       {"take_pending", chan_take_pending},
       {"can_block", l_can_block},
       {"sync_block", sync_block}, {"cond_wait_begin", cond_wait_begin},

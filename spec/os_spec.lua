@@ -331,3 +331,338 @@ describe("file calls cannot block where Lua cannot yield", function()
     assert.are.equal("after", los.read_file(path))
   end)
 end)
+
+-- ---------------------------------------------------------------- stat, read_dir, read_range, open_root
+-- One pool job each (open, fstat, reads, close on the pool thread); errors
+-- are Go's texts. A Root resolves names beneath its directory as Go's
+-- os.Root does.
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  assert(ok == 0 or ok == true, "command failed: " .. cmd)
+end
+local q = helper.shell_quote
+
+-- The uid this spec runs as: root reads files whatever their mode.
+local function is_root()
+  local p = assert(io.popen("id -u"))
+  local uid = p:read("*l")
+  p:close()
+  return uid == "0"
+end
+
+-- Run code (a chunk printing results) with lugo as an unprivileged user
+-- when this runs as root, so that permissions apply; as ourselves else.
+local function run_unprivileged(code)
+  local prefix = is_root() and "setpriv --reuid=65534 --regid=65534 --clear-groups" or ""
+  return helper.run(code, { env = prefix, flags = "-e " .. q(code), no_script = true })
+end
+
+-- A world-readable temporary directory (for run_unprivileged).
+local function open_tempdir()
+  local dir = tempdir()
+  sh("chmod 755 " .. q(dir))
+  return dir
+end
+
+describe("os.stat", function()
+  it("describes a file: name, size, mtime, kind and permission bits", function()
+    local dir = tempdir()
+    local path = dir .. "/f.txt"
+    assert.is_true(los.write_file(path, "12345"))
+    sh("chmod 640 " .. q(path) .. " && touch -d '2021-03-04 05:06:07.25 UTC' " .. q(path))
+    local info = los.stat(path)
+    assert.are.same({ name = "f.txt", size = 5, is_dir = false, is_regular = true, mode = tonumber("640", 8),
+      mtime = info.mtime }, info)
+    assert.are.near(1614834367.25, info.mtime, 1e-6)
+    assert.are.equal(1, select("#", los.stat(path)))
+  end)
+
+  it("describes a directory, and follows a symbolic link as Go's os.Stat", function()
+    local dir = tempdir()
+    sh("mkdir " .. q(dir .. "/sub") .. " && ln -s sub " .. q(dir .. "/link"))
+    local d = los.stat(dir .. "/sub")
+    assert.is_true(d.is_dir)
+    assert.is_false(d.is_regular)
+    assert.are.equal("sub", d.name)
+    local l = los.stat(dir .. "/link")
+    assert.is_true(l.is_dir)
+    assert.are.equal("link", l.name)
+    assert.are.equal(d.mtime, l.mtime)
+    assert.are.equal("sub", los.stat(dir .. "/sub/").name) -- Go's filepath.Base drops trailing slashes
+  end)
+
+  it("reports a missing file as nil, 'stat <path>: no such file or directory'", function()
+    local path = tempdir() .. "/missing"
+    assert.are.same({ n = 2, nil, "stat " .. path .. ": no such file or directory" }, pack(los.stat(path)))
+    assert.are.same({ nil, "stat " .. path .. "/x: no such file or directory" }, { los.stat(path .. "/x") })
+  end)
+
+  it("reports a path through a file as 'not a directory', and refuses a NUL byte", function()
+    local dir = tempdir()
+    assert.is_true(los.write_file(dir .. "/f", "x"))
+    assert.are.same({ nil, "stat " .. dir .. "/f/x: not a directory" }, { los.stat(dir .. "/f/x") })
+    assert.are.same({ nil, "stat " .. dir .. "/f\0x: invalid argument" }, { los.stat(dir .. "/f\0x") })
+  end)
+
+  it("needs no read permission on the file itself", function()
+    local dir = open_tempdir()
+    assert.is_true(los.write_file(dir .. "/secret", "abc"))
+    sh("chmod 000 " .. q(dir .. "/secret"))
+    local r = run_unprivileged(string.format([[
+      local los = require "lugo.os"
+      local info = assert(los.stat(%q))
+      print(info.size, info.mode, select(2, los.read_range(%q, 0, 3)))
+    ]], dir .. "/secret", dir .. "/secret"))
+    assert.are.equal("", r.stderr)
+    assert.are.equal("3\t0\topen " .. dir .. "/secret: permission denied\n", r.stdout)
+  end)
+end)
+
+describe("os.read_dir", function()
+  it("lists entries sorted by name, without . and .., with kind and size", function()
+    local dir = tempdir()
+    assert.is_true(los.write_file(dir .. "/b.txt", "bb"))
+    assert.is_true(los.write_file(dir .. "/a.txt", "a"))
+    assert.is_true(los.write_file(dir .. "/C", ""))
+    sh("mkdir " .. q(dir .. "/d") .. " && ln -s d " .. q(dir .. "/e"))
+    local list = los.read_dir(dir)
+    assert.are.equal(5, #list)
+    local names = {}
+    for i, e in ipairs(list) do names[i] = e.name end
+    assert.are.same({ "C", "a.txt", "b.txt", "d", "e" }, names) -- byte order, as Go sorts
+    assert.are.same({ name = "a.txt", is_dir = false, size = 1 }, list[2])
+    assert.are.same({ name = "b.txt", is_dir = false, size = 2 }, list[3])
+    assert.are.same({ name = "C", is_dir = false, size = 0 }, list[1])
+    assert.is_true(list[4].is_dir)
+    assert.is_false(list[5].is_dir) -- a link is not followed, as Go's DirEntry
+    assert.are.equal(1, list[5].size) -- the link's own size: "d"
+  end)
+
+  it("lists an empty directory as an empty table", function()
+    assert.are.same({ n = 1, {} }, pack(los.read_dir(tempdir())))
+  end)
+
+  it("lists many entries", function()
+    local dir = tempdir()
+    sh("cd " .. q(dir) .. " && for i in $(seq 1 500); do : > f$i; done")
+    local list = los.read_dir(dir)
+    assert.are.equal(500, #list)
+    for i = 2, #list do assert.is_true(list[i - 1].name < list[i].name) end
+  end)
+
+  it("reports Go's errors for a missing directory and for a file", function()
+    local dir = tempdir()
+    assert.are.same({ n = 2, nil, "open " .. dir .. "/no: no such file or directory" },
+      pack(los.read_dir(dir .. "/no")))
+    assert.is_true(los.write_file(dir .. "/f", "x"))
+    assert.are.same({ nil, "readdirent " .. dir .. "/f: not a directory" }, { los.read_dir(dir .. "/f") })
+  end)
+end)
+
+describe("os.read_range", function()
+  it("reads length bytes from offset, fewer at the end, none past it", function()
+    local path = tempdir() .. "/f"
+    assert.is_true(los.write_file(path, "0123456789"))
+    assert.are.same({ n = 1, "3456" }, pack(los.read_range(path, 3, 4)))
+    assert.are.equal("0123456789", los.read_range(path, 0, 10))
+    assert.are.equal("789", los.read_range(path, 7, 100))
+    assert.are.equal("", los.read_range(path, 10, 5))
+    assert.are.equal("", los.read_range(path, 1000, 5))
+    assert.are.equal("", los.read_range(path, 2, 0))
+  end)
+
+  it("reads a large file back exactly in 64 KiB pieces", function()
+    local path = tempdir() .. "/big"
+    local parts = {}
+    for i = 1, 20000 do parts[i] = all_bytes():sub(i % 97 + 1, i % 97 + 60) end
+    local data = table.concat(parts)
+    assert.is_true(los.write_file(path, data))
+    local got, off = {}, 0
+    while true do
+      local s = assert(los.read_range(path, off, 65536))
+      if s == "" then break end
+      got[#got + 1] = s
+      off = off + #s
+    end
+    assert.are.equal(#data, off)
+    assert.is_true(table.concat(got) == data)
+  end)
+
+  it("reads a file whose size says nothing (/proc) up to length", function()
+    local s = assert(los.read_range("/proc/self/status", 0, 100000))
+    assert.is_true(#s > 0)
+    assert.matches("^Name:", s)
+  end)
+
+  it("reports Go's errors: a missing file, a directory", function()
+    local dir = tempdir()
+    assert.are.same({ n = 2, nil, "open " .. dir .. "/no: no such file or directory" },
+      pack(los.read_range(dir .. "/no", 0, 1)))
+    assert.are.same({ nil, "read " .. dir .. ": is a directory" }, { los.read_range(dir, 0, 1) })
+    assert.are.same({ nil, "open " .. dir .. "/a\0b: invalid argument" }, { los.read_range(dir .. "/a\0b", 0, 1) })
+  end)
+
+  it("does not wait on a FIFO (it has no offsets): fails at once", function()
+    local fifo = tempdir() .. "/fifo"
+    sh("mkfifo " .. q(fifo))
+    local res = go_pcall(los.read_range, fifo, 0, 10)
+    assert.are.same({ n = 3, true, nil, "read " .. fifo .. ": illegal seek" }, recv_within(res, HANG))
+  end)
+
+  it("checks its arguments", function()
+    local where
+    local err = error_of(function() where = here(); los.read_range("/x", -1, 1) end)
+    assert.are.equal(where .. "bad argument #2 to 'read_range' (offset must be a non-negative integer)", err)
+    err = error_of(function() where = here(); los.read_range("/x", 0, 1.5) end)
+    assert.are.equal(where .. "bad argument #3 to 'read_range' (length must be a non-negative integer)", err)
+    err = error_of(function() where = here(); los.read_range("/x", "0", 1) end)
+    assert.are.equal(where .. "bad argument #2 to 'read_range' (number expected, got string)", err)
+    err = error_of(function() where = here(); los.read_range(nil, 0, 1) end)
+    assert.are.equal(where .. "bad argument #1 to 'read_range' (string expected, got nil)", err)
+    err = error_of(function() where = here(); los.stat(1) end)
+    assert.are.equal(where .. "bad argument #1 to 'stat' (string expected, got number)", err)
+    err = error_of(function() where = here(); los.read_dir({}) end)
+    assert.are.equal(where .. "bad argument #1 to 'read_dir' (string expected, got table)", err)
+  end)
+end)
+
+describe("os.open_root resolves names beneath a directory, as Go's os.Root", function()
+  -- root/ holds a.txt, sub/ (with a link "up" to ../a.txt), and links that
+  -- lead out: abs -> /etc/passwd, out -> ../outside, outdir -> ..
+  local function layout()
+    local top = tempdir()
+    local root = top .. "/root"
+    sh("mkdir -p " .. q(root .. "/sub"))
+    assert.is_true(los.write_file(root .. "/a.txt", "inside"))
+    assert.is_true(los.write_file(top .. "/outside", "outside"))
+    sh("ln -s ../a.txt " .. q(root .. "/sub/up") .. " && ln -s /etc/passwd " .. q(root .. "/abs") ..
+      " && ln -s ../outside " .. q(root .. "/out") .. " && ln -s .. " .. q(root .. "/outdir") ..
+      " && ln -s " .. q(root .. "/a.txt") .. " " .. q(root .. "/absin"))
+    return top, root
+  end
+
+  it("reads, stats and lists names inside, following links that stay inside", function()
+    local _, dir = layout()
+    local root = assert(los.open_root(dir))
+    assert.are.equal(dir, root:name())
+    assert.are.equal("inside", root:read_range("a.txt", 0, 100))
+    assert.are.equal("side", root:read_range("sub/up", 2, 100))
+    assert.are.equal("inside", root:read_range("sub/../a.txt", 0, 100))
+    local info = root:stat("sub/up")
+    assert.are.equal("up", info.name)
+    assert.are.equal(6, info.size)
+    assert.is_true(root:stat(".").is_dir)
+    local names = {}
+    for i, e in ipairs(root:read_dir(".")) do names[i] = e.name end
+    assert.are.same({ "a.txt", "abs", "absin", "out", "outdir", "sub" }, names)
+    assert.are.same({ { name = "up", is_dir = false, size = 8 } }, root:read_dir("sub"))
+  end)
+
+  it("refuses every way out: '..', absolute names, links out, absolute links", function()
+    local _, dir = layout()
+    local root = assert(los.open_root(dir))
+    assert.are.same({ n = 2, nil, "openat ../outside: path escapes from parent" },
+      pack(root:read_range("../outside", 0, 100)))
+    assert.are.same({ nil, "openat sub/../../outside: path escapes from parent" },
+      { root:read_range("sub/../../outside", 0, 100) })
+    assert.are.same({ nil, "openat /etc/passwd: path escapes from parent" }, { root:read_range("/etc/passwd", 0, 9) })
+    assert.are.same({ nil, "openat out: path escapes from parent" }, { root:read_range("out", 0, 100) })
+    assert.are.same({ nil, "statat out: path escapes from parent" }, { root:stat("out") })
+    assert.are.same({ nil, "statat abs: path escapes from parent" }, { root:stat("abs") })
+    assert.are.same({ nil, "openat outdir: path escapes from parent" }, { root:read_dir("outdir") })
+    assert.are.same({ nil, "statat outdir/outside: path escapes from parent" }, { root:stat("outdir/outside") })
+    -- as in Go, an absolute link is refused even when it points inside
+    assert.are.same({ nil, "statat absin: path escapes from parent" }, { root:stat("absin") })
+  end)
+
+  it("reports Go's errors for missing names", function()
+    local _, dir = layout()
+    local root = assert(los.open_root(dir))
+    assert.are.same({ nil, "statat nope: no such file or directory" }, { root:stat("nope") })
+    assert.are.same({ nil, "openat nope: no such file or directory" }, { root:read_range("nope", 0, 1) })
+    assert.are.same({ nil, "openat a.txt/x: not a directory" }, { root:read_range("a.txt/x", 0, 1) })
+    assert.are.same({ nil, "statat : no such file or directory" }, { root:stat("") })
+  end)
+
+  it("is refused for a missing directory or a file", function()
+    local dir = tempdir()
+    assert.are.same({ n = 2, nil, "open " .. dir .. "/no: no such file or directory" },
+      pack(los.open_root(dir .. "/no")))
+    assert.is_true(los.write_file(dir .. "/f", "x"))
+    assert.are.same({ nil, "open " .. dir .. "/f: not a directory" }, { los.open_root(dir .. "/f") })
+    local err = error_of(function() return los.open_root(5) end)
+    assert_contains(err, "bad argument #1 to 'open_root' (string expected, got number)")
+  end)
+end)
+
+describe("os.stat, os.read_dir and os.read_range run in the blocking pool", function()
+  it("work from spawned goroutines on every processor, at once", function()
+    local dir = tempdir()
+    local N = 16
+    for i = 1, N do assert.is_true(los.write_file(dir .. "/f" .. i, string.rep("x", i))) end
+    local res = lugo.chan(N)
+    for i = 1, N do
+      lugo.spawn(function(dir, i, res)
+        local los = require "lugo.os"
+        local info = los.stat(dir .. "/f" .. i)
+        local list = los.read_dir(dir)
+        local data = los.read_range(dir .. "/f" .. i, 1, 1000)
+        local root = los.open_root(dir)
+        local rdata = root and root:read_range("f" .. i, 0, 1000)
+        res:send({ i, info and info.size, list and #list, data, rdata })
+      end, dir, i, res)
+    end
+    for _ = 1, N do
+      local r = recv_within(res, HANG)
+      assert.is_table(r)
+      local i = r[1]
+      assert.are.same({ i, i, N, string.rep("x", i - 1), string.rep("x", i) }, r)
+    end
+  end)
+
+  it("keep the processor running other goroutines while they wait", function()
+    local fifo = tempdir() .. "/fifo"
+    sh("mkfifo " .. q(fifo))
+    local released = false
+    defer(function() -- a failed test leaves no pool thread waiting on the FIFO
+      if not released then os.execute("timeout 2 sh -c ': >" .. fifo .. "' 2>/dev/null") end
+    end)
+    local blocked = go_pcall(los.read_file, fifo) -- holds a pool thread
+    local ticks, stop = 0, false
+    defer(function() stop = true end)
+    lugo.go(function()
+      while not stop do
+        ticks = ticks + 1
+        runtime.gosched()
+      end
+    end)
+    local others = go_pcall(function()
+      local n = 0
+      for _ = 1, 20 do
+        n = n + #los.read_dir(fifo:match("^(.*)/"))
+        n = n + los.stat(fifo).size
+      end
+      return n
+    end)
+    assert.are.same({ n = 2, true, 20 }, recv_within(others, HANG))
+    stop = true
+    assert.is_true(ticks > 0)
+    assert.is_false(helper.can_recv(blocked))
+    released = true
+    os.execute("timeout 2 sh -c ': >" .. fifo .. "' 2>/dev/null")
+    assert.are.same({ n = 2, true, "" }, recv_within(blocked, HANG))
+  end)
+
+  it("raise 'cannot block here' where Lua cannot yield", function()
+    local dir = tempdir()
+    for _, f in ipairs({ function() los.stat(dir) end, function() los.read_dir(dir) end,
+      function() los.read_range(dir, 0, 1) end }) do
+      local err = error_of(table.sort, { 3, 1, 2 }, function(a, b)
+        f()
+        return a < b
+      end)
+      assert_contains(err, "cannot block here")
+    end
+  end)
+end)

@@ -36,6 +36,7 @@ local DEFAULT_MAX_HEADER = 1048576 -- Go's DefaultMaxHeaderBytes (1 MiB)
 local DEFAULT_MAX_BODY = 10485760 -- r:body()'s limit when none is given (10 MiB)
 
 local http = {}
+local routing -- lugo.http.mux's entry points, loaded on first use (below)
 
 http.status_text = function(code) return status_text(code) end
 http.error_server_closed = "http: Server closed"
@@ -433,9 +434,13 @@ function Writer.write(w, s)
     w._n = 0
     w[1] = nil
     start_streaming(w)
-    return w:_send(body) and #s
+    local ok, err = w:_send(body)
+    if not ok then return nil, err end
+    return #s
   end
-  return w:_send(s) and #s
+  local ok, err = w:_send(s)
+  if not ok then return nil, err end
+  return #s
 end
 
 function Writer._send(w, s)
@@ -734,7 +739,9 @@ end
 -- goroutine of this processor, until the server stops.
 local function acceptor(srv, ln)
   setmetatable(srv, Server)
-  srv._handler = resolve_handler(srv.handler)
+  local h = srv.handler
+  if type(h) == "table" and rawget(h, "_lugo_mux") then require("lugo.http.mux").rebind(h) end
+  srv._handler = resolve_handler(h)
   local pctx, stop = context.with_cancel(srv._ctx) -- this processor's: no cross-processor lock per request
   local state = { conns = {} }
   local conns_wg = srv._conns
@@ -776,6 +783,14 @@ function Server.serve(srv, ln)
   local opts = {}
   for k, v in pairs(srv) do
     if k ~= "_cancel" and k ~= "_ln" then opts[k] = v end -- what the acceptors need, and can be copied
+  end
+  -- The handler is copied into every processor, and copies have no
+  -- metatable: a mux is given its methods back there, other objects cannot be.
+  local h = opts.handler
+  if h == nil then opts.handler = routing.default_serve_mux
+  elseif type(h) == "table" and not rawget(h, "_lugo_mux") and type(rawget(h, "serve_http")) ~= "function" then
+    error("http: a handler object whose serve_http comes from its metatable cannot be copied to every processor"
+      .. " (copies have no metatable): pass a function, or a table holding serve_http itself", 2)
   end
   for _ = 1, n do
     -- resolved by name on the processor that runs it: nothing of this
@@ -924,7 +939,7 @@ end
 
 -- lugo.http.mux loads on first use: a server with a function handler
 -- never needs it.
-local routing = setmetatable({}, { __index = function(t, k)
+routing = setmetatable({}, { __index = function(t, k)
   local mux = require "lugo.http.mux"
   t.serve_mux, t.error, t.not_found, t.redirect = mux.new, mux.error, mux.not_found, mux.redirect
   t.default_serve_mux = mux.new()
