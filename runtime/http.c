@@ -58,6 +58,9 @@ typedef struct httpstate {
   bool skip_body; /* a response to HEAD: no body whatever the headers say */
   bool last_was_value;
   bool error; /* a callback refused the message */
+  uint64_t chunk_left; /* bytes of the current chunk not yet seen */
+  int crlf_due;        /* bytes of a chunk's closing CRLF still to check ("\r\n" + 2 - crlf_due) */
+  const char *feed_end; /* the end of the bytes given to the parser */
   char *head;
   uint32_t head_len, head_cap;
   hdr *hdrs;
@@ -71,6 +74,8 @@ typedef struct httpstate {
   char *wbuf;
   size_t wlen, wcap, wpos, epos;
 } httpstate;
+
+static bool valid_name(const char *s, size_t n);
 
 /* ---- buffers ---- */
 
@@ -165,12 +170,42 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
 
 static int on_headers_complete(http_parser *p) {
   httpstate *hs = p->data;
-  /* a response to HEAD, or a 1xx/204/304, has no body: 1 tells the parser */
-  return hs->kind == HTTP_RESPONSE && hs->skip_body ? 1 : 0;
+  if (hs->kind != HTTP_RESPONSE) return 0;
+  /* a response to HEAD, or a 1xx/204/304, has no body whatever its headers
+   * say: 1 tells the parser */
+  unsigned st = p->status_code;
+  return hs->skip_body || (st >= 100 && st < 200 && st != 101) || st == 204 || st == 304 ? 1 : 0;
+}
+
+/* The CRLF closing a chunk's data, which Debian's http_parser (built
+ * without HTTP_PARSER_STRICT) does not check: a request could hide another
+ * in "5\r\nhelloXY0\r\n\r\n". Check what of it is at p..end; -1 if it is
+ * wrong, else how many of its bytes are still to come. */
+static int check_crlf(int due, const char *p, const char *end) {
+  while (due > 0 && p < end) {
+    if (*p != (due == 2 ? '\r' : '\n')) return -1;
+    due--, p++;
+  }
+  return due;
+}
+
+static int on_chunk_header(http_parser *p) {
+  httpstate *hs = p->data;
+  hs->chunk_left = p->content_length;
+  return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n) {
-  out_append(p->data, at, n);
+  httpstate *hs = p->data;
+  out_append(hs, at, n);
+  if (p->flags & F_CHUNKED) {
+    hs->chunk_left -= n < hs->chunk_left ? n : hs->chunk_left;
+    if (hs->chunk_left == 0) {
+      int due = check_crlf(2, at + n, hs->feed_end);
+      if (due < 0) return 1; /* HPE_CB_body: malformed */
+      hs->crlf_due = due;
+    }
+  }
   return 0;
 }
 
@@ -189,6 +224,7 @@ static http_parser_settings settings = {
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
     .on_message_complete = on_message_complete,
 };
 
@@ -303,6 +339,9 @@ static int parse_head(lua_State *L, httpstate *hs, netconn *c, size_t len) {
   http_parser_init(&hs->parser, hs->kind);
   hs->parser.data = hs;
   hs->phase = PH_BODY;
+  hs->chunk_left = 0;
+  hs->crlf_due = 0;
+  hs->feed_end = hs->head + len;
   size_t used = http_parser_execute(&hs->parser, &settings, hs->head, len);
   enum http_errno e = HTTP_PARSER_ERRNO(&hs->parser);
   if (e == HPE_PAUSED) { /* the message ended with its head */
@@ -315,12 +354,46 @@ static int parse_head(lua_State *L, httpstate *hs, netconn *c, size_t len) {
     if (e == HPE_INVALID_TRANSFER_ENCODING)
       return push_bad(L, "unsupported transfer encoding", hs->kind == HTTP_REQUEST ? 501 : 400);
     if (e == HPE_UNEXPECTED_CONTENT_LENGTH)
-      return push_bad(L, "malformed HTTP request: conflicting Content-Length or Transfer-Encoding", 400);
+      return push_bad(L,
+                      hs->kind == HTTP_REQUEST
+                          ? "malformed HTTP request: conflicting Content-Length or Transfer-Encoding"
+                          : "malformed HTTP response: conflicting Content-Length or Transfer-Encoding",
+                      400);
     lua_pushnil(L);
     lua_pushfstring(L, "malformed HTTP %s: %s", hs->kind == HTTP_REQUEST ? "request" : "response",
                     http_errno_description(e));
     lua_pushinteger(L, 400);
     return 3;
+  }
+  /* What the parser, built lenient, lets through and Go refuses: a header
+   * name that is not a token ("Transfer-Encoding : chunked"), a control
+   * byte in a value (it checks from the second byte on). */
+  for (uint32_t i = 0; i < hs->nhdrs; i++) {
+    const hdr *h = &hs->hdrs[i];
+    if (!valid_name(hs->head + h->name, h->name_len)) {
+      hs->phase = PH_IDLE;
+      return push_bad(L, "malformed MIME header: invalid header name", 400);
+    }
+    const unsigned char *v = (const unsigned char *)hs->head + h->value;
+    for (uint32_t k = 0; k < h->value_len; k++)
+      if ((v[k] < 32 && v[k] != '\t') || v[k] == 127) {
+        hs->phase = PH_IDLE;
+        return push_bad(L, "malformed MIME header: invalid header value", 400);
+      }
+  }
+  if (hs->parser.http_major != 1) {
+    hs->phase = PH_IDLE;
+    return push_bad(L, "unsupported protocol version", hs->kind == HTTP_REQUEST ? 505 : 400);
+  }
+  const hdr *te = find_header(hs, "Transfer-Encoding", 17, NULL);
+  if (te) { /* Go accepts exactly one, exactly "chunked" */
+    const char *v;
+    size_t vn;
+    trimmed(hs, te, &v, &vn);
+    if (find_header(hs, "Transfer-Encoding", 17, te) || !ieq(v, vn, "chunked", 7)) {
+      hs->phase = PH_IDLE;
+      return push_bad(L, "unsupported transfer encoding", hs->kind == HTTP_REQUEST ? 501 : 400);
+    }
   }
   if (hs->kind == HTTP_REQUEST) {
     const hdr *host = find_header(hs, "Host", 4, NULL);
@@ -372,7 +445,7 @@ static int l_http_read_head(lua_State *L) {
       if (len) {
         if (len > max + 4096) { /* Go allows 4 KiB over the limit for the request line */
           net_op_end(&o);
-          return push_bad(L, "http: request header too large", 431);
+          return push_bad(L, hs->kind == HTTP_REQUEST ? "http: request header too large" : "http: response header too large", 431);
         }
         nres = parse_head(L, hs, c, len);
         net_op_end(&o);
@@ -381,7 +454,7 @@ static int l_http_read_head(lua_State *L) {
       }
       if (avail > max + 4096) {
         net_op_end(&o);
-        return push_bad(L, "http: request header too large", 431);
+        return push_bad(L, hs->kind == HTTP_REQUEST ? "http: request header too large" : "http: response header too large", 431);
       }
       scanned = avail;
     }
@@ -429,6 +502,10 @@ static int l_http_read_head(lua_State *L) {
   lua_pushinteger(L, kind);
   if (kind == BODY_LENGTH) lua_pushnumber(L, (lua_Number)p->content_length);
   else lua_pushinteger(L, kind == BODY_NONE ? 0 : -1);
+  if (hs->kind == HTTP_RESPONSE) { /* and its reason phrase */
+    lua_pushlstring(L, hs->head + hs->url, hs->url_len);
+    return n + 5;
+  }
   return n + 4;
 }
 
@@ -562,8 +639,18 @@ static int l_http_read_body(lua_State *L) {
     size_t avail = c->rend - c->rstart;
     if (avail > 0) {
       size_t feed = avail < BODY_FEED ? avail : BODY_FEED;
-      size_t used = http_parser_execute(&hs->parser, &settings, c->rbuf + c->rstart, feed);
-      enum http_errno e = HTTP_PARSER_ERRNO(&hs->parser);
+      const char *in = c->rbuf + c->rstart;
+      enum http_errno e = HPE_OK;
+      size_t used = 0;
+      if (hs->crlf_due) { /* a chunk's CRLF began in the last bytes fed */
+        hs->crlf_due = check_crlf(hs->crlf_due, in, in + feed);
+        if (hs->crlf_due < 0) e = HPE_CB_body;
+      }
+      if (e == HPE_OK) {
+        hs->feed_end = in + feed;
+        used = http_parser_execute(&hs->parser, &settings, in, feed);
+        e = HTTP_PARSER_ERRNO(&hs->parser);
+      }
       if (e == HPE_PAUSED) {
         http_parser_pause(&hs->parser, 0);
         e = HPE_OK;
@@ -573,7 +660,8 @@ static int l_http_read_body(lua_State *L) {
         hs->phase = PH_IDLE;
         net_op_end(&o);
         lua_pushnil(L);
-        lua_pushfstring(L, "malformed chunked encoding: %s", http_errno_description(e));
+        if (e == HPE_CB_body) lua_pushliteral(L, "malformed chunked encoding: no CRLF after chunk data");
+        else lua_pushfstring(L, "malformed chunked encoding: %s", http_errno_description(e));
         return 2;
       }
     }

@@ -220,7 +220,8 @@ function lazy.ctx(r)
   local ctx, cancel = context.with_cancel(cs.pctx)
   cs.cancel = cancel
   cs.watch = true
-  if cs.body_read then cs:watch_close() end -- else once the body is read
+  if cs.body_err then cancel()
+  elseif cs.body_read then cs:watch_close() end -- else once the body is read
   return ctx
 end
 function lazy.url(r)
@@ -548,8 +549,10 @@ function Conn.read_body(cs, n)
     if err == "EOF" then
       cs.body_read = true
       if cs.watch then cs:watch_close() end
-    else
+    else -- the client went away, or broke the framing: the request is over (Go cancels its context)
       cs.close_after = true
+      cs.body_err = err
+      if cs.cancel then cs.cancel() end
     end
   end
   return s, err
@@ -622,6 +625,8 @@ local function serve_conn(srv, conn, pctx, state)
       content_length = clen, _cs = cs }, Request)
     local w = setmetatable({ _cs = cs, _n = 0, _size = 0 }, Writer)
     cs.req = r
+    cs.minor = minor
+    cs.body_err = nil
     cs.head = method == "HEAD"
     cs.body_read = bkind == BODY_NONE
     cs.close_after = not keep
