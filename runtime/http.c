@@ -38,7 +38,6 @@
 #include "rt.h"
 
 #define HS_MT "lugo.http_state"
-#define HEAD_KEEP 4096     /* a head buffer larger than this is freed between messages */
 #define WBUF_KEEP 16384    /* a write buffer larger than this is freed once flushed */
 #define WBUF_COPY 16384    /* bodies up to this size are copied into the write buffer */
 #define FLUSH_AT 65536     /* pipelined responses are held back until this many bytes */
@@ -245,6 +244,20 @@ static void hs_free_buffers(httpstate *hs) {
   hs->wbuf = NULL;
   hs->head_cap = hs->hdrs_cap = 0;
   hs->out_cap = hs->wcap = 0;
+}
+
+/* Waiting for the next message with nothing read of it: the last one is
+ * over (its handler returned, its response was flushed), so its head, its
+ * header index and the buffers go, and ten thousand idle keep-alive
+ * connections hold none (a malloc each per request is the price). */
+static void hs_idle(httpstate *hs) {
+  if (hs->wlen != hs->wpos || hs->out_len != hs->out_start) return; /* bytes still owed: keep them */
+  hs_free_buffers(hs);
+  hs->head_len = 0;
+  hs->nhdrs = 0;
+  hs->url = hs->url_len = 0;
+  hs->out_start = hs->out_len = 0;
+  hs->wlen = hs->wpos = 0;
 }
 
 static int l_hs_gc(lua_State *L) {
@@ -475,11 +488,7 @@ static int l_http_read_head(lua_State *L) {
     int e = errno;
     if (e == EINTR) continue;
     if (e == EAGAIN || e == EWOULDBLOCK) {
-      if (hs->head_cap > HEAD_KEEP) { /* idle: keep no large buffer */
-        rt_free(hs->head);
-        hs->head = NULL;
-        hs->head_cap = 0;
-      }
+      if (avail == 0) hs_idle(hs); /* between messages: an idle connection keeps no buffer */
       if ((nres = net_op_again(L, &o, false))) return nres;
       continue;
     }
