@@ -429,6 +429,7 @@ struct p {
   rtlock inbox_lock; /* guards inbox */
   g_t *inbox_head, *inbox_tail;
   _Atomic bool inbox_pending; /* set after a put, cleared by the owner's drain */
+  int64_t inbox_wait_ns; /* proc.c: how long an idle M now waits for its inbox (adaptive); its own */
 
   struct ev_loop *loop;
   int epfd;        /* netpoll: the descriptors this P polls, edge-triggered */

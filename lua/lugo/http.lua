@@ -965,6 +965,7 @@ function http.request(req) return client_module().request(req) end
 function http.get(url, opts) return client_module().get(url, opts) end
 function http.head(url, opts) return client_module().head(url, opts) end
 function http.post(url, content_type, body, opts) return client_module().post(url, content_type, body, opts) end
+http.use_last_response = "net/http: use last response" -- as lugo.http.client's: a string, equal in every VM
 function http.file_server(dir, opts) return require("lugo.http.fs").file_server(dir, opts) end
 function http.serve_file(w, r, path) return require("lugo.http.fs").serve_file(w, r, path) end
 function http.detect_content_type(s) return core.http_detect_content_type(s) end
