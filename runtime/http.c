@@ -122,6 +122,18 @@ static void w_uint(httpstate *hs, uint64_t v, int base) {
   w_put(hs, tmp + i, sizeof tmp - (size_t)i);
 }
 
+/* A body's bytes, as one chunk when chunked. */
+static void w_body(httpstate *hs, const char *p, size_t n, bool chunked) {
+  if (!chunked) {
+    w_put(hs, p, n);
+    return;
+  }
+  w_uint(hs, n, 16);
+  W_LIT(hs, "\r\n");
+  w_put(hs, p, n);
+  W_LIT(hs, "\r\n");
+}
+
 /* ---- parser callbacks: offsets into hs->head ---- */
 
 static int on_message_begin(http_parser *p) {
@@ -979,16 +991,7 @@ static int l_http_response_head(lua_State *L) {
   if (flags & R_CLOSE) W_LIT(hs, "Connection: close\r\n");
   else if (flags & R_KEEPALIVE) W_LIT(hs, "Connection: keep-alive\r\n");
   W_LIT(hs, "\r\n");
-  if (body && bn && !nobody) {
-    if (length == -1 && !(flags & R_HTTP10)) {
-      w_uint(hs, bn, 16);
-      W_LIT(hs, "\r\n");
-      w_put(hs, body, bn);
-      W_LIT(hs, "\r\n");
-    } else {
-      w_put(hs, body, bn);
-    }
-  }
+  if (body && bn && !nobody) w_body(hs, body, bn, length == -1 && !(flags & R_HTTP10));
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -1021,16 +1024,7 @@ static int l_http_request_head(lua_State *L) {
     W_LIT(hs, "Transfer-Encoding: chunked\r\n");
   }
   W_LIT(hs, "\r\n");
-  if (body && bn) {
-    if (length == -1) {
-      w_uint(hs, bn, 16);
-      W_LIT(hs, "\r\n");
-      w_put(hs, body, bn);
-      W_LIT(hs, "\r\n");
-    } else {
-      w_put(hs, body, bn);
-    }
-  }
+  if (body && bn) w_body(hs, body, bn, length == -1);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -1042,12 +1036,7 @@ static int l_http_chunk(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 2, &n);
   if (n == 0) W_LIT(hs, "0\r\n\r\n");
-  else {
-    w_uint(hs, n, 16);
-    W_LIT(hs, "\r\n");
-    w_put(hs, s, n);
-    W_LIT(hs, "\r\n");
-  }
+  else w_body(hs, s, n, true);
   lua_pushinteger(L, (lua_Integer)(hs->wlen - hs->wpos));
   return 1;
 }

@@ -38,30 +38,8 @@ local INDEX = "/index.html"
 
 -- ---------------------------------------------------------------- paths
 
--- Go's path.Clean.
-local function clean(p)
-  if p == "" then return "." end
-  local rooted = byte(p, 1) == 47
-  local parts, n = {}, 0
-  for seg in gmatch(p, "[^/]+") do
-    if seg == ".." then
-      if n > 0 and parts[n] ~= ".." then
-        parts[n] = nil
-        n = n - 1
-      elseif not rooted then
-        n = n + 1
-        parts[n] = ".."
-      end
-    elseif seg ~= "." then
-      n = n + 1
-      parts[n] = seg
-    end
-  end
-  local s = concat(parts, "/")
-  if rooted then return "/" .. s end
-  if s == "" then return "." end
-  return s
-end
+-- Go's path.Clean (the mux's).
+local clean = require("lugo.http.mux").path_clean
 M._clean = clean
 
 -- Go's path.Base.

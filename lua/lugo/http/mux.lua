@@ -168,6 +168,7 @@ local function clean_path(p)
   return np
 end
 M.clean_path = clean_path
+M.path_clean = path_clean -- Go's path.Clean, for lugo.http.fs
 
 -- Go's stripHostPort: h without a trailing ":port" (net.SplitHostPort's
 -- rules; h unchanged when it does not split).
