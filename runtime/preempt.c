@@ -166,7 +166,7 @@ static void dump_here(p_t *pp, lua_State *L, g_t *running) {
 
 bool preempt_poll(p_t *pp) {
   if (atomic_load_explicit(&pp->dump, memory_order_relaxed) != DUMP_ASKED) return false;
-  if (pp->L) dump_here(pp, NULL, NULL);
+  dump_here(pp, NULL, NULL); /* a P without a VM yet has no goroutines: it answers with nothing */
   return true;
 }
 

@@ -1377,7 +1377,8 @@ static void dump_run(rt_job *j) {
   pthread_mutex_lock(&rt->dump_lock);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *pp = rt->allp[i];
-    if (!pp->L) continue;
+    /* pp->L is not read here: the P makes its VM when it first runs a G,
+     * on its own thread. A P without one answers with nothing. */
     int32_t none = DUMP_NONE;
     if (atomic_load(&pp->dump) != DUMP_NONE) { /* SIGQUIT is at work: it ends the process */
       tb_printf(&dj->b, "processor %d: busy with another dump\n\n", (int)pp->id);
