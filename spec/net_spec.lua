@@ -861,19 +861,21 @@ describe("contexts cancel network calls", function()
 
   it("gives 'context deadline exceeded' for a with_timeout context", function()
     local ln = tcp_listener()
-    local ctx = context.with_timeout(context.background(), 0.1)
+    -- each start time is taken before its context: the deadline runs from
+    -- with_timeout, and a preemption between the two would shorten the wait seen
     local t0 = time.now()
+    local ctx = context.with_timeout(context.background(), 0.1)
     assert.are.same({ n = 2, nil, DEADLINE }, pack(ln:accept(ctx)))
     assert_waited(time.now() - t0, 0.1)
     local c = pair(ln)
-    ctx = context.with_timeout(context.background(), 0.1)
     t0 = time.now()
+    ctx = context.with_timeout(context.background(), 0.1)
     assert.are.same({ n = 2, nil, DEADLINE }, pack(c:read(nil, ctx)))
     assert_waited(time.now() - t0, 0.1)
     local full = full_listener()
     if full then
-      ctx = context.with_timeout(context.background(), 0.1)
       t0 = time.now()
+      ctx = context.with_timeout(context.background(), 0.1)
       assert.are.same({ n = 2, nil, DEADLINE }, pack(net.dial("tcp", full:addr(), { ctx = ctx })))
       assert_waited(time.now() - t0, 0.1)
     end
