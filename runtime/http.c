@@ -484,7 +484,7 @@ static int l_http_read_head(lua_State *L) {
       scanned = avail;
     }
     netconn_reserve(c, 4096);
-    ssize_t r = recv(c->pd->fd, c->rbuf + c->rend, c->rcap - c->rend, 0);
+    ssize_t r = net_op_recv(&o, c->rbuf + c->rend, c->rcap - c->rend);
     if (r > 0) {
       if (avail == 0 && header_timeout > 0) /* the head has begun: it has this long to end */
         pd_set_deadline(c->pd, MODE_READ, nanotime() + (int64_t)(header_timeout * 1e9));
@@ -700,7 +700,7 @@ static int l_http_read_body(lua_State *L) {
     }
     if (c->rend > c->rstart) continue; /* chunk framing only, so far */
     netconn_reserve(c, 4096);
-    ssize_t r = recv(c->pd->fd, c->rbuf + c->rend, c->rcap - c->rend, 0);
+    ssize_t r = net_op_recv(&o, c->rbuf + c->rend, c->rcap - c->rend);
     if (r > 0) {
       c->rend += (uint32_t)r;
       continue;

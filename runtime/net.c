@@ -105,6 +105,28 @@ int net_op_again(lua_State *L, net_op *o, bool park_always) {
 
 void net_op_end(net_op *o) { net_end(o->pp, o->gp, o->pd, o->mode, o->exclusive); }
 
+/* A recv on a stream socket that returns less than it asked for has
+ * emptied the socket, and the descriptor is edge-triggered: every byte that
+ * comes later brings an event, which moves the side's gen. So while gen is
+ * what it was before that short recv, another would only say EAGAIN (as
+ * nginx reasons with EPOLLRDHUP): one system call fewer per request on a
+ * keep-alive connection. Not so for the end of stream or an error: recv
+ * returns the data before them, and their event may have come already, so
+ * once one did (s->hup) every read makes its syscall. o->gen is the gen
+ * read before this syscall (by net_begin, or refreshed by net_again), so a
+ * G that parks on the EAGAIN made up here obeys netpoll's rule: it parks
+ * only if gen has not moved. */
+ssize_t net_op_recv(net_op *o, void *buf, size_t len) {
+  pdside *s = &o->pd->side[MODE_READ];
+  if (atomic_load_explicit(&s->drained, memory_order_relaxed) == o->gen && !atomic_load(&s->hup)) {
+    errno = EAGAIN;
+    return -1;
+  }
+  ssize_t r = recv(o->pd->fd, buf, len, 0);
+  if (r > 0 && (size_t)r < len) atomic_store_explicit(&s->drained, o->gen, memory_order_relaxed);
+  return r;
+}
+
 char *net_pbuf(p_t *pp) {
   if (!pp->netbuf) pp->netbuf = rt_malloc(NETBUF_SIZE);
   return pp->netbuf;
@@ -519,7 +541,7 @@ static int l_conn_read(lua_State *L) {
     }
     ssize_t r;
     if (kind == READ_SOME) {
-      r = recv(pd->fd, net_pbuf(pp), n < NETBUF_SIZE ? n : NETBUF_SIZE, 0);
+      r = net_op_recv(&o, net_pbuf(pp), n < NETBUF_SIZE ? n : NETBUF_SIZE);
       if (r > 0) {
         net_op_end(&o);
         lua_pushlstring(L, pp->netbuf, (size_t)r);
@@ -530,7 +552,7 @@ static int l_conn_read(lua_State *L) {
       if (want > NETBUF_SIZE) want = NETBUF_SIZE;
       if (want < 512) want = 512;
       netconn_reserve(c, want);
-      r = recv(pd->fd, c->rbuf + c->rend, c->rcap - c->rend, 0);
+      r = net_op_recv(&o, c->rbuf + c->rend, c->rcap - c->rend);
       if (r > 0) {
         c->rend += (uint32_t)r;
         continue;

@@ -38,6 +38,9 @@ int net_op_begin(lua_State *L, net_op *o, polldesc *pd, int mode, bool exclusive
 /* After EAGAIN: 0 to try again, else as net_op_begin. */
 int net_op_again(lua_State *L, net_op *o, bool park_always);
 void net_op_end(net_op *o);
+/* recv on a read op's descriptor, or EAGAIN without a system call when the
+ * last read came back short and no readiness event has come since. */
+ssize_t net_op_recv(net_op *o, void *buf, size_t len);
 
 netconn *net_check_conn(lua_State *L, int idx); /* raises unless a connection */
 context *net_opt_ctx(lua_State *L, int idx);   /* nil or a context, else raises */

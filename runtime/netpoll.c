@@ -79,6 +79,7 @@ polldesc *pd_alloc(runtime *rt, int fd, polldesc *hub) {
     pd->side[m].holder = NULL;
     pd->side[m].deadline = 0;
     atomic_store(&pd->side[m].drained, atomic_load(&pd->side[m].gen) - 1); /* maybe ready */
+    atomic_store(&pd->side[m].hup, false);
   }
   rt_unlock(&pd->lock);
   return pd;
@@ -254,6 +255,9 @@ int netpoll(p_t *pp) {
       continue;
     }
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      /* A recv returns data before the end of stream or an error that
+       * came with it: once one was reported, a short read proves nothing. */
+      if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) atomic_store(&pd->side[MODE_READ].hup, true);
       atomic_fetch_add(&pd->side[MODE_READ].gen, 1);
       side_wake(pp->rt, &pd->side[MODE_READ]);
     }

@@ -857,7 +857,8 @@ struct netwait {
 
 typedef struct pdside {
   _Atomic uint32_t gen;     /* bumped by every readiness event */
-  _Atomic uint32_t drained; /* listener sockets: gen when accept last said EAGAIN */
+  _Atomic uint32_t drained; /* gen when accept last said EAGAIN, or a read came back short */
+  _Atomic bool hup;         /* read side: an event said end of stream or error (net_op_recv) */
   netwait *head, *tail;     /* parked Gs: each retries when woken */
   g_t *holder;              /* the G whose op owns this side, as Go's fdMutex */
   int64_t deadline;         /* monotonic ns, 0 for none */
