@@ -2,7 +2,7 @@
  * lugo.h — embedding lugo: Go's runtime model for LuaJIT.
  *
  * A runtime owns GOMAXPROCS processors (P), each with its own LuaJIT VM, run
- * queue, libev loop and caches. Embedders create one runtime, load a chunk
+ * queue, epoll poller and caches. Embedders create one runtime, load a chunk
  * into the first processor's VM, and run it as the main goroutine:
  *
  *     lugo_runtime *rt = lugo_new(NULL);

@@ -3,11 +3,17 @@
  * netpoll_epoll.go.
  *
  * Invariants:
- *   - Each P has an epoll instance (epfd) of its own, watched by its libev
- *     loop as one ev_io: a P asleep in its loop wakes when one of its
- *     descriptors is ready. Descriptors are registered once, edge-triggered;
- *     only the P that owns an epfd harvests it (netpoll), any thread may
- *     add to or delete from it.
+ *   - Each P has an epoll instance (epfd) of its own, and sleeps in it
+ *     (netpoll_block, Go's netpoll(delay)): a sleeping P wakes when one of
+ *     its descriptors is ready, when its earliest timer is due (the
+ *     timeout), or when another thread writes its eventfd (netpoll_break).
+ *     Descriptors are registered once, edge-triggered; only the P that
+ *     owns an epfd harvests it, any thread may add to or delete from it.
+ *   - netpoll_break writes the eventfd only while the P polls (polling),
+ *     and only the first since the P last woke (wake_pending): a P that
+ *     is awake looks for work anyway. polling and wake_pending pair as a
+ *     Dekker handshake (seq_cst): either the P sees wake_pending before it
+ *     blocks, or the breaker sees polling and writes.
  *   - A pollDesc's lock guards its waiters, holders, deadlines, owner and
  *     fd. An epoll event carries the pollDesc and its seq: the harvest
  *     locks the pollDesc and drops the event if seq has moved on (the
@@ -27,9 +33,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
-
-#include <ev.h>
 
 #include "rt.h"
 
@@ -37,7 +43,9 @@ const char net_err_closed[] = "use of closed network connection";
 const char net_err_timeout[] = "i/o timeout";
 
 /* The tag of an epoll event: the pollDesc's address with its seq in the
- * top 16 bits, which user-space addresses leave free. */
+ * top 16 bits, which user-space addresses leave free. WAKE_TAG, which no
+ * pollDesc has, is the P's eventfd. */
+#define WAKE_TAG 0
 static uint64_t pd_tag(polldesc *pd) { return (uint64_t)(uintptr_t)pd | ((uint64_t)pd->seq << 48); }
 static polldesc *tag_pd(uint64_t tag) { return (polldesc *)(uintptr_t)(tag & ((1ULL << 48) - 1)); }
 static uint16_t tag_seq(uint64_t tag) { return (uint16_t)(tag >> 48); }
@@ -233,12 +241,15 @@ static void hub_wake(p_t *pp, polldesc *hub) {
   rt_unlock(&hub->lock);
 }
 
-int netpoll(p_t *pp) {
-  struct epoll_event evs[128];
-  atomic_store_explicit(&pp->pollreq, false, memory_order_relaxed);
-  atomic_store_explicit(&pp->lastpoll_ns, nanotime(), memory_order_relaxed);
-  int n = epoll_wait(pp->epfd, evs, 128, 0);
+/* Ready the Gs of the n events harvested from pp's epfd. */
+static void netpoll_ready(p_t *pp, struct epoll_event *evs, int n) {
   for (int i = 0; i < n; i++) {
+    if (evs[i].data.u64 == WAKE_TAG) {
+      uint64_t count;
+      ssize_t r = read(pp->wakefd, &count, sizeof count); /* level-triggered: reset it */
+      (void)r;
+      continue;
+    }
     polldesc *pd = tag_pd(evs[i].data.u64);
     uint32_t ev = evs[i].events;
     rt_lock(&pd->lock);
@@ -267,27 +278,63 @@ int netpoll(p_t *pp) {
     }
     rt_unlock(&pd->lock);
   }
-  return n > 0 ? n : 0;
 }
 
-static void poll_cb(struct ev_loop *loop, ev_io *w, int revents) {
-  (void)loop, (void)revents;
-  netpoll(w->data);
+int netpoll(p_t *pp) {
+  struct epoll_event evs[128];
+  atomic_store_explicit(&pp->pollreq, false, memory_order_relaxed);
+  atomic_store_explicit(&pp->lastpoll_ns, nanotime(), memory_order_relaxed);
+  int n = epoll_wait(pp->epfd, evs, 128, 0);
+  if (n <= 0) return 0;
+  netpoll_ready(pp, evs, n);
+  return n;
+}
+
+void netpoll_block(p_t *pp) {
+  struct epoll_event evs[128];
+  int n = 0;
+  atomic_store(&pp->polling, true);
+  if (!atomic_exchange(&pp->wake_pending, false)) {
+    /* epoll_pwait2 takes nanoseconds: epoll_wait's milliseconds made
+     * every short sleep up to a millisecond late */
+    int64_t when = atomic_load_explicit(&pp->timer0when, memory_order_acquire);
+    struct timespec ts, *tsp = NULL;
+    if (when) {
+      int64_t d = when - nanotime();
+      if (d < 0) d = 0;
+      ts.tv_sec = (time_t)(d / 1000000000);
+      ts.tv_nsec = (long)(d % 1000000000);
+      tsp = &ts;
+    }
+    n = epoll_pwait2(pp->epfd, evs, 128, tsp, NULL);
+  }
+  atomic_store(&pp->polling, false);
+  atomic_store(&pp->wake_pending, false); /* the caller looks for work from here on */
+  atomic_store_explicit(&pp->pollreq, false, memory_order_relaxed);
+  atomic_store_explicit(&pp->lastpoll_ns, nanotime(), memory_order_relaxed);
+  if (n > 0) netpoll_ready(pp, evs, n);
+}
+
+void netpoll_break(p_t *pp) {
+  if (atomic_exchange(&pp->wake_pending, true)) return; /* a break is on its way */
+  if (atomic_load(&pp->polling)) {
+    uint64_t one = 1;
+    ssize_t r = write(pp->wakefd, &one, sizeof one);
+    (void)r; /* EAGAIN only when the count is huge: the P wakes anyway */
+  }
 }
 
 void netpoll_p_init(p_t *pp) {
   pp->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (pp->epfd < 0) rt_throw("runtime: epoll_create1: %d", errno);
-  ev_io *w = rt_malloc(sizeof *w);
-  ev_io_init(w, poll_cb, pp->epfd, EV_READ);
-  w->data = pp;
-  ev_io_start(pp->loop, w);
-  pp->poll_ev = w;
+  pp->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (pp->wakefd < 0) rt_throw("runtime: eventfd: %d", errno);
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_TAG};
+  if (epoll_ctl(pp->epfd, EPOLL_CTL_ADD, pp->wakefd, &ev) < 0) rt_throw("runtime: epoll_ctl: %d", errno);
 }
 
 void netpoll_p_close(p_t *pp) {
-  ev_io_stop(pp->loop, pp->poll_ev);
-  rt_free(pp->poll_ev);
+  close(pp->wakefd);
   close(pp->epfd);
   rt_free(pp->netbuf);
   for (netwait *nw = pp->netwaitfree; nw;) {

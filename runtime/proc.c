@@ -29,7 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <ev.h>
 #include <lauxlib.h>
 #include <lualib.h>
 
@@ -225,8 +224,8 @@ g_t *globrunqget(p_t *pp, int32_t max) {
   return gp;
 }
 
-/* Wake the M of an idle P (from any thread; ev_async_send coalesces). */
-static void p_wake(p_t *pp) { ev_async_send(pp->loop, (ev_async *)pp->wake_ev); }
+/* Wake the M of an idle P (from any thread; netpoll_break coalesces). */
+static void p_wake(p_t *pp) { netpoll_break(pp); }
 
 /* Inbox: Gs readied by other threads, resumed only by the owner. The
  * putter publishes inbox_pending, then reads the owner's status; the owner
@@ -993,10 +992,6 @@ static void execute(p_t *pp, g_t *gp, bool inherit_time) {
   }
 }
 
-static void wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
-  (void)loop, (void)w, (void)revents;
-}
-
 /* How long an M with nothing to do keeps looking before it sleeps: waking
  * a sleeping thread on another CPU costs 45-140 us here (FACTS.md). An M
  * waits longer for its own inbox than that, so that two Ps passing values
@@ -1009,6 +1004,13 @@ static void wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
  * whose Ps only wait for the network stops burning the CPU its clients
  * need (a quarter of an HTTP server's CPU went to the wait). */
 #define INBOX_WAIT_MIN_NS 4000
+/* The spin adapts the same way: it doubles (up to SPIN_NS) when it found
+ * another P's work, and halves (down to SPIN_MIN_NS) when it found none.
+ * A program that spawns keeps its Ms spinning for the Gs to come; one
+ * whose Gs never move (a server: each connection's G stays on the P that
+ * accepted it) stops taking the CPU from the peers it serves (a tenth of
+ * an HTTP server's CPU went to the spin). */
+#define SPIN_MIN_NS 2000
 
 /* An error raised where no pcall or resume catches it (a bug of the
  * runtime's, or an error in a finalizer while a VM closes): say so, as
@@ -1167,9 +1169,12 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
       }
       int64_t start = nanotime(), now = start;
       uint32_t round = 0;
-      bool fed = false; /* the inbox gave us work while we waited */
+      bool fed = false;   /* the inbox gave us work while we waited */
+      bool stole = false; /* the spin found anyone's work */
       if (pp->inbox_wait_ns == 0) pp->inbox_wait_ns = INBOX_WAIT_NS;
-      int64_t wait = pp->spinning && pp->inbox_wait_ns < SPIN_NS ? SPIN_NS : pp->inbox_wait_ns;
+      if (pp->spin_ns == 0) pp->spin_ns = SPIN_NS;
+      bool spinner = pp->spinning;
+      int64_t wait = spinner && pp->inbox_wait_ns < pp->spin_ns ? pp->spin_ns : pp->inbox_wait_ns;
       while (!gp && now < start + wait && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
         for (int i = 0; i < 50 && !atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed); i++)
           cpu_relax();
@@ -1179,15 +1184,17 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
          * of them per HTTP request, taking the CPU from the peers it waits
          * for. */
         gp = findlocal(pp, inherit_time, (++round & 15) == 0);
-        if (!gp && pp->spinning) gp = findshared(pp);
+        if (!gp && pp->spinning && (gp = findshared(pp))) stole = true;
         now = nanotime();
-        if (pp->spinning && now >= start + SPIN_NS) {
+        if (pp->spinning && now >= start + pp->spin_ns) {
           pp->spinning = false;
           atomic_fetch_sub(&rt->nmspinning, 1);
         }
       }
       if (fed) pp->inbox_wait_ns = pp->inbox_wait_ns * 2 > INBOX_WAIT_NS ? INBOX_WAIT_NS : pp->inbox_wait_ns * 2;
       else pp->inbox_wait_ns = pp->inbox_wait_ns / 2 < INBOX_WAIT_MIN_NS ? INBOX_WAIT_MIN_NS : pp->inbox_wait_ns / 2;
+      if (stole) pp->spin_ns = pp->spin_ns * 2 > SPIN_NS ? SPIN_NS : pp->spin_ns * 2;
+      else if (spinner) pp->spin_ns = pp->spin_ns / 2 < SPIN_MIN_NS ? SPIN_MIN_NS : pp->spin_ns / 2;
       if (gp) {
         stop_spinning(pp);
         return gp;
@@ -1199,7 +1206,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
       spun = true;
       continue; /* look once more now that we no longer count as spinning */
     }
-    /* Sleep in the P's loop until a timer, I/O or another thread wakes it. */
+    /* Sleep in the P's epoll until a timer, I/O or another thread wakes it. */
     rt_lock(&rt->sched_lock);
     if (atomic_load(&rt->runqsize) > 0) {
       rt_unlock(&rt->sched_lock);
@@ -1216,10 +1223,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
       return NULL;
     }
     rt_unlock(&rt->sched_lock);
-    if (!atomic_load(&pp->inbox_pending) && !atomic_load(&rt->exiting)) {
-      time_p_arm(pp, nanotime());
-      ev_run(pp->loop, EVRUN_ONCE);
-    }
+    if (!atomic_load(&pp->inbox_pending) && !atomic_load(&rt->exiting)) netpoll_block(pp);
     /* Leave the idle Ps under sched_lock: a deadlock check holding it sees
      * every idle P stay idle, and so no work appear, while it looks. */
     rt_lock(&rt->sched_lock);
@@ -1613,13 +1617,6 @@ static p_t *p_new(runtime *rt, int32_t id) {
   pp->m.id = id;
   atomic_init(&pp->schedtick, 1); /* the first findrunnable need not start with the global queue */
   pp->rand = (uint64_t)nanotime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)pp;
-  pp->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
-  if (!pp->loop) rt_throw("runtime: cannot create an event loop");
-  ev_async *w = rt_malloc(sizeof *w);
-  ev_async_init(w, wake_cb);
-  ev_async_start(pp->loop, w);
-  pp->wake_ev = w;
-  time_p_init(pp);
   netpoll_p_init(pp);
   atomic_init(&pp->status, P_RUNNING);
   return pp;
@@ -1673,9 +1670,6 @@ static void free_list(void *head, size_t link) {
 static void p_free(p_t *pp) {
   timers_close(pp);
   netpoll_p_close(pp);
-  ev_async_stop(pp->loop, (ev_async *)pp->wake_ev);
-  ev_loop_destroy(pp->loop);
-  rt_free(pp->wake_ev);
   free_list(pp->gfree, offsetof(g_t, schedlink));
   free_list(pp->livefree, offsetof(g_live, next));
   free_list(pp->timerfree, offsetof(rt_timer, arg));

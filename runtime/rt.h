@@ -6,7 +6,7 @@
  *     in that P's VM. Only the thread holding the P resumes it, reads its Lua
  *     stack or touches its value boxes.
  *   - A P owns its VM, run queue, timer heap, caches (G, sudog, box, coroutine
- *     pools) and libev loop. The thread that holds the P is the only one that
+ *     pools) and epoll poller. The thread that holds the P is the only one that
  *     touches them, save for the run queue (stolen from with atomics), the
  *     inbox (its own lock) and the timer heap (its own lock).
  *   - Runtime objects (channels, mutexes, ...) are reference counted and
@@ -32,7 +32,6 @@
 
 #include "lugo.h"
 
-struct ev_loop;
 
 typedef struct runtime runtime;
 typedef struct p p_t;
@@ -430,17 +429,17 @@ struct p {
   g_t *inbox_head, *inbox_tail;
   _Atomic bool inbox_pending; /* set after a put, cleared by the owner's drain */
   int64_t inbox_wait_ns; /* proc.c: how long an idle M now waits for its inbox (adaptive); its own */
+  int64_t spin_ns;       /* proc.c: how long it now spins for anyone's work (adaptive); its own */
 
-  struct ev_loop *loop;
   int epfd;        /* netpoll: the descriptors this P polls, edge-triggered */
-  void *poll_ev;   /* ev_io: epfd is readable */
+  int wakefd;      /* netpoll: an eventfd in epfd that breaks the P's sleep */
+  _Atomic bool polling;     /* the P is in, or about to enter, a blocking epoll_wait */
+  _Atomic bool wake_pending; /* netpoll_break since the P last woke */
   _Atomic int32_t nfds; /* descriptors registered with epfd */
   char *netbuf;    /* scratch for reads: a connection keeps no buffer while idle */
   char http_date[32]; /* http.c: the Date header of this second */
   int64_t http_date_sec;
   size_t net_progress; /* the last descriptor op's progress (a write's bytes) */
-  void *wake_ev;  /* ev_async: another thread posted to the inbox */
-  void *timer_ev; /* ev_timer: the earliest timer of the heap */
 
   rtlock timers_lock; /* guards the heap below */
   rt_timer **timers;
@@ -701,8 +700,6 @@ void timer_arm(p_t *pp, rt_timer *t, int64_t when);
 int64_t timers_run(p_t *pp, int64_t now);
 void timers_close(p_t *pp);
 void sleep_cancel(p_t *pp, g_t *gp); /* a sleeping G that is destroyed */
-void time_p_init(p_t *pp);
-void time_p_arm(p_t *pp, int64_t now); /* arm the P's ev_timer for its heap top */
 /* timer heap, exported for the C unit tests */
 void timerheap_push(p_t *pp, rt_timer *t);
 void timerheap_remove(p_t *pp, int32_t i);
@@ -893,6 +890,10 @@ void pd_free(runtime *rt, polldesc *pd);  /* close fd if open; back to the cache
 bool pd_close(polldesc *pd);
 void pd_set_deadline(polldesc *pd, int mode, int64_t when);
 int netpoll(p_t *pp); /* non-blocking: ready the Gs whose descriptors are ready */
+/* Sleep until a descriptor is ready, the heap's earliest timer is due, or
+ * netpoll_break; then ready the Gs as netpoll does. */
+void netpoll_block(p_t *pp);
+void netpoll_break(p_t *pp); /* from any thread: end pp's netpoll_block, or the next one */
 void netpoll_p_init(p_t *pp);
 void netpoll_p_close(p_t *pp);
 void netpoll_free(runtime *rt);

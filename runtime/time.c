@@ -10,8 +10,9 @@
  *     serializes its pushes and deletes (timers_run only pops).
  *   - A timer's callback runs on the P whose heap held it, from the
  *     scheduler (never inside a goroutine), with the heap unlocked.
- *   - The P's libev loop holds a single ev_timer, armed for the heap's top
- *     before the P sleeps; libev never sees the heap.
+ *   - A sleeping P's epoll_pwait2 times out at timer0when, the heap's top
+ *     (netpoll_block); a timer that becomes another P's earliest breaks
+ *     that P's sleep (netpoll_break), which then sleeps for the new top.
  *   - What a heap slot does to its timer's object (t->ref):
  *       none (NULL): a sleeping G's timer lives in the G, netpoll's in a
  *         pollDesc, which is never freed;
@@ -48,7 +49,6 @@
 #include <math.h>
 #include <time.h>
 
-#include <ev.h>
 #include <lauxlib.h>
 
 #include "rt.h"
@@ -155,9 +155,9 @@ void timerheap_remove(p_t *pp, int32_t i) {
   update_timer0(pp);
 }
 
-/* A P sleeping in its loop must re-arm for an earlier deadline. */
+/* A P asleep must sleep again for an earlier deadline. */
 static void wake_for(p_t *pp) {
-  if (getp() != pp) ev_async_send(pp->loop, (ev_async *)pp->wake_ev);
+  if (getp() != pp) netpoll_break(pp);
 }
 
 void timer_add(p_t *pp, rt_timer *t, int64_t when) {
@@ -229,33 +229,7 @@ int64_t timers_run(p_t *pp, int64_t now) {
   return next;
 }
 
-static void timer_ev_cb(struct ev_loop *loop, ev_timer *w, int revents) {
-  (void)loop, (void)w, (void)revents; /* waking the loop is all it does */
-}
-
-void time_p_init(p_t *pp) {
-  ev_timer *w = rt_malloc(sizeof *w);
-  ev_timer_init(w, timer_ev_cb, 0, 0);
-  pp->timer_ev = w;
-}
-
-void time_p_arm(p_t *pp, int64_t now) {
-  ev_timer *w = pp->timer_ev;
-  int64_t when = atomic_load_explicit(&pp->timer0when, memory_order_acquire);
-  ev_timer_stop(pp->loop, w);
-  if (!when) return;
-  ev_now_update(pp->loop);
-  double after = when > now ? (double)(when - now) * 1e-9 : 0;
-  ev_timer_set(w, after, 0);
-  ev_timer_start(pp->loop, w);
-}
-
 void timers_close(p_t *pp) {
-  if (pp->timer_ev) {
-    ev_timer_stop(pp->loop, pp->timer_ev);
-    rt_free(pp->timer_ev);
-    pp->timer_ev = NULL;
-  }
   while (pp->ntimers > 0) {
     rt_timer *t = pp->timers[0];
     timerheap_remove(pp, 0);
