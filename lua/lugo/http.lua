@@ -580,11 +580,10 @@ local function traceback(e)
 end
 
 -- An error answer to a request that could not be read, then close.
-local function reply_error(cs, status, msg)
-  local body = status_text(status)
-  if status == 400 and msg and msg ~= "" then body = "Bad Request" end
+local function reply_error(cs, status)
+  local text = status_text(status)
   raw(cs.hs, format("HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n%d %s",
-    status, status_text(status), status, body))
+    status, text, status, text))
   cs:flush(true)
 end
 
@@ -614,7 +613,7 @@ local function serve_conn(srv, conn, pctx, state)
     end
     if method == ERR then error(target) end
     if not method then
-      if minor then reply_error(cs, minor, target) end -- minor: the status to answer with
+      if minor then reply_error(cs, minor) end -- minor: the status to answer with
       break
     end
     if timed then
@@ -680,9 +679,8 @@ local function serve_conn(srv, conn, pctx, state)
           break
         end
         drained = drained + #s
+        -- too late to say it in the response: just close after it
         if drained > MAX_DRAIN then cs.close_after = true; break end
-      end
-      if cs.close_after then -- too late to say it in the response: just close after it
       end
     end
     if cs.close_after then
