@@ -20,6 +20,7 @@ dependencies = {
 }
 external_dependencies = {
   HTTP_PARSER = { header = "http_parser.h" }, -- Debian: libhttp-parser-dev
+  XXHASH = { header = "xxhash.h" }, -- Debian: libxxhash-dev (header only: xxh3 inlined)
 }
 build = {
   type = "cmake",

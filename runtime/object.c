@@ -35,7 +35,7 @@ void listener_free(rt_object *o);
 static const char *const type_names[RT_NTYPES] = {
     [RT_CHAN] = "channel", [RT_MUTEX] = "mutex", [RT_RWMUTEX] = "rwmutex",
     [RT_WAITGROUP] = "waitgroup", [RT_ONCE] = "once", [RT_COND] = "cond", [RT_TIMER] = "timer",
-    [RT_CONTEXT] = "context", [RT_LISTENER] = "listener", [RT_CONN] = "connection",
+    [RT_CONTEXT] = "context", [RT_LISTENER] = "listener", [RT_CONN] = "connection", [RT_MAP] = "map",
 };
 
 /* Registry keys of the metatables. */
@@ -43,7 +43,7 @@ static const char *const mt_names[RT_NTYPES] = {
     [RT_CHAN] = "lugo.channel", [RT_MUTEX] = "lugo.mutex", [RT_RWMUTEX] = "lugo.rwmutex",
     [RT_WAITGROUP] = "lugo.waitgroup", [RT_ONCE] = "lugo.once", [RT_COND] = "lugo.cond",
     [RT_TIMER] = "lugo.timer", [RT_CONTEXT] = "lugo.context", [RT_LISTENER] = "lugo.listener",
-    [RT_CONN] = "lugo.connection",
+    [RT_CONN] = "lugo.connection", [RT_MAP] = "lugo.map",
 };
 
 static const char proxies_key[] = "lugo.proxies";
@@ -73,6 +73,7 @@ void rt_release(rt_object *o) {
   case RT_CONTEXT: context_free(o); break;
   case RT_LISTENER: listener_free(o); break;
   case RT_CONN: netconn_free(o); break;
+  case RT_MAP: map_object_free(o); break;
   default: sync_object_free(o); break;
   }
 }

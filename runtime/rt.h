@@ -103,6 +103,7 @@ enum rt_type {
   RT_CONTEXT,
   RT_LISTENER,
   RT_CONN,
+  RT_MAP,
   RT_NTYPES
 };
 
@@ -498,6 +499,7 @@ struct runtime {
   _Atomic int32_t nunstarted;  /* spawned Gs no P has started: all a P can take from others */
 
   _Atomic int64_t goidgen;
+  _Atomic uint64_t map_seed; /* map.c: the process's hash seed, 0 until the first map */
   _Atomic int32_t ngoroutines; /* live Gs (created, not dead) */
   g_t *maing; /* the main goroutine, while it runs */
   bool main_done;
@@ -931,6 +933,10 @@ void context_open(lua_State *L); /* its C API into the lugo.core table on top */
 void net_open(lua_State *L);
 void http_open(lua_State *L); /* http.c */
 
+/* ---- map.c ---- */
+void map_open(lua_State *L);
+void map_object_free(rt_object *o);
+
 /* ---- value.c ---- */
 /* [-0, +0 or +1] encode n values from idx; NULL with a message pushed on
  * failure (`what` names them in it: "argument", "value"). */
@@ -950,6 +956,10 @@ rt_copy copy_make(lua_State *L, int idx, const char *what);
 int copy_push(lua_State *L, rt_copy c);
 void copy_free(rt_copy *c);
 int32_t blob_nvalues(const rt_blob *b);
+size_t blob_bytes(const rt_blob *b); /* the memory it holds */
+/* Same bytes and the same objects: equal strings, scalars, one runtime
+ * object (identity); tables only if encoded alike. */
+bool blob_equal(const rt_blob *a, const rt_blob *b);
 void blob_free(rt_blob *b);
 void value_vm_init(lua_State *L);
 void value_names_changed(lua_State *L);

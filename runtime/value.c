@@ -1413,6 +1413,18 @@ int copy_push(lua_State *L, rt_copy c) {
   }
 }
 
+size_t blob_bytes(const rt_blob *b) {
+  return sizeof *b + (b->data != b->inline_data ? b->cap : 0) + b->objcap * sizeof *b->objs;
+}
+
+bool blob_equal(const rt_blob *a, const rt_blob *b) {
+  if (a->len != b->len || a->nobjs != b->nobjs || a->nvalues != b->nvalues) return false;
+  if (memcmp(a->data, b->data, a->len) != 0) return false;
+  for (uint32_t i = 0; i < a->nobjs; i++)
+    if (a->objs[i] != b->objs[i]) return false;
+  return true;
+}
+
 void copy_free(rt_copy *c) {
   if (c->kind == COPY_BLOB) blob_free(c->blob);
   c->kind = COPY_NONE;

@@ -1,4 +1,5 @@
--- lugo.sync: Mutex, RWMutex, WaitGroup, Once and Cond, as Go's sync package.
+-- lugo.sync: Mutex, RWMutex, WaitGroup, Once and Cond, as Go's sync package,
+-- and map: Go's hashmap shared by every processor (runtime/map.c).
 -- The algorithms are in runtime/sync.c and runtime/sema.c: fast paths are FFI
 -- calls, blocking paths C functions that park the goroutine (I.block).
 local I = require "lugo.internal"
@@ -210,6 +211,56 @@ function sync.cond(l)
   local mt = getmetatable(l)
   if mt ~= Mutex and mt ~= RWMutex then argerror(1, "cond", "mutex or rwmutex", l) end
   return core.cond(l)
+end
+
+-- map{ capacity = bytes or "64m" }: a hashmap every goroutine on every
+-- processor shares by reference (runtime/map.c). Its methods are C
+-- functions: each is one call into the runtime.
+local Map = I.mt.map
+Map.__index = core.map_methods
+local map_new, map_shard_entries = core.map_new, core.map_shard_entries
+local units = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 }
+
+local function parse_capacity(c)
+  if c == nil then return 0 end
+  if type(c) == "number" then
+    if c < 0 or c ~= c then error("sync.map: capacity must not be negative", 3) end
+    return c
+  end
+  if type(c) ~= "string" then error("sync.map: capacity must be a number of bytes or a string such as \"64m\"", 3) end
+  local n, unit = c:lower():match("^%s*(%d+%.?%d*)%s*([kmg]?)b?%s*$")
+  if not n then error(string.format("sync.map: bad capacity %q (use bytes, or a number with k, m or g)", c), 3) end
+  return math.floor(tonumber(n) * units[unit])
+end
+
+function sync.map(opts)
+  if opts ~= nil and type(opts) ~= "table" then argerror(1, "map", "table", opts) end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "capacity" and k ~= "shards" then error(string.format("sync.map: unknown option '%s'", tostring(k)), 2) end
+  end
+  if opts.shards ~= nil and (type(opts.shards) ~= "number" or opts.shards < 1) then
+    error("sync.map: shards must be a positive number", 2)
+  end
+  return map_new(parse_capacity(opts.capacity), opts.shards)
+end
+
+-- range(f): f(k, v) for each entry, each key at most once, until f returns
+-- false (Go's sync.Map.Range: an entry stored or deleted meanwhile may or
+-- may not be seen). A shard's entries are copied out at a time, so f may
+-- block, and may use the map.
+function Map.__index.range(m, f)
+  if getmetatable(m) ~= Map then argerror(1, "range", "map", m) end
+  if type(f) ~= "function" then argerror(2, "range", "function", f) end
+  local shard = 0
+  while true do
+    local entries = map_shard_entries(m, shard)
+    if not entries then return end
+    for i = 1, #entries, 2 do
+      if f(entries[i], entries[i + 1]) == false then return end
+    end
+    shard = shard + 1
+  end
 end
 
 return sync

@@ -1,0 +1,1204 @@
+/*
+ * map.c — Go's hashmap (runtime/map.go as of Go 1.23, before Swiss
+ * tables), and sync.map: that map, sharded, shared by every processor.
+ *
+ * The hashmap (hmap, map.h):
+ *   - 2^B buckets of 8 slots, a tophash byte per slot (the hash's top
+ *     byte, raised to MAP_TH_MIN at least: lower values are slot states),
+ *     overflow buckets chained behind a full one.
+ *   - It grows when an insert would take the count past 6.5 per bucket
+ *     (to twice the buckets), or when overflow buckets pile up (to as many,
+ *     repacked). Growth is incremental, as Go's: the old array stays, and
+ *     each write evacuates the old bucket its key hashes to plus the next
+ *     one not yet evacuated, so no single insert pays for a whole rehash.
+ *     A key lives either in its old bucket (not yet evacuated) or in the
+ *     new array, never both; a read looks in the old bucket while it is
+ *     not evacuated. An evacuated old bucket has tophash[0] ==
+ *     MAP_TH_EVACUATED and no overflow chain.
+ *   - Not synchronized: the caller holds the lock of the shard.
+ *
+ * sync.map (smap, a runtime object):
+ *   - Shards (a power of two, 4 per processor at least 8), each an hmap
+ *     with its own lock, its byte count and its CLOCK hand; a key's shard
+ *     comes from its hash's bits 48-55, its bucket from the low bits, its
+ *     tophash from the top byte. The seed is random per process, mixed with
+ *     a per-map count: colliding keys cannot be precomputed.
+ *   - A slot's value is inline (a number or a boolean without a ttl) or a
+ *     box: a copy (value.c's rt_copy) with its expiry and size, reference
+ *     counted, so a load takes a reference under the shard lock and
+ *     decodes after releasing it. A box's copy never changes once stored (a
+ *     write stores a new box); its expiry is read and changed only under
+ *     the shard lock.
+ *   - The lock of a shard guards its hmap, bytes, hand and the slots'
+ *     values; a box's count is atomic. Copies are made (value_encode) and
+ *     decoded outside any lock, on the thread of the VM they come from or
+ *     go to; freeing a box may run on any thread (blobs allow it).
+ *   - A ttl expires lazily: an access that finds an expired entry treats
+ *     it as absent and removes it, and every write sweeps one bucket of
+ *     its shard for expired entries.
+ *   - With a capacity, each shard keeps under capacity / shards bytes
+ *     (keys, values and the slot's share of its bucket): a store over the
+ *     budget evicts entries whose CLOCK bit is clear (a load sets the bit,
+ *     only if clear, and only in a map with a capacity: a hot key costs one
+ *     write per sweep, not one per load).
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <lauxlib.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "map.h"
+#include "rt.h"
+
+/* ------------------------------------------------------------------ */
+/* The hashmap                                                         */
+
+#define LOAD_NUM 13 /* load factor 6.5 = 13 / 2 */
+#define LOAD_DEN 2
+
+static uint8_t tophash(uint64_t hash) {
+  uint8_t top = (uint8_t)(hash >> 56);
+  return top < MAP_TH_MIN ? (uint8_t)(top + MAP_TH_MIN) : top;
+}
+
+void map_key_hash(map_key *k, uint64_t seed) {
+  switch (k->kind) {
+  case MK_STR: k->hash = XXH3_64bits_withSeed(k->s, k->len, seed); break;
+  case MK_NUM: k->hash = XXH3_64bits_withSeed(&k->bits, sizeof k->bits, seed ^ 0x9e3779b97f4a7c15ULL); break;
+  default: k->hash = XXH3_64bits_withSeed(&k->kind, 1, seed ^ 0xc2b2ae3d27d4eb4fULL); break;
+  }
+}
+
+uint64_t hmap_slot_hash(map_slot s, uint64_t seed) {
+  map_key k = {.kind = map_key_kind_of(s)};
+  if (k.kind == MK_STR) {
+    map_str *ms = (map_str *)(uintptr_t)s.b->keys[s.i];
+    k.s = ms->s;
+    k.len = ms->len;
+  } else {
+    k.bits = s.b->keys[s.i];
+  }
+  map_key_hash(&k, seed);
+  return k.hash;
+}
+
+static bool slot_is(const map_bucket *b, int i, const map_key *k) {
+  if ((b->kinds[i] & 15) != k->kind) return false;
+  if (k->kind != MK_STR) return b->keys[i] == k->bits;
+  const map_str *ms = (const map_str *)(uintptr_t)b->keys[i];
+  return ms->len == k->len && memcmp(ms->s, k->s, k->len) == 0;
+}
+
+static size_t nbuckets_of(uint8_t B) { return (size_t)1 << B; }
+static size_t old_nbuckets(const hmap *h) { return h->same_size ? nbuckets_of(h->B) : nbuckets_of(h->B) >> 1; }
+static bool evacuated(const map_bucket *b) { return b->tophash[0] == MAP_TH_EVACUATED; }
+size_t hmap_nbuckets(const hmap *h) { return h->buckets ? nbuckets_of(h->B) : 0; }
+
+static bool over_load_factor(size_t count, uint8_t B) {
+  return count > MAP_BUCKET_SLOTS && count > LOAD_NUM * (nbuckets_of(B) / LOAD_DEN);
+}
+static bool too_many_overflow(uint32_t noverflow, uint8_t B) {
+  return noverflow >= (uint32_t)1 << (B < 15 ? B : 15);
+}
+
+static map_bucket *new_overflow(hmap *h, map_bucket *last) {
+  map_bucket *ob = rt_calloc(1, sizeof *ob);
+  last->overflow = ob;
+  h->noverflow++;
+  return ob;
+}
+
+bool hmap_find(const hmap *h, const map_key *k, map_slot *out) {
+  if (h->count == 0) return false;
+  size_t mask = nbuckets_of(h->B) - 1;
+  map_bucket *b = &h->buckets[k->hash & mask];
+  if (h->oldbuckets) {
+    map_bucket *ob = &h->oldbuckets[k->hash & (old_nbuckets(h) - 1)];
+    if (!evacuated(ob)) b = ob;
+  }
+  uint8_t top = tophash(k->hash);
+  for (; b; b = b->overflow)
+    for (int i = 0; i < MAP_BUCKET_SLOTS; i++)
+      if (b->tophash[i] == top && slot_is(b, i, k)) {
+        *out = (map_slot){b, i};
+        return true;
+      }
+  return false;
+}
+
+/* Move old bucket `oldbucket` (and its chain) into the new array: to the
+ * same index, or that plus the old size when the array doubled and the
+ * key's hash has that bit. */
+static void evacuate(hmap *h, size_t oldbucket, uint64_t seed) {
+  map_bucket *b = &h->oldbuckets[oldbucket];
+  size_t oldn = old_nbuckets(h);
+  if (!evacuated(b)) {
+    /* where the next entry goes in x (same index) and y (index + oldn) */
+    map_bucket *dst[2] = {&h->buckets[oldbucket], h->same_size ? NULL : &h->buckets[oldbucket + oldn]};
+    int di[2] = {0, 0};
+    for (map_bucket *c = b; c; c = c->overflow) {
+      for (int i = 0; i < MAP_BUCKET_SLOTS; i++) {
+        if (c->tophash[i] < MAP_TH_MIN) continue;
+        int y = 0;
+        if (!h->same_size) y = (hmap_slot_hash((map_slot){c, i}, seed) & oldn) != 0;
+        if (di[y] == MAP_BUCKET_SLOTS) {
+          dst[y] = new_overflow(h, dst[y]);
+          di[y] = 0;
+        }
+        map_bucket *d = dst[y];
+        int j = di[y]++;
+        d->tophash[j] = c->tophash[i];
+        d->kinds[j] = c->kinds[i];
+        d->keys[j] = c->keys[i];
+        d->vals[j] = c->vals[i];
+        if (c->ref & (1u << i)) d->ref |= (uint8_t)(1u << j);
+      }
+    }
+    for (map_bucket *c = b->overflow; c;) {
+      map_bucket *next = c->overflow;
+      rt_free(c);
+      c = next;
+    }
+    memset(b, 0, sizeof *b);
+    b->tophash[0] = MAP_TH_EVACUATED;
+  }
+  if (oldbucket == h->nevacuate) {
+    while (h->nevacuate < oldn && evacuated(&h->oldbuckets[h->nevacuate])) h->nevacuate++;
+    if (h->nevacuate == oldn) { /* growth is over */
+      rt_free(h->oldbuckets);
+      h->oldbuckets = NULL;
+      h->same_size = false;
+    }
+  }
+}
+
+static void grow_work(hmap *h, uint64_t hash, uint64_t seed) {
+  evacuate(h, hash & (old_nbuckets(h) - 1), seed);
+  if (h->oldbuckets) evacuate(h, h->nevacuate, seed);
+}
+
+static void hash_grow(hmap *h) {
+  bool same = !over_load_factor(h->count + 1, h->B);
+  h->oldbuckets = h->buckets;
+  h->same_size = same;
+  if (!same) h->B++;
+  h->buckets = rt_calloc(nbuckets_of(h->B), sizeof *h->buckets);
+  h->nevacuate = 0;
+  h->noverflow = 0;
+  h->sweep = 0;
+}
+
+map_slot hmap_assign(hmap *h, const map_key *k, bool *existed) {
+  if (!h->buckets) h->buckets = rt_calloc(1, sizeof *h->buckets);
+again:
+  if (h->oldbuckets) grow_work(h, k->hash, h->seed);
+  size_t mask = nbuckets_of(h->B) - 1;
+  map_bucket *b = &h->buckets[k->hash & mask], *last = b;
+  uint8_t top = tophash(k->hash);
+  map_slot free_slot = {NULL, 0};
+  for (; b; b = b->overflow) {
+    last = b;
+    for (int i = 0; i < MAP_BUCKET_SLOTS; i++) {
+      if (b->tophash[i] == top && slot_is(b, i, k)) {
+        *existed = true;
+        return (map_slot){b, i};
+      }
+      if (b->tophash[i] < MAP_TH_MIN && !free_slot.b) free_slot = (map_slot){b, i};
+    }
+  }
+  if (!h->oldbuckets && (over_load_factor(h->count + 1, h->B) || too_many_overflow(h->noverflow, h->B))) {
+    hash_grow(h);
+    goto again; /* growing moves everything: look again */
+  }
+  if (!free_slot.b) free_slot = (map_slot){new_overflow(h, last), 0};
+  map_bucket *fb = free_slot.b;
+  int i = free_slot.i;
+  fb->tophash[i] = top;
+  fb->kinds[i] = k->kind;
+  fb->ref &= (uint8_t)~(1u << i);
+  fb->vals[i] = 0;
+  if (k->kind == MK_STR) {
+    map_str *ms = rt_malloc(sizeof *ms + k->len);
+    ms->len = k->len;
+    memcpy(ms->s, k->s, k->len);
+    fb->keys[i] = (uint64_t)(uintptr_t)ms;
+  } else {
+    fb->keys[i] = k->bits;
+  }
+  h->count++;
+  *existed = false;
+  return free_slot;
+}
+
+void hmap_clear_slot(hmap *h, map_slot s) {
+  if (map_key_kind_of(s) == MK_STR) rt_free((void *)(uintptr_t)s.b->keys[s.i]);
+  s.b->tophash[s.i] = MAP_TH_EMPTY;
+  s.b->kinds[s.i] = 0;
+  s.b->keys[s.i] = 0;
+  s.b->vals[s.i] = 0;
+  s.b->ref &= (uint8_t)~(1u << s.i);
+  h->count--;
+}
+
+void hmap_grow_all(hmap *h) {
+  while (h->oldbuckets) evacuate(h, h->nevacuate, h->seed);
+}
+
+static void each_chain(map_bucket *b, void (*f)(map_slot s, void *arg), void *arg) {
+  for (; b; b = b->overflow)
+    for (int i = 0; i < MAP_BUCKET_SLOTS; i++)
+      if (b->tophash[i] >= MAP_TH_MIN) f((map_slot){b, i}, arg);
+}
+
+void hmap_each(const hmap *h, void (*f)(map_slot s, void *arg), void *arg) {
+  if (h->oldbuckets)
+    for (size_t i = 0; i < old_nbuckets(h); i++)
+      if (!evacuated(&h->oldbuckets[i])) each_chain(&h->oldbuckets[i], f, arg);
+  if (h->buckets)
+    for (size_t i = 0; i < nbuckets_of(h->B); i++) each_chain(&h->buckets[i], f, arg);
+}
+
+static void free_array(map_bucket *arr, size_t n, void (*value_free)(uint8_t, uint64_t, void *), void *arg) {
+  for (size_t i = 0; i < n; i++) {
+    map_bucket *b = &arr[i];
+    if (evacuated(b)) continue;
+    for (map_bucket *c = b; c;) {
+      for (int j = 0; j < MAP_BUCKET_SLOTS; j++) {
+        if (c->tophash[j] < MAP_TH_MIN) continue;
+        if ((c->kinds[j] & 15) == MK_STR) rt_free((void *)(uintptr_t)c->keys[j]);
+        if (value_free) value_free(c->kinds[j] >> 4, c->vals[j], arg);
+      }
+      map_bucket *next = c->overflow;
+      if (c != b) rt_free(c);
+      c = next;
+    }
+  }
+  rt_free(arr);
+}
+
+void hmap_free(hmap *h, void (*value_free)(uint8_t kind, uint64_t v, void *arg), void *arg) {
+  if (h->oldbuckets) free_array(h->oldbuckets, old_nbuckets(h), value_free, arg);
+  if (h->buckets) free_array(h->buckets, nbuckets_of(h->B), value_free, arg);
+  uint64_t seed = h->seed;
+  memset(h, 0, sizeof *h);
+  h->seed = seed;
+}
+
+/* ------------------------------------------------------------------ */
+/* sync.map                                                            */
+
+enum val_kind { V_NONE, V_NUM, V_FALSE, V_TRUE, V_BOX };
+
+/* A value that is not an inline scalar, or that has a ttl. Immutable once
+ * stored; refs: the slot's, plus one per load decoding it. */
+typedef struct mbox {
+  _Atomic int32_t refs;
+  uint32_t size;  /* what it counts against the capacity */
+  int64_t expire; /* nanotime, 0 for never */
+  rt_copy c;
+} mbox;
+
+typedef struct shard {
+  rtlock lock;
+  hmap h;
+  int64_t bytes; /* keys, values and slots */
+  size_t hand;   /* CLOCK: the next bucket eviction looks at */
+  uint64_t evictions, expirations;
+} __attribute__((aligned(64))) shard;
+
+typedef struct smap {
+  rt_object obj;
+  uint32_t nshards; /* a power of two */
+  uint64_t seed;
+  int64_t capacity; /* bytes, 0 for none */
+  int64_t budget;   /* per shard */
+  shard *shards;
+} smap;
+
+#define SLOT_BYTES ((int64_t)(sizeof(map_bucket) / MAP_BUCKET_SLOTS))
+
+static uint64_t process_seed(runtime *rt) {
+  uint64_t s = atomic_load_explicit(&rt->map_seed, memory_order_relaxed);
+  if (s) return s;
+  uint64_t fresh = 0;
+  if (getrandom(&fresh, sizeof fresh, GRND_NONBLOCK) != sizeof fresh) fresh = (uint64_t)nanotime() ^ (uint64_t)getpid() << 32;
+  fresh |= 1;
+  uint64_t expected = 0;
+  if (!atomic_compare_exchange_strong(&rt->map_seed, &expected, fresh)) return expected;
+  return fresh;
+}
+
+static void box_release(mbox *b) {
+  if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
+  copy_free(&b->c);
+  rt_free(b);
+}
+
+static void value_free(uint8_t kind, uint64_t v, void *arg) {
+  (void)arg;
+  if (kind == V_BOX) box_release((mbox *)(uintptr_t)v);
+}
+
+static int64_t key_bytes(const map_key *k) { return k->kind == MK_STR ? (int64_t)(sizeof(map_str) + k->len) : 0; }
+static int64_t slot_bytes(map_slot s) {
+  int64_t n = SLOT_BYTES;
+  if (map_key_kind_of(s) == MK_STR) n += (int64_t)(sizeof(map_str) + ((map_str *)(uintptr_t)s.b->keys[s.i])->len);
+  if (map_val_kind_of(s) == V_BOX) n += ((mbox *)(uintptr_t)s.b->vals[s.i])->size;
+  return n;
+}
+
+static int64_t slot_expire(map_slot s) {
+  return map_val_kind_of(s) == V_BOX ? ((mbox *)(uintptr_t)s.b->vals[s.i])->expire : 0;
+}
+
+/* Values to release once the shard lock is let go. */
+typedef struct dropped {
+  mbox *boxes[8];
+  int n;
+} dropped;
+
+static void drop(dropped *d, uint8_t kind, uint64_t v) {
+  if (kind != V_BOX) return;
+  if (d->n == 8) { /* rare: release under the lock */
+    box_release((mbox *)(uintptr_t)v);
+    return;
+  }
+  d->boxes[d->n++] = (mbox *)(uintptr_t)v;
+}
+
+static void drop_all(dropped *d) {
+  for (int i = 0; i < d->n; i++) box_release(d->boxes[i]);
+  d->n = 0;
+}
+
+/* Empty slot s of shard sh, its value to d. */
+static void remove_slot(shard *sh, map_slot s, dropped *d) {
+  sh->bytes -= slot_bytes(s);
+  drop(d, map_val_kind_of(s), s.b->vals[s.i]);
+  hmap_clear_slot(&sh->h, s);
+}
+
+static shard *shard_of(smap *m, const map_key *k) { return &m->shards[(k->hash >> 48) & (m->nshards - 1)]; }
+
+/* The live slot of k in sh (an expired one is removed). now: 0 to read
+ * the clock only if the entry has a ttl. */
+static bool find_live(shard *sh, const map_key *k, map_slot *s, int64_t now, dropped *d) {
+  if (!hmap_find(&sh->h, k, s)) return false;
+  int64_t exp = slot_expire(*s);
+  if (exp && exp <= (now ? now : nanotime())) {
+    remove_slot(sh, *s, d);
+    sh->expirations++;
+    return false;
+  }
+  return true;
+}
+
+/* A write's share of the sweep: one bucket of the new array. */
+static void sweep_step(shard *sh, int64_t now, dropped *d) {
+  hmap *h = &sh->h;
+  size_t n = hmap_nbuckets(h);
+  if (!n || h->oldbuckets) return;
+  map_bucket *b = &h->buckets[h->sweep++ & (n - 1)];
+  for (; b; b = b->overflow)
+    for (int i = 0; i < MAP_BUCKET_SLOTS; i++) {
+      if (b->tophash[i] < MAP_TH_MIN) continue;
+      map_slot s = {b, i};
+      int64_t exp = slot_expire(s);
+      if (exp && exp <= now && d->n < 8) {
+        remove_slot(sh, s, d);
+        sh->expirations++;
+      }
+    }
+}
+
+/* Evict with CLOCK until the shard is within budget, sparing slot keep.
+ * The growth in progress is finished first: the hand walks one array. */
+static bool evict(shard *sh, int64_t budget, map_slot keep, dropped *d) {
+  hmap *h = &sh->h;
+  bool evicted = false;
+  hmap_grow_all(h);
+  size_t n = hmap_nbuckets(h);
+  for (size_t looked = 0; sh->bytes > budget && looked < 2 * n + 1; looked++) {
+    map_bucket *b = &h->buckets[sh->hand++ & (n - 1)];
+    for (; b && sh->bytes > budget; b = b->overflow)
+      for (int i = 0; i < MAP_BUCKET_SLOTS && sh->bytes > budget; i++) {
+        if (b->tophash[i] < MAP_TH_MIN || (b == keep.b && i == keep.i)) continue;
+        if (b->ref & (1u << i)) {
+          b->ref &= (uint8_t)~(1u << i);
+          continue;
+        }
+        if (d->n == 8) drop_all(d); /* box_release under the lock: rare */
+        remove_slot(sh, (map_slot){b, i}, d);
+        sh->evictions++;
+        evicted = true;
+      }
+  }
+  return evicted;
+}
+
+static void smap_free(smap *m) {
+  for (uint32_t i = 0; i < m->nshards; i++) hmap_free(&m->shards[i].h, value_free, NULL);
+  free(m->shards);
+  rt_free(m);
+}
+
+void map_object_free(rt_object *o) { smap_free((smap *)o); }
+
+static smap *check_map(lua_State *L) {
+  smap *m = (smap *)rt_to_object(L, 1, RT_MAP);
+  if (!m) luaL_typerror(L, 1, "map");
+  return m;
+}
+
+static void check_key(lua_State *L, smap *m, int idx, map_key *k) {
+  *k = (map_key){0};
+  switch (lua_type(L, idx)) {
+  case LUA_TNUMBER: {
+    double d = lua_tonumber(L, idx);
+    if (d != d) luaL_argerror(L, idx, "key is NaN");
+    if (d == 0) d = 0; /* -0 and 0 are one key, as in a Lua table */
+    k->kind = MK_NUM;
+    memcpy(&k->bits, &d, sizeof d);
+    break;
+  }
+  case LUA_TSTRING: {
+    size_t len;
+    k->s = lua_tolstring(L, idx, &len);
+    if (len > UINT32_MAX) luaL_argerror(L, idx, "key too long");
+    k->len = (uint32_t)len;
+    k->kind = MK_STR;
+    break;
+  }
+  case LUA_TBOOLEAN: k->kind = lua_toboolean(L, idx) ? MK_TRUE : MK_FALSE; break;
+  default:
+    luaL_argerror(L, idx, lua_pushfstring(L, "key must be a string, number or boolean, got %s", luaL_typename(L, idx)));
+  }
+  map_key_hash(k, m->seed);
+}
+
+static int64_t opt_ttl(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  lua_Number t = luaL_checknumber(L, idx);
+  if (!(t >= 0)) luaL_argerror(L, idx, "ttl must not be negative");
+  if (t == 0) return 0;
+  return nanotime() + (t > 1e9 ? (int64_t)1e18 : (int64_t)(t * 1e9));
+}
+
+/* A value ready to store: inline, or a new box (refs 1), copied from idx
+ * with spawn's rules. Raises for nil and what cannot be copied. */
+typedef struct newval {
+  uint8_t kind;
+  uint64_t v;
+} newval;
+
+static newval make_value(lua_State *L, int idx, int64_t expire) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TNIL || t == LUA_TNONE) luaL_argerror(L, idx, "value is nil (use delete)");
+  if (!expire && t == LUA_TNUMBER) {
+    double d = lua_tonumber(L, idx);
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof d);
+    return (newval){V_NUM, bits};
+  }
+  if (!expire && t == LUA_TBOOLEAN) return (newval){lua_toboolean(L, idx) ? V_TRUE : V_FALSE, 0};
+  rt_copy c = copy_make(L, idx, "value");
+  if (c.kind == COPY_NONE) lua_error(L);
+  mbox *b = rt_malloc(sizeof *b);
+  atomic_init(&b->refs, 1);
+  b->expire = expire;
+  b->c = c;
+  b->size = (uint32_t)sizeof *b + (c.kind == COPY_BLOB ? (uint32_t)blob_bytes(c.blob) : 0);
+  return (newval){V_BOX, (uint64_t)(uintptr_t)b};
+}
+
+static newval number_value(double d, int64_t expire) {
+  if (!expire) {
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof d);
+    return (newval){V_NUM, bits};
+  }
+  mbox *b = rt_malloc(sizeof *b);
+  atomic_init(&b->refs, 1);
+  b->expire = expire;
+  b->c = (rt_copy){.kind = COPY_NUM, .num = d};
+  b->size = sizeof *b;
+  return (newval){V_BOX, (uint64_t)(uintptr_t)b};
+}
+
+static void newval_free(newval *nv) {
+  if (nv->kind == V_BOX) box_release((mbox *)(uintptr_t)nv->v);
+  nv->kind = V_NONE;
+}
+
+/* A slot's value taken out under the lock: inline, or a box referenced. */
+typedef struct outval {
+  uint8_t kind;
+  uint64_t v;
+} outval;
+
+static outval take_ref(map_slot s) {
+  outval o = {map_val_kind_of(s), s.b->vals[s.i]};
+  if (o.kind == V_BOX) atomic_fetch_add_explicit(&((mbox *)(uintptr_t)o.v)->refs, 1, memory_order_relaxed);
+  return o;
+}
+
+/* Push o (without the lock), dropping its reference. */
+static int push_out(lua_State *L, outval o) {
+  switch (o.kind) {
+  case V_NUM: {
+    double d;
+    memcpy(&d, &o.v, sizeof d);
+    lua_pushnumber(L, d);
+    return 1;
+  }
+  case V_TRUE: lua_pushboolean(L, 1); return 1;
+  case V_FALSE: lua_pushboolean(L, 0); return 1;
+  case V_BOX: {
+    mbox *b = (mbox *)(uintptr_t)o.v;
+    int n;
+    switch (b->c.kind) {
+    case COPY_NUM: lua_pushnumber(L, b->c.num); n = 1; break;
+    case COPY_TRUE: lua_pushboolean(L, 1); n = 1; break;
+    case COPY_FALSE: lua_pushboolean(L, 0); n = 1; break;
+    default: n = value_decode_safe(L, b->c.blob); break;
+    }
+    box_release(b);
+    if (n < 0) lua_error(L);
+    return 1;
+  }
+  default: lua_pushnil(L); return 1;
+  }
+}
+
+/* Store nv into slot s (new or existing) of sh; the old value to d. With
+ * a capacity, evict to make room: true if anything was. */
+static bool put_value(smap *m, shard *sh, map_slot s, bool existed, const map_key *k, newval nv, dropped *d) {
+  if (existed) {
+    sh->bytes -= map_val_kind_of(s) == V_BOX ? ((mbox *)(uintptr_t)s.b->vals[s.i])->size : 0;
+    drop(d, map_val_kind_of(s), s.b->vals[s.i]);
+  } else {
+    sh->bytes += SLOT_BYTES + key_bytes(k);
+  }
+  map_set_val(s, nv.kind, nv.v);
+  if (nv.kind == V_BOX) sh->bytes += ((mbox *)(uintptr_t)nv.v)->size;
+  if (m->capacity && sh->bytes > m->budget) return evict(sh, m->budget, s, d);
+  return false;
+}
+
+/* What a store would take beyond the budget with nothing evicted. */
+static bool would_overflow(smap *m, shard *sh, const map_key *k, newval nv, bool existed, map_slot s) {
+  if (!m->capacity) return false;
+  int64_t add = nv.kind == V_BOX ? ((mbox *)(uintptr_t)nv.v)->size : 0;
+  if (existed) add -= map_val_kind_of(s) == V_BOX ? ((mbox *)(uintptr_t)s.b->vals[s.i])->size : 0;
+  else add += SLOT_BYTES + key_bytes(k);
+  return sh->bytes + add > m->budget;
+}
+
+/* Values equal for compare_and_swap: scalars by value, strings by bytes,
+ * runtime objects by identity (value.c's blob_equal). */
+static bool value_equal(map_slot s, const rt_copy *old) {
+  uint8_t vk = map_val_kind_of(s);
+  rt_copy cur;
+  if (vk == V_BOX) cur = ((mbox *)(uintptr_t)s.b->vals[s.i])->c;
+  else if (vk == V_NUM) {
+    cur.kind = COPY_NUM;
+    memcpy(&cur.num, &s.b->vals[s.i], sizeof cur.num);
+  } else cur.kind = vk == V_TRUE ? COPY_TRUE : COPY_FALSE;
+  if (cur.kind != old->kind) return false;
+  if (cur.kind == COPY_NUM) return cur.num == old->num;
+  if (cur.kind == COPY_BLOB) return blob_equal(cur.blob, old->blob);
+  return true;
+}
+
+/* The old value of compare_and_swap/compare_and_delete: comparable ones
+ * only, as Go's CompareAndSwap panics on an uncomparable one. */
+static rt_copy comparable(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TNIL || t == LUA_TNONE)
+    luaL_argerror(L, idx, lua_pushfstring(L, "old value must be a string, number, boolean or runtime object, got %s",
+                                          luaL_typename(L, idx)));
+  rt_copy c = copy_make(L, idx, "value");
+  if (c.kind == COPY_NONE) lua_error(L);
+  return c;
+}
+
+#define LOCKED(sh) rt_lock(&(sh)->lock)
+#define UNLOCKED(sh) rt_unlock(&(sh)->lock)
+
+/* map_new(capacity bytes or 0, shards or 0) */
+static int l_map_new(lua_State *L) {
+  runtime *rt = getp()->rt;
+  lua_Number cap = luaL_optnumber(L, 1, 0);
+  if (!(cap >= 0) || cap > 9e18) luaL_argerror(L, 1, "capacity out of range");
+  uint32_t want = (uint32_t)luaL_optinteger(L, 2, 0);
+  if (want == 0) want = 4 * (uint32_t)rt->gomaxprocs;
+  uint32_t n = 8;
+  while (n < want && n < 4096) n *= 2;
+  smap *m = rt_calloc(1, sizeof *m);
+  rt_object_init(&m->obj, RT_MAP);
+  m->nshards = n;
+  m->seed = process_seed(rt) ^ XXH3_64bits(&m, sizeof m);
+  m->capacity = (int64_t)cap;
+  m->budget = m->capacity / n;
+  if (m->capacity && m->budget < 1) m->budget = 1;
+  if (posix_memalign((void **)&m->shards, 64, n * sizeof *m->shards)) rt_throw("runtime: out of memory");
+  memset(m->shards, 0, n * sizeof *m->shards);
+  for (uint32_t i = 0; i < n; i++) m->shards[i].h.seed = m->seed;
+  rt_push_object(L, &m->obj);
+  rt_release(&m->obj); /* the proxy holds it */
+  return 1;
+}
+
+/* load(k) -> v, true | nil, false */
+static int l_map_load(lua_State *L) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  map_slot s;
+  outval o = {V_NONE, 0};
+  LOCKED(sh);
+  if (find_live(sh, &k, &s, 0, &d)) {
+    o = take_ref(s);
+    if (m->capacity && !(s.b->ref & (1u << s.i))) s.b->ref |= (uint8_t)(1u << s.i);
+  }
+  UNLOCKED(sh);
+  drop_all(&d);
+  if (o.kind == V_NONE) {
+    lua_pushnil(L);
+    lua_pushboolean(L, 0);
+    return 2;
+  }
+  push_out(L, o);
+  lua_pushboolean(L, 1);
+  return 2;
+}
+
+/* store(k, v[, ttl]) -> true[, "forcible"] */
+static int store(lua_State *L, bool safe) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  int64_t expire = opt_ttl(L, 4);
+  newval nv = make_value(L, 3, expire);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  int64_t now = nanotime();
+  LOCKED(sh);
+  sweep_step(sh, now, &d);
+  map_slot s;
+  bool existed = find_live(sh, &k, &s, now, &d);
+  if (safe && would_overflow(m, sh, &k, nv, existed, s)) {
+    UNLOCKED(sh);
+    drop_all(&d);
+    newval_free(&nv);
+    lua_pushnil(L);
+    lua_pushliteral(L, "no memory");
+    return 2;
+  }
+  s = hmap_assign(&sh->h, &k, &existed);
+  bool forcible = put_value(m, sh, s, existed, &k, nv, &d);
+  UNLOCKED(sh);
+  drop_all(&d);
+  lua_pushboolean(L, 1);
+  if (!forcible) return 1;
+  lua_pushliteral(L, "forcible");
+  return 2;
+}
+static int l_map_store(lua_State *L) { return store(L, false); }
+static int l_map_safe_store(lua_State *L) { return store(L, true); }
+
+/* add(k, v[, ttl]) -> true[, "forcible"] | false, "exists" */
+static int l_map_add(lua_State *L) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  int64_t expire = opt_ttl(L, 4);
+  newval nv = make_value(L, 3, expire);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  int64_t now = nanotime();
+  LOCKED(sh);
+  sweep_step(sh, now, &d);
+  map_slot s;
+  if (find_live(sh, &k, &s, now, &d)) {
+    UNLOCKED(sh);
+    drop_all(&d);
+    newval_free(&nv);
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "exists");
+    return 2;
+  }
+  bool existed;
+  s = hmap_assign(&sh->h, &k, &existed);
+  bool forcible = put_value(m, sh, s, existed, &k, nv, &d);
+  UNLOCKED(sh);
+  drop_all(&d);
+  lua_pushboolean(L, 1);
+  if (!forcible) return 1;
+  lua_pushliteral(L, "forcible");
+  return 2;
+}
+
+/* load_or_store(k, v) -> actual, loaded */
+static int l_map_load_or_store(lua_State *L) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  map_slot s;
+  outval o = {V_NONE, 0};
+  int64_t now = nanotime();
+  /* Look first: a hit needs no copy of v. */
+  LOCKED(sh);
+  if (find_live(sh, &k, &s, now, &d)) o = take_ref(s);
+  UNLOCKED(sh);
+  drop_all(&d);
+  if (o.kind != V_NONE) {
+    push_out(L, o);
+    lua_pushboolean(L, 1);
+    return 2;
+  }
+  newval nv = make_value(L, 3, 0);
+  LOCKED(sh);
+  sweep_step(sh, now, &d);
+  if (find_live(sh, &k, &s, now, &d)) { /* another goroutine stored it meanwhile */
+    o = take_ref(s);
+    UNLOCKED(sh);
+    drop_all(&d);
+    newval_free(&nv);
+    push_out(L, o);
+    lua_pushboolean(L, 1);
+    return 2;
+  }
+  bool existed;
+  s = hmap_assign(&sh->h, &k, &existed);
+  put_value(m, sh, s, existed, &k, nv, &d);
+  UNLOCKED(sh);
+  drop_all(&d);
+  lua_pushvalue(L, 3);
+  lua_pushboolean(L, 0);
+  return 2;
+}
+
+/* load_and_delete(k) -> v, true | nil, false */
+static int l_map_load_and_delete(lua_State *L) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  map_slot s;
+  outval o = {V_NONE, 0};
+  LOCKED(sh);
+  if (find_live(sh, &k, &s, nanotime(), &d)) {
+    o = take_ref(s);
+    remove_slot(sh, s, &d);
+  }
+  UNLOCKED(sh);
+  drop_all(&d);
+  if (o.kind == V_NONE) {
+    lua_pushnil(L);
+    lua_pushboolean(L, 0);
+    return 2;
+  }
+  push_out(L, o);
+  lua_pushboolean(L, 1);
+  return 2;
+}
+
+/* delete(k) */
+static int l_map_delete(lua_State *L) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  map_slot s;
+  LOCKED(sh);
+  if (hmap_find(&sh->h, &k, &s)) remove_slot(sh, s, &d);
+  UNLOCKED(sh);
+  drop_all(&d);
+  return 0;
+}
+
+/* swap(k, v) -> previous, loaded */
+static int l_map_swap(lua_State *L) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  newval nv = make_value(L, 3, 0);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  map_slot s;
+  outval o = {V_NONE, 0};
+  int64_t now = nanotime();
+  LOCKED(sh);
+  sweep_step(sh, now, &d);
+  bool existed = find_live(sh, &k, &s, now, &d);
+  if (existed) o = take_ref(s);
+  s = hmap_assign(&sh->h, &k, &existed);
+  put_value(m, sh, s, existed, &k, nv, &d);
+  UNLOCKED(sh);
+  drop_all(&d);
+  if (o.kind == V_NONE) {
+    lua_pushnil(L);
+    lua_pushboolean(L, 0);
+    return 2;
+  }
+  push_out(L, o);
+  lua_pushboolean(L, 1);
+  return 2;
+}
+
+/* compare_and_swap(k, old, new) -> swapped */
+static int l_map_compare_and_swap(lua_State *L) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  rt_copy old = comparable(L, 3);
+  newval nv = make_value(L, 4, 0);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  map_slot s;
+  bool swapped = false;
+  int64_t now = nanotime();
+  LOCKED(sh);
+  if (find_live(sh, &k, &s, now, &d) && value_equal(s, &old)) {
+    put_value(m, sh, s, true, &k, nv, &d);
+    swapped = true;
+  }
+  UNLOCKED(sh);
+  drop_all(&d);
+  copy_free(&old);
+  if (!swapped) newval_free(&nv);
+  lua_pushboolean(L, swapped);
+  return 1;
+}
+
+/* compare_and_delete(k, old) -> deleted */
+static int l_map_compare_and_delete(lua_State *L) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  rt_copy old = comparable(L, 3);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  map_slot s;
+  bool deleted = false;
+  LOCKED(sh);
+  if (find_live(sh, &k, &s, nanotime(), &d) && value_equal(s, &old)) {
+    remove_slot(sh, s, &d);
+    deleted = true;
+  }
+  UNLOCKED(sh);
+  drop_all(&d);
+  copy_free(&old);
+  lua_pushboolean(L, deleted);
+  return 1;
+}
+
+/* incr(k, delta[, init[, init_ttl]]) -> new | nil, "not found" | nil, "not a number" */
+static int l_map_incr(lua_State *L) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  double delta = luaL_checknumber(L, 3);
+  bool has_init = !lua_isnoneornil(L, 4);
+  double init = has_init ? luaL_checknumber(L, 4) : 0;
+  int64_t expire = opt_ttl(L, 5);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  map_slot s;
+  const char *err = NULL;
+  double result = 0;
+  int64_t now = nanotime();
+  LOCKED(sh);
+  sweep_step(sh, now, &d);
+  if (find_live(sh, &k, &s, now, &d)) {
+    uint8_t vk = map_val_kind_of(s);
+    if (vk == V_NUM) {
+      double cur;
+      memcpy(&cur, &s.b->vals[s.i], sizeof cur);
+      result = cur + delta;
+      memcpy(&s.b->vals[s.i], &result, sizeof result);
+    } else if (vk == V_BOX && ((mbox *)(uintptr_t)s.b->vals[s.i])->c.kind == COPY_NUM) {
+      mbox *b = (mbox *)(uintptr_t)s.b->vals[s.i];
+      result = b->c.num + delta; /* a new box: loads in flight keep the old one */
+      put_value(m, sh, s, true, &k, number_value(result, b->expire), &d);
+    } else {
+      err = "not a number";
+    }
+  } else if (has_init) {
+    result = init + delta;
+    bool existed;
+    s = hmap_assign(&sh->h, &k, &existed);
+    put_value(m, sh, s, existed, &k, number_value(result, expire), &d);
+  } else {
+    err = "not found";
+  }
+  UNLOCKED(sh);
+  drop_all(&d);
+  if (err) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushnumber(L, result);
+  return 1;
+}
+
+/* ttl(k) -> seconds left (0: none) | nil, "not found" */
+static int l_map_ttl(lua_State *L) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  map_slot s;
+  int64_t now = nanotime(), exp = -1;
+  LOCKED(sh);
+  if (find_live(sh, &k, &s, now, &d)) exp = slot_expire(s);
+  UNLOCKED(sh);
+  drop_all(&d);
+  if (exp < 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not found");
+    return 2;
+  }
+  lua_pushnumber(L, exp ? (double)(exp - now) / 1e9 : 0);
+  return 1;
+}
+
+/* expire(k, ttl) -> true | nil, "not found" (ttl 0: never) */
+static int l_map_expire(lua_State *L) {
+  smap *m = check_map(L);
+  map_key k;
+  check_key(L, m, 2, &k);
+  luaL_checknumber(L, 3);
+  int64_t expire = opt_ttl(L, 3);
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  map_slot s;
+  bool found;
+  LOCKED(sh);
+  found = find_live(sh, &k, &s, nanotime(), &d);
+  if (found) {
+    uint8_t vk = map_val_kind_of(s);
+    if (vk == V_BOX) {
+      ((mbox *)(uintptr_t)s.b->vals[s.i])->expire = expire; /* read only under this lock */
+    } else if (expire) { /* an inline scalar gets a box to hold its expiry */
+      mbox *nb = rt_malloc(sizeof *nb);
+      atomic_init(&nb->refs, 1);
+      nb->expire = expire;
+      nb->size = sizeof *nb;
+      if (vk == V_NUM) {
+        nb->c.kind = COPY_NUM;
+        memcpy(&nb->c.num, &s.b->vals[s.i], sizeof nb->c.num);
+      } else {
+        nb->c.kind = vk == V_TRUE ? COPY_TRUE : COPY_FALSE;
+      }
+      put_value(m, sh, s, true, &k, (newval){V_BOX, (uint64_t)(uintptr_t)nb}, &d);
+    }
+  }
+  UNLOCKED(sh);
+  drop_all(&d);
+  if (!found) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not found");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* len() -> entries, those whose ttl passed but not yet removed included */
+static int l_map_len(lua_State *L) {
+  smap *m = check_map(L);
+  size_t n = 0;
+  for (uint32_t i = 0; i < m->nshards; i++) {
+    shard *sh = &m->shards[i];
+    LOCKED(sh);
+    n += sh->h.count;
+    UNLOCKED(sh);
+  }
+  lua_pushnumber(L, (lua_Number)n);
+  return 1;
+}
+
+/* The live entries of a shard, copied out under its lock. */
+typedef struct snap {
+  map_key *keys; /* strings copied: the slot may go once the lock is let go */
+  outval *vals;
+  size_t n, cap;
+  int64_t now;
+} snap;
+
+static void snap_add(map_slot s, void *arg) {
+  snap *sn = arg;
+  int64_t exp = slot_expire(s);
+  if (exp && exp <= sn->now) return;
+  if (sn->n == sn->cap) {
+    sn->cap = sn->cap ? 2 * sn->cap : 64;
+    sn->keys = rt_realloc(sn->keys, sn->cap * sizeof *sn->keys);
+    sn->vals = rt_realloc(sn->vals, sn->cap * sizeof *sn->vals);
+  }
+  map_key *k = &sn->keys[sn->n];
+  *k = (map_key){.kind = map_key_kind_of(s)};
+  if (k->kind == MK_STR) {
+    map_str *ms = (map_str *)(uintptr_t)s.b->keys[s.i];
+    char *copy = rt_malloc(ms->len ? ms->len : 1);
+    memcpy(copy, ms->s, ms->len);
+    k->s = copy;
+    k->len = ms->len;
+  } else {
+    k->bits = s.b->keys[s.i];
+  }
+  sn->vals[sn->n++] = take_ref(s);
+}
+
+static void push_key(lua_State *L, const map_key *k) {
+  switch (k->kind) {
+  case MK_STR: lua_pushlstring(L, k->s, k->len); break;
+  case MK_NUM: {
+    double d;
+    memcpy(&d, &k->bits, sizeof d);
+    lua_pushnumber(L, d);
+    break;
+  }
+  default: lua_pushboolean(L, k->kind == MK_TRUE);
+  }
+}
+
+/* map_shard_entries(m, i) -> {k1, v1, k2, v2, ...} of shard i (0-based),
+ * or nil past the last: range() calls its function from Lua, where it may
+ * block. */
+static int l_map_shard_entries(lua_State *L) {
+  smap *m = check_map(L);
+  lua_Integer i = luaL_checkinteger(L, 2);
+  if (i < 0 || i >= (lua_Integer)m->nshards) {
+    lua_pushnil(L);
+    return 1;
+  }
+  shard *sh = &m->shards[i];
+  snap sn = {.now = nanotime()};
+  LOCKED(sh);
+  hmap_each(&sh->h, snap_add, &sn);
+  UNLOCKED(sh);
+  lua_createtable(L, (int)(2 * sn.n), 0);
+  int t = lua_gettop(L);
+  for (size_t e = 0; e < sn.n; e++) {
+    push_key(L, &sn.keys[e]);
+    if (sn.keys[e].kind == MK_STR) rt_free((void *)sn.keys[e].s);
+    sn.keys[e].kind = 0;
+    outval o = sn.vals[e];
+    sn.vals[e].kind = V_NONE;
+    if (o.kind == V_BOX && ((mbox *)(uintptr_t)o.v)->c.kind == COPY_BLOB) {
+      mbox *b = (mbox *)(uintptr_t)o.v;
+      int n = value_decode_safe(L, b->c.blob);
+      box_release(b);
+      if (n < 0) { /* free what is left, then raise */
+        for (size_t r = e + 1; r < sn.n; r++) {
+          if (sn.keys[r].kind == MK_STR) rt_free((void *)sn.keys[r].s);
+          if (sn.vals[r].kind == V_BOX) box_release((mbox *)(uintptr_t)sn.vals[r].v);
+        }
+        rt_free(sn.keys);
+        rt_free(sn.vals);
+        lua_error(L);
+      }
+    } else {
+      push_out(L, o);
+    }
+    lua_rawseti(L, t, (int)(2 * e + 2)); /* the value, then the key below it */
+    lua_rawseti(L, t, (int)(2 * e + 1));
+  }
+  rt_free(sn.keys);
+  rt_free(sn.vals);
+  return 1;
+}
+
+/* clear() */
+static int l_map_clear(lua_State *L) {
+  smap *m = check_map(L);
+  for (uint32_t i = 0; i < m->nshards; i++) {
+    shard *sh = &m->shards[i];
+    hmap old;
+    LOCKED(sh);
+    old = sh->h;
+    memset(&sh->h, 0, sizeof sh->h);
+    sh->h.seed = m->seed;
+    sh->bytes = 0;
+    sh->hand = 0;
+    UNLOCKED(sh);
+    hmap_free(&old, value_free, NULL);
+  }
+  return 0;
+}
+
+/* stats() -> { len, bytes, capacity, shards, buckets, overflow, growing, evictions, expirations } */
+static int l_map_stats(lua_State *L) {
+  smap *m = check_map(L);
+  double len = 0, bytes = 0, buckets = 0, overflow = 0, growing = 0, evictions = 0, expirations = 0;
+  for (uint32_t i = 0; i < m->nshards; i++) {
+    shard *sh = &m->shards[i];
+    LOCKED(sh);
+    len += (double)sh->h.count;
+    bytes += (double)sh->bytes;
+    buckets += (double)hmap_nbuckets(&sh->h);
+    overflow += sh->h.noverflow;
+    growing += sh->h.oldbuckets != NULL;
+    evictions += (double)sh->evictions;
+    expirations += (double)sh->expirations;
+    UNLOCKED(sh);
+  }
+  lua_createtable(L, 0, 9);
+  lua_pushnumber(L, len), lua_setfield(L, -2, "len");
+  lua_pushnumber(L, bytes), lua_setfield(L, -2, "bytes");
+  lua_pushnumber(L, (double)m->capacity), lua_setfield(L, -2, "capacity");
+  lua_pushnumber(L, m->nshards), lua_setfield(L, -2, "shards");
+  lua_pushnumber(L, buckets), lua_setfield(L, -2, "buckets");
+  lua_pushnumber(L, overflow), lua_setfield(L, -2, "overflow_buckets");
+  lua_pushnumber(L, growing), lua_setfield(L, -2, "growing_shards");
+  lua_pushnumber(L, evictions), lua_setfield(L, -2, "evictions");
+  lua_pushnumber(L, expirations), lua_setfield(L, -2, "expirations");
+  return 1;
+}
+
+void map_open(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+      {"map_new", l_map_new},
+      {"map_shard_entries", l_map_shard_entries},
+      {NULL, NULL},
+  };
+  luaL_register(L, NULL, funcs);
+  /* the methods, in a table Lua hangs on the metatable's __index */
+  static const luaL_Reg methods[] = {
+      {"load", l_map_load},
+      {"store", l_map_store},
+      {"safe_store", l_map_safe_store},
+      {"add", l_map_add},
+      {"load_or_store", l_map_load_or_store},
+      {"load_and_delete", l_map_load_and_delete},
+      {"delete", l_map_delete},
+      {"swap", l_map_swap},
+      {"compare_and_swap", l_map_compare_and_swap},
+      {"compare_and_delete", l_map_compare_and_delete},
+      {"incr", l_map_incr},
+      {"ttl", l_map_ttl},
+      {"expire", l_map_expire},
+      {"len", l_map_len},
+      {"clear", l_map_clear},
+      {"stats", l_map_stats},
+      {NULL, NULL},
+  };
+  lua_newtable(L);
+  luaL_register(L, NULL, methods);
+  lua_setfield(L, -2, "map_methods");
+}
