@@ -46,6 +46,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 
 #include <lauxlib.h>
@@ -97,7 +98,43 @@ static bool slot_is(const map_bucket *b, int i, const map_key *k) {
 static size_t nbuckets_of(uint8_t B) { return (size_t)1 << B; }
 static size_t old_nbuckets(const hmap *h) { return h->same_size ? nbuckets_of(h->B) : nbuckets_of(h->B) >> 1; }
 static bool evacuated(const map_bucket *b) { return b->tophash[0] == MAP_TH_EVACUATED; }
+/* Old bucket i is evacuated: below nevacuate without reading it (its
+ * memory may be gone). */
+static bool evacuated_at(const hmap *h, size_t i) { return i < h->nevacuate || evacuated(&h->oldbuckets[i]); }
 size_t hmap_nbuckets(const hmap *h) { return h->buckets ? nbuckets_of(h->B) : 0; }
+
+/* Bucket arrays of a MiB and more come from mmap: fresh pages are zero and
+ * fault in as inserts reach them, where a reused heap block would be
+ * cleared at once (a 40 MiB memset made one insert of ten million take
+ * 16 ms). */
+#define ARRAY_MMAP_BYTES (1u << 20)
+
+static map_bucket *array_new(size_t n) {
+  size_t bytes = n * sizeof(map_bucket);
+  if (bytes < ARRAY_MMAP_BYTES) return rt_calloc(n, sizeof(map_bucket));
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) rt_throw("runtime: out of memory (map buckets, %zu bytes)", bytes);
+  return p;
+}
+
+static void array_free(map_bucket *arr, size_t n) {
+  size_t bytes = n * sizeof(map_bucket);
+  if (bytes < ARRAY_MMAP_BYTES) rt_free(arr);
+  else munmap(arr, bytes); /* the parts already unmapped (old_unmapped) are no error */
+}
+
+/* An old array from mmap is given back in chunks as evacuation passes
+ * them, so that no single insert pays for unmapping tens of MiB. The
+ * buckets below nevacuate are never read again (evacuated_at). */
+#define UNMAP_CHUNK ((size_t)256 << 10)
+
+static void unmap_evacuated(hmap *h, size_t oldn) {
+  if (oldn * sizeof(map_bucket) < ARRAY_MMAP_BYTES) return;
+  size_t done = (h->nevacuate * sizeof(map_bucket)) & ~(UNMAP_CHUNK - 1);
+  if (done <= h->old_unmapped) return;
+  munmap((char *)h->oldbuckets + h->old_unmapped, done - h->old_unmapped);
+  h->old_unmapped = done;
+}
 
 static bool over_load_factor(size_t count, uint8_t B) {
   return count > MAP_BUCKET_SLOTS && count > LOAD_NUM * (nbuckets_of(B) / LOAD_DEN);
@@ -118,8 +155,8 @@ bool hmap_find(const hmap *h, const map_key *k, map_slot *out) {
   size_t mask = nbuckets_of(h->B) - 1;
   map_bucket *b = &h->buckets[k->hash & mask];
   if (h->oldbuckets) {
-    map_bucket *ob = &h->oldbuckets[k->hash & (old_nbuckets(h) - 1)];
-    if (!evacuated(ob)) b = ob;
+    size_t oi = k->hash & (old_nbuckets(h) - 1);
+    if (!evacuated_at(h, oi)) b = &h->oldbuckets[oi];
   }
   uint8_t top = tophash(k->hash);
   for (; b; b = b->overflow)
@@ -137,7 +174,7 @@ bool hmap_find(const hmap *h, const map_key *k, map_slot *out) {
 static void evacuate(hmap *h, size_t oldbucket, uint64_t seed) {
   map_bucket *b = &h->oldbuckets[oldbucket];
   size_t oldn = old_nbuckets(h);
-  if (!evacuated(b)) {
+  if (!evacuated_at(h, oldbucket)) {
     /* where the next entry goes in x (same index) and y (index + oldn) */
     map_bucket *dst[2] = {&h->buckets[oldbucket], h->same_size ? NULL : &h->buckets[oldbucket + oldn]};
     int di[2] = {0, 0};
@@ -169,8 +206,9 @@ static void evacuate(hmap *h, size_t oldbucket, uint64_t seed) {
   }
   if (oldbucket == h->nevacuate) {
     while (h->nevacuate < oldn && evacuated(&h->oldbuckets[h->nevacuate])) h->nevacuate++;
+    unmap_evacuated(h, oldn);
     if (h->nevacuate == oldn) { /* growth is over */
-      rt_free(h->oldbuckets);
+      array_free(h->oldbuckets, oldn);
       h->oldbuckets = NULL;
       h->same_size = false;
     }
@@ -187,14 +225,15 @@ static void hash_grow(hmap *h) {
   h->oldbuckets = h->buckets;
   h->same_size = same;
   if (!same) h->B++;
-  h->buckets = rt_calloc(nbuckets_of(h->B), sizeof *h->buckets);
+  h->buckets = array_new(nbuckets_of(h->B));
   h->nevacuate = 0;
+  h->old_unmapped = 0;
   h->noverflow = 0;
   h->sweep = 0;
 }
 
 map_slot hmap_assign(hmap *h, const map_key *k, bool *existed) {
-  if (!h->buckets) h->buckets = rt_calloc(1, sizeof *h->buckets);
+  if (!h->buckets) h->buckets = array_new(1);
 again:
   if (h->oldbuckets) grow_work(h, k->hash, h->seed);
   size_t mask = nbuckets_of(h->B) - 1;
@@ -257,14 +296,15 @@ static void each_chain(map_bucket *b, void (*f)(map_slot s, void *arg), void *ar
 
 void hmap_each(const hmap *h, void (*f)(map_slot s, void *arg), void *arg) {
   if (h->oldbuckets)
-    for (size_t i = 0; i < old_nbuckets(h); i++)
+    for (size_t i = h->nevacuate; i < old_nbuckets(h); i++)
       if (!evacuated(&h->oldbuckets[i])) each_chain(&h->oldbuckets[i], f, arg);
   if (h->buckets)
     for (size_t i = 0; i < nbuckets_of(h->B); i++) each_chain(&h->buckets[i], f, arg);
 }
 
-static void free_array(map_bucket *arr, size_t n, void (*value_free)(uint8_t, uint64_t, void *), void *arg) {
-  for (size_t i = 0; i < n; i++) {
+static void free_array(map_bucket *arr, size_t from, size_t n, void (*value_free)(uint8_t, uint64_t, void *),
+                       void *arg) {
+  for (size_t i = from; i < n; i++) {
     map_bucket *b = &arr[i];
     if (evacuated(b)) continue;
     for (map_bucket *c = b; c;) {
@@ -278,12 +318,12 @@ static void free_array(map_bucket *arr, size_t n, void (*value_free)(uint8_t, ui
       c = next;
     }
   }
-  rt_free(arr);
+  array_free(arr, n);
 }
 
 void hmap_free(hmap *h, void (*value_free)(uint8_t kind, uint64_t v, void *arg), void *arg) {
-  if (h->oldbuckets) free_array(h->oldbuckets, old_nbuckets(h), value_free, arg);
-  if (h->buckets) free_array(h->buckets, nbuckets_of(h->B), value_free, arg);
+  if (h->oldbuckets) free_array(h->oldbuckets, h->nevacuate, old_nbuckets(h), value_free, arg);
+  if (h->buckets) free_array(h->buckets, 0, nbuckets_of(h->B), value_free, arg);
   uint64_t seed = h->seed;
   memset(h, 0, sizeof *h);
   h->seed = seed;
@@ -308,6 +348,7 @@ typedef struct shard {
   hmap h;
   int64_t bytes; /* keys, values and slots */
   size_t hand;   /* CLOCK: the next bucket eviction looks at */
+  size_t nexpiring; /* entries with a ttl: only then do writes sweep */
   uint64_t evictions, expirations;
 } __attribute__((aligned(64))) shard;
 
@@ -379,6 +420,7 @@ static void drop_all(dropped *d) {
 /* Empty slot s of shard sh, its value to d. */
 static void remove_slot(shard *sh, map_slot s, dropped *d) {
   sh->bytes -= slot_bytes(s);
+  if (slot_expire(s)) sh->nexpiring--;
   drop(d, map_val_kind_of(s), s.b->vals[s.i]);
   hmap_clear_slot(&sh->h, s);
 }
@@ -402,7 +444,8 @@ static bool find_live(shard *sh, const map_key *k, map_slot *s, int64_t now, dro
 static void sweep_step(shard *sh, int64_t now, dropped *d) {
   hmap *h = &sh->h;
   size_t n = hmap_nbuckets(h);
-  if (!n || h->oldbuckets) return;
+  if (!sh->nexpiring || !n || h->oldbuckets) return;
+  if (!now) now = nanotime();
   map_bucket *b = &h->buckets[h->sweep++ & (n - 1)];
   for (; b; b = b->overflow)
     for (int i = 0; i < MAP_BUCKET_SLOTS; i++) {
@@ -449,18 +492,37 @@ static void smap_free(smap *m) {
 
 void map_object_free(rt_object *o) { smap_free((smap *)o); }
 
-static smap *check_map(lua_State *L) {
+/* Misuse: "bad argument #n to 'fname' (msg)" at the caller's line, self
+ * counting as #1 as everywhere in lugo (the methods are called through
+ * Lua wrappers and tail calls: Lua's own naming would say '?'). */
+static int map_argerror(lua_State *L, int narg, const char *fname, const char *msg) {
+  luaL_where(L, 1);
+  lua_pushfstring(L, "bad argument #%d to '%s' (%s)", narg, fname, msg);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
+static int map_typeerror(lua_State *L, int narg, const char *fname, const char *expected) {
+  return map_argerror(L, narg, fname, lua_pushfstring(L, "%s expected, got %s", expected, luaL_typename(L, narg)));
+}
+
+static smap *check_map(lua_State *L, const char *fname) {
   smap *m = (smap *)rt_to_object(L, 1, RT_MAP);
-  if (!m) luaL_typerror(L, 1, "map");
+  if (!m) map_typeerror(L, 1, fname, "map");
   return m;
 }
 
-static void check_key(lua_State *L, smap *m, int idx, map_key *k) {
+static double check_number(lua_State *L, int idx, const char *fname) {
+  if (lua_type(L, idx) != LUA_TNUMBER) map_typeerror(L, idx, fname, "number");
+  return lua_tonumber(L, idx);
+}
+
+static void check_key(lua_State *L, smap *m, int idx, map_key *k, const char *fname) {
   *k = (map_key){0};
   switch (lua_type(L, idx)) {
   case LUA_TNUMBER: {
     double d = lua_tonumber(L, idx);
-    if (d != d) luaL_argerror(L, idx, "key is NaN");
+    if (d != d) map_argerror(L, idx, fname, "key is NaN");
     if (d == 0) d = 0; /* -0 and 0 are one key, as in a Lua table */
     k->kind = MK_NUM;
     memcpy(&k->bits, &d, sizeof d);
@@ -469,22 +531,22 @@ static void check_key(lua_State *L, smap *m, int idx, map_key *k) {
   case LUA_TSTRING: {
     size_t len;
     k->s = lua_tolstring(L, idx, &len);
-    if (len > UINT32_MAX) luaL_argerror(L, idx, "key too long");
+    if (len > UINT32_MAX) map_argerror(L, idx, fname, "key too long");
     k->len = (uint32_t)len;
     k->kind = MK_STR;
     break;
   }
   case LUA_TBOOLEAN: k->kind = lua_toboolean(L, idx) ? MK_TRUE : MK_FALSE; break;
   default:
-    luaL_argerror(L, idx, lua_pushfstring(L, "key must be a string, number or boolean, got %s", luaL_typename(L, idx)));
+    map_argerror(L, idx, fname, lua_pushfstring(L, "key must be a string, number or boolean, got %s", luaL_typename(L, idx)));
   }
   map_key_hash(k, m->seed);
 }
 
-static int64_t opt_ttl(lua_State *L, int idx) {
+static int64_t opt_ttl(lua_State *L, int idx, const char *fname) {
   if (lua_isnoneornil(L, idx)) return 0;
-  lua_Number t = luaL_checknumber(L, idx);
-  if (!(t >= 0)) luaL_argerror(L, idx, "ttl must not be negative");
+  lua_Number t = check_number(L, idx, fname);
+  if (!(t >= 0)) map_argerror(L, idx, fname, "ttl must not be negative");
   if (t == 0) return 0;
   return nanotime() + (t > 1e9 ? (int64_t)1e18 : (int64_t)(t * 1e9));
 }
@@ -496,9 +558,9 @@ typedef struct newval {
   uint64_t v;
 } newval;
 
-static newval make_value(lua_State *L, int idx, int64_t expire) {
+static newval make_value(lua_State *L, int idx, int64_t expire, const char *fname) {
   int t = lua_type(L, idx);
-  if (t == LUA_TNIL || t == LUA_TNONE) luaL_argerror(L, idx, "value is nil (use delete)");
+  if (t == LUA_TNIL || t == LUA_TNONE) map_argerror(L, idx, fname, "value is nil (use delete)");
   if (!expire && t == LUA_TNUMBER) {
     double d = lua_tonumber(L, idx);
     uint64_t bits;
@@ -580,12 +642,17 @@ static int push_out(lua_State *L, outval o) {
 static bool put_value(smap *m, shard *sh, map_slot s, bool existed, const map_key *k, newval nv, dropped *d) {
   if (existed) {
     sh->bytes -= map_val_kind_of(s) == V_BOX ? ((mbox *)(uintptr_t)s.b->vals[s.i])->size : 0;
+    if (slot_expire(s)) sh->nexpiring--;
     drop(d, map_val_kind_of(s), s.b->vals[s.i]);
   } else {
     sh->bytes += SLOT_BYTES + key_bytes(k);
   }
   map_set_val(s, nv.kind, nv.v);
-  if (nv.kind == V_BOX) sh->bytes += ((mbox *)(uintptr_t)nv.v)->size;
+  if (nv.kind == V_BOX) {
+    mbox *b = (mbox *)(uintptr_t)nv.v;
+    sh->bytes += b->size;
+    if (b->expire) sh->nexpiring++;
+  }
   if (m->capacity && sh->bytes > m->budget) return evict(sh, m->budget, s, d);
   return false;
 }
@@ -617,10 +684,10 @@ static bool value_equal(map_slot s, const rt_copy *old) {
 
 /* The old value of compare_and_swap/compare_and_delete: comparable ones
  * only, as Go's CompareAndSwap panics on an uncomparable one. */
-static rt_copy comparable(lua_State *L, int idx) {
+static rt_copy comparable(lua_State *L, int idx, const char *fname) {
   int t = lua_type(L, idx);
   if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TNIL || t == LUA_TNONE)
-    luaL_argerror(L, idx, lua_pushfstring(L, "old value must be a string, number, boolean or runtime object, got %s",
+    map_argerror(L, idx, fname, lua_pushfstring(L, "old value must be a string, number, boolean or runtime object, got %s",
                                           luaL_typename(L, idx)));
   rt_copy c = copy_make(L, idx, "value");
   if (c.kind == COPY_NONE) lua_error(L);
@@ -634,7 +701,7 @@ static rt_copy comparable(lua_State *L, int idx) {
 static int l_map_new(lua_State *L) {
   runtime *rt = getp()->rt;
   lua_Number cap = luaL_optnumber(L, 1, 0);
-  if (!(cap >= 0) || cap > 9e18) luaL_argerror(L, 1, "capacity out of range");
+  if (!(cap >= 0) || cap > 9e18) map_argerror(L, 1, "map", "capacity out of range");
   uint32_t want = (uint32_t)luaL_optinteger(L, 2, 0);
   if (want == 0) want = 4 * (uint32_t)rt->gomaxprocs;
   uint32_t n = 8;
@@ -656,9 +723,9 @@ static int l_map_new(lua_State *L) {
 
 /* load(k) -> v, true | nil, false */
 static int l_map_load(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "load");
   map_key k;
-  check_key(L, m, 2, &k);
+  check_key(L, m, 2, &k, "load");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
@@ -682,19 +749,21 @@ static int l_map_load(lua_State *L) {
 
 /* store(k, v[, ttl]) -> true[, "forcible"] */
 static int store(lua_State *L, bool safe) {
-  smap *m = check_map(L);
+  const char *fn = safe ? "safe_store" : "store";
+  smap *m = check_map(L, fn);
   map_key k;
-  check_key(L, m, 2, &k);
-  int64_t expire = opt_ttl(L, 4);
-  newval nv = make_value(L, 3, expire);
+  check_key(L, m, 2, &k, fn);
+  int64_t expire = opt_ttl(L, 4, fn);
+  newval nv = make_value(L, 3, expire, fn);
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
-  int64_t now = nanotime();
+  int64_t now = 0; /* read when a ttl needs it */
   LOCKED(sh);
   sweep_step(sh, now, &d);
-  map_slot s;
-  bool existed = find_live(sh, &k, &s, now, &d);
+  bool existed;
+  map_slot s = hmap_assign(&sh->h, &k, &existed); /* an expired entry is simply replaced */
   if (safe && would_overflow(m, sh, &k, nv, existed, s)) {
+    if (!existed) hmap_clear_slot(&sh->h, s);
     UNLOCKED(sh);
     drop_all(&d);
     newval_free(&nv);
@@ -702,7 +771,6 @@ static int store(lua_State *L, bool safe) {
     lua_pushliteral(L, "no memory");
     return 2;
   }
-  s = hmap_assign(&sh->h, &k, &existed);
   bool forcible = put_value(m, sh, s, existed, &k, nv, &d);
   UNLOCKED(sh);
   drop_all(&d);
@@ -716,14 +784,14 @@ static int l_map_safe_store(lua_State *L) { return store(L, true); }
 
 /* add(k, v[, ttl]) -> true[, "forcible"] | false, "exists" */
 static int l_map_add(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "add");
   map_key k;
-  check_key(L, m, 2, &k);
-  int64_t expire = opt_ttl(L, 4);
-  newval nv = make_value(L, 3, expire);
+  check_key(L, m, 2, &k, "add");
+  int64_t expire = opt_ttl(L, 4, "add");
+  newval nv = make_value(L, 3, expire, "add");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
-  int64_t now = nanotime();
+  int64_t now = 0; /* read when a ttl needs it */
   LOCKED(sh);
   sweep_step(sh, now, &d);
   map_slot s;
@@ -748,14 +816,14 @@ static int l_map_add(lua_State *L) {
 
 /* load_or_store(k, v) -> actual, loaded */
 static int l_map_load_or_store(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "load_or_store");
   map_key k;
-  check_key(L, m, 2, &k);
+  check_key(L, m, 2, &k, "load_or_store");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
   outval o = {V_NONE, 0};
-  int64_t now = nanotime();
+  int64_t now = 0; /* read when a ttl needs it */
   /* Look first: a hit needs no copy of v. */
   LOCKED(sh);
   if (find_live(sh, &k, &s, now, &d)) o = take_ref(s);
@@ -766,7 +834,7 @@ static int l_map_load_or_store(lua_State *L) {
     lua_pushboolean(L, 1);
     return 2;
   }
-  newval nv = make_value(L, 3, 0);
+  newval nv = make_value(L, 3, 0, "load_or_store");
   LOCKED(sh);
   sweep_step(sh, now, &d);
   if (find_live(sh, &k, &s, now, &d)) { /* another goroutine stored it meanwhile */
@@ -790,9 +858,9 @@ static int l_map_load_or_store(lua_State *L) {
 
 /* load_and_delete(k) -> v, true | nil, false */
 static int l_map_load_and_delete(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "load_and_delete");
   map_key k;
-  check_key(L, m, 2, &k);
+  check_key(L, m, 2, &k, "load_and_delete");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
@@ -816,9 +884,9 @@ static int l_map_load_and_delete(lua_State *L) {
 
 /* delete(k) */
 static int l_map_delete(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "delete");
   map_key k;
-  check_key(L, m, 2, &k);
+  check_key(L, m, 2, &k, "delete");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
@@ -831,15 +899,15 @@ static int l_map_delete(lua_State *L) {
 
 /* swap(k, v) -> previous, loaded */
 static int l_map_swap(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "swap");
   map_key k;
-  check_key(L, m, 2, &k);
-  newval nv = make_value(L, 3, 0);
+  check_key(L, m, 2, &k, "swap");
+  newval nv = make_value(L, 3, 0, "swap");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
   outval o = {V_NONE, 0};
-  int64_t now = nanotime();
+  int64_t now = 0; /* read when a ttl needs it */
   LOCKED(sh);
   sweep_step(sh, now, &d);
   bool existed = find_live(sh, &k, &s, now, &d);
@@ -860,16 +928,16 @@ static int l_map_swap(lua_State *L) {
 
 /* compare_and_swap(k, old, new) -> swapped */
 static int l_map_compare_and_swap(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "compare_and_swap");
   map_key k;
-  check_key(L, m, 2, &k);
-  rt_copy old = comparable(L, 3);
-  newval nv = make_value(L, 4, 0);
+  check_key(L, m, 2, &k, "compare_and_swap");
+  rt_copy old = comparable(L, 3, "compare_and_swap");
+  newval nv = make_value(L, 4, 0, "compare_and_swap");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
   bool swapped = false;
-  int64_t now = nanotime();
+  int64_t now = 0; /* read when a ttl needs it */
   LOCKED(sh);
   if (find_live(sh, &k, &s, now, &d) && value_equal(s, &old)) {
     put_value(m, sh, s, true, &k, nv, &d);
@@ -885,10 +953,10 @@ static int l_map_compare_and_swap(lua_State *L) {
 
 /* compare_and_delete(k, old) -> deleted */
 static int l_map_compare_and_delete(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "compare_and_delete");
   map_key k;
-  check_key(L, m, 2, &k);
-  rt_copy old = comparable(L, 3);
+  check_key(L, m, 2, &k, "compare_and_delete");
+  rt_copy old = comparable(L, 3, "compare_and_delete");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
@@ -907,19 +975,19 @@ static int l_map_compare_and_delete(lua_State *L) {
 
 /* incr(k, delta[, init[, init_ttl]]) -> new | nil, "not found" | nil, "not a number" */
 static int l_map_incr(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "incr");
   map_key k;
-  check_key(L, m, 2, &k);
-  double delta = luaL_checknumber(L, 3);
+  check_key(L, m, 2, &k, "incr");
+  double delta = check_number(L, 3, "incr");
   bool has_init = !lua_isnoneornil(L, 4);
-  double init = has_init ? luaL_checknumber(L, 4) : 0;
-  int64_t expire = opt_ttl(L, 5);
+  double init = has_init ? check_number(L, 4, "incr") : 0;
+  int64_t expire = opt_ttl(L, 5, "incr");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
   const char *err = NULL;
   double result = 0;
-  int64_t now = nanotime();
+  int64_t now = 0; /* read when a ttl needs it */
   LOCKED(sh);
   sweep_step(sh, now, &d);
   if (find_live(sh, &k, &s, now, &d)) {
@@ -957,9 +1025,9 @@ static int l_map_incr(lua_State *L) {
 
 /* ttl(k) -> seconds left (0: none) | nil, "not found" */
 static int l_map_ttl(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "ttl");
   map_key k;
-  check_key(L, m, 2, &k);
+  check_key(L, m, 2, &k, "ttl");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
@@ -979,11 +1047,11 @@ static int l_map_ttl(lua_State *L) {
 
 /* expire(k, ttl) -> true | nil, "not found" (ttl 0: never) */
 static int l_map_expire(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "expire");
   map_key k;
-  check_key(L, m, 2, &k);
-  luaL_checknumber(L, 3);
-  int64_t expire = opt_ttl(L, 3);
+  check_key(L, m, 2, &k, "expire");
+  check_number(L, 3, "expire");
+  int64_t expire = opt_ttl(L, 3, "expire");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
@@ -993,7 +1061,9 @@ static int l_map_expire(lua_State *L) {
   if (found) {
     uint8_t vk = map_val_kind_of(s);
     if (vk == V_BOX) {
-      ((mbox *)(uintptr_t)s.b->vals[s.i])->expire = expire; /* read only under this lock */
+      mbox *b = (mbox *)(uintptr_t)s.b->vals[s.i];
+      sh->nexpiring += (expire != 0) - (b->expire != 0);
+      b->expire = expire; /* read only under this lock */
     } else if (expire) { /* an inline scalar gets a box to hold its expiry */
       mbox *nb = rt_malloc(sizeof *nb);
       atomic_init(&nb->refs, 1);
@@ -1021,7 +1091,7 @@ static int l_map_expire(lua_State *L) {
 
 /* len() -> entries, those whose ttl passed but not yet removed included */
 static int l_map_len(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "len");
   size_t n = 0;
   for (uint32_t i = 0; i < m->nshards; i++) {
     shard *sh = &m->shards[i];
@@ -1081,7 +1151,7 @@ static void push_key(lua_State *L, const map_key *k) {
  * or nil past the last: range() calls its function from Lua, where it may
  * block. */
 static int l_map_shard_entries(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "range");
   lua_Integer i = luaL_checkinteger(L, 2);
   if (i < 0 || i >= (lua_Integer)m->nshards) {
     lua_pushnil(L);
@@ -1126,7 +1196,7 @@ static int l_map_shard_entries(lua_State *L) {
 
 /* clear() */
 static int l_map_clear(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "clear");
   for (uint32_t i = 0; i < m->nshards; i++) {
     shard *sh = &m->shards[i];
     hmap old;
@@ -1136,6 +1206,7 @@ static int l_map_clear(lua_State *L) {
     sh->h.seed = m->seed;
     sh->bytes = 0;
     sh->hand = 0;
+    sh->nexpiring = 0;
     UNLOCKED(sh);
     hmap_free(&old, value_free, NULL);
   }
@@ -1144,7 +1215,7 @@ static int l_map_clear(lua_State *L) {
 
 /* stats() -> { len, bytes, capacity, shards, buckets, overflow, growing, evictions, expirations } */
 static int l_map_stats(lua_State *L) {
-  smap *m = check_map(L);
+  smap *m = check_map(L, "stats");
   double len = 0, bytes = 0, buckets = 0, overflow = 0, growing = 0, evictions = 0, expirations = 0;
   for (uint32_t i = 0; i < m->nshards; i++) {
     shard *sh = &m->shards[i];
@@ -1201,4 +1272,114 @@ void map_open(lua_State *L) {
   lua_newtable(L);
   luaL_register(L, NULL, methods);
   lua_setfield(L, -2, "map_methods");
+}
+
+/* ---- FFI fast paths: scalar keys and values, no Lua C API ---- */
+/* The key kinds Lua passes: MK_* (MK_NUM with num; MK_STR with s, len;
+ * MK_FALSE, MK_TRUE). A NaN key takes the slow path, which raises. */
+static bool ffi_key(smap *m, int32_t kind, const char *s, size_t len, double num, map_key *k) {
+  *k = (map_key){.kind = (uint8_t)kind};
+  if (kind == MK_NUM) {
+    if (num != num) return false;
+    if (num == 0) num = 0;
+    memcpy(&k->bits, &num, sizeof num);
+  } else if (kind == MK_STR) {
+    if (len > UINT32_MAX) return false;
+    k->s = s;
+    k->len = (uint32_t)len;
+  } else if (kind != MK_TRUE && kind != MK_FALSE) {
+    return false;
+  }
+  map_key_hash(k, m->seed);
+  return true;
+}
+
+/* load: 0 absent, 1 a number in *out, 2 false, 3 true, -1 take the slow
+ * path (a boxed value, a bad key). */
+int32_t map_load_fast(proxy *px, int32_t kind, const char *s, size_t len, double num, double *out) {
+  smap *m = (smap *)px->obj;
+  map_key k;
+  if (!ffi_key(m, kind, s, len, num, &k)) return -1;
+  shard *sh = shard_of(m, &k);
+  map_slot sl;
+  int32_t r = 0;
+  LOCKED(sh);
+  if (hmap_find(&sh->h, &k, &sl)) {
+    uint8_t vk = map_val_kind_of(sl);
+    if (vk == V_NUM) {
+      memcpy(out, &sl.b->vals[sl.i], sizeof *out);
+      r = 1;
+    } else if (vk == V_FALSE || vk == V_TRUE) {
+      r = vk == V_TRUE ? 3 : 2;
+    } else {
+      r = -1; /* a box: copies, ttls, CLOCK bits are the slow path's */
+    }
+    if (r > 0 && m->capacity && !(sl.b->ref & (1u << sl.i))) sl.b->ref |= (uint8_t)(1u << sl.i);
+  }
+  UNLOCKED(sh);
+  return r;
+}
+
+/* store of a number (vkind 1) or a boolean (2 false, 3 true) without a
+ * ttl in a map without a capacity: 1 done, -1 take the slow path. */
+int32_t map_store_fast(proxy *px, int32_t kind, const char *s, size_t len, double num, int32_t vkind, double v) {
+  smap *m = (smap *)px->obj;
+  map_key k;
+  if (m->capacity || !ffi_key(m, kind, s, len, num, &k)) return -1;
+  newval nv;
+  if (vkind == 1) {
+    nv.kind = V_NUM;
+    memcpy(&nv.v, &v, sizeof v);
+  } else {
+    nv.kind = vkind == 3 ? V_TRUE : V_FALSE;
+    nv.v = 0;
+  }
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  LOCKED(sh);
+  sweep_step(sh, 0, &d);
+  bool existed;
+  map_slot sl = hmap_assign(&sh->h, &k, &existed);
+  put_value(m, sh, sl, existed, &k, nv, &d);
+  UNLOCKED(sh);
+  drop_all(&d);
+  return 1;
+}
+
+/* incr of an inline number (no ttl on the entry, none asked for the new
+ * one): 1 and the new value in *out, 0 absent without init, -1 slow path
+ * (a boxed value or a bad key: the slow path gives the error). */
+int32_t map_incr_fast(proxy *px, int32_t kind, const char *s, size_t len, double num, double delta,
+                      int32_t has_init, double init, double *out) {
+  smap *m = (smap *)px->obj;
+  map_key k;
+  if (!ffi_key(m, kind, s, len, num, &k)) return -1;
+  shard *sh = shard_of(m, &k);
+  dropped d = {.n = 0};
+  int32_t r;
+  LOCKED(sh);
+  map_slot sl;
+  if (hmap_find(&sh->h, &k, &sl)) {
+    if (map_val_kind_of(sl) == V_NUM) {
+      double cur;
+      memcpy(&cur, &sl.b->vals[sl.i], sizeof cur);
+      *out = cur + delta;
+      memcpy(&sl.b->vals[sl.i], out, sizeof *out);
+      r = 1;
+    } else {
+      r = -1;
+    }
+  } else if (has_init && !m->capacity) {
+    sweep_step(sh, 0, &d);
+    *out = init + delta;
+    bool existed;
+    sl = hmap_assign(&sh->h, &k, &existed);
+    put_value(m, sh, sl, existed, &k, number_value(*out, 0), &d);
+    r = 1;
+  } else {
+    r = has_init ? -1 : 0;
+  }
+  UNLOCKED(sh);
+  drop_all(&d);
+  return r;
 }

@@ -57,6 +57,7 @@ typedef struct hmap {
   map_bucket *buckets;
   map_bucket *oldbuckets; /* while growing: the array being evacuated */
   size_t nevacuate;       /* old buckets below this are evacuated */
+  size_t old_unmapped;    /* bytes at the start of oldbuckets given back (map.c) */
   size_t sweep;           /* the next bucket an incremental sweep looks at */
 } hmap;
 

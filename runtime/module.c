@@ -378,6 +378,9 @@ int32_t once_done(proxy *);
 void once_set_done(proxy *);
 void cond_signal(proxy *);
 void cond_broadcast(proxy *);
+int32_t map_load_fast(proxy *, int32_t, const char *, size_t, double, double *);
+int32_t map_store_fast(proxy *, int32_t, const char *, size_t, double, int32_t, double);
+int32_t map_incr_fast(proxy *, int32_t, const char *, size_t, double, double, int32_t, double, double *);
 
 typedef struct ffi_entry {
   const char *name, *type;
@@ -412,6 +415,11 @@ static const ffi_entry ffi_entries[] = {
     {"once_set_done", "void (*)(" P ")", (void *)once_set_done},
     {"cond_signal", "void (*)(" P ")", (void *)cond_signal},
     {"cond_broadcast", "void (*)(" P ")", (void *)cond_broadcast},
+    {"map_load_fast", "int32_t (*)(" P ", int32_t, const char *, size_t, double, double *)", (void *)map_load_fast},
+    {"map_store_fast", "int32_t (*)(" P ", int32_t, const char *, size_t, double, int32_t, double)",
+     (void *)map_store_fast},
+    {"map_incr_fast", "int32_t (*)(" P ", int32_t, const char *, size_t, double, double, int32_t, double, double *)",
+     (void *)map_incr_fast},
     {"box_new", "int32_t (*)(void)", (void *)rt_box_new},
     {"walltime", "double (*)(void)", (void *)walltime},
     {"nonyield", "void (*)(int32_t)", (void *)rt_nonyield},
