@@ -657,6 +657,20 @@ static bool put_value(smap *m, shard *sh, map_slot s, bool existed, const map_ke
   return false;
 }
 
+/* An entry that alone is more than a shard may hold. */
+static bool too_big(smap *m, const map_key *k, newval nv) {
+  if (!m->capacity) return false;
+  int64_t n = SLOT_BYTES + key_bytes(k) + (nv.kind == V_BOX ? ((mbox *)(uintptr_t)nv.v)->size : 0);
+  return n > m->budget;
+}
+
+static int no_memory(lua_State *L, newval *nv) {
+  newval_free(nv);
+  lua_pushnil(L);
+  lua_pushliteral(L, "no memory");
+  return 2;
+}
+
 /* What a store would take beyond the budget with nothing evicted. */
 static bool would_overflow(smap *m, shard *sh, const map_key *k, newval nv, bool existed, map_slot s) {
   if (!m->capacity) return false;
@@ -755,6 +769,7 @@ static int store(lua_State *L, bool safe) {
   check_key(L, m, 2, &k, fn);
   int64_t expire = opt_ttl(L, 4, fn);
   newval nv = make_value(L, 3, expire, fn);
+  if (too_big(m, &k, nv)) return no_memory(L, &nv);
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   int64_t now = 0; /* read when a ttl needs it */
@@ -789,6 +804,7 @@ static int l_map_add(lua_State *L) {
   check_key(L, m, 2, &k, "add");
   int64_t expire = opt_ttl(L, 4, "add");
   newval nv = make_value(L, 3, expire, "add");
+  if (too_big(m, &k, nv)) return no_memory(L, &nv);
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   int64_t now = 0; /* read when a ttl needs it */
