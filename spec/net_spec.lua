@@ -469,6 +469,44 @@ describe("many concurrent clients", function()
     assert.has_error(function() net.serve({}, function() end) end,
       "bad argument #1 to 'serve' (listener expected, got table)")
     assert.has_error(function() net.serve(ln, 42) end, "bad argument #2 to 'serve' (function expected, got number)")
+    assert.has_error(function() net.serve(ln, function() end, { timeout = 1 }) end, "serve: unknown option 'timeout'")
+    assert.has_error(function() net.serve(ln, function() end, { conns = {} }) end,
+      "bad argument #3 to 'serve' (waitgroup opts.conns expected, got table)")
+    assert.has_error(function() net.serve(ln, function() end, { on_stop = 1 }) end,
+      "bad argument #3 to 'serve' (function opts.on_stop expected, got number)")
+  end)
+
+  it("net.serve counts the connections being served in opts.conns, and runs opts.on_stop on every processor", function()
+    local sync = require "lugo.sync"
+    local runtime = require "lugo.runtime"
+    local ln, addr = tcp_listener({ reuseport = true })
+    local conns, stops, release = sync.waitgroup(), lugo.chan(16), lugo.chan()
+    local done = lugo.chan(1)
+    -- the handler and on_stop share `seen`: one copy of it per processor
+    local seen = { n = 0 }
+    lugo.go(function()
+      done:send({ net.serve(ln, function(c)
+        seen.n = seen.n + 1
+        release:recv() -- held open until the test lets it go
+        c:close()
+      end, { conns = conns, on_stop = function() stops:send(seen.n) end }) })
+    end)
+    local clients = {}
+    for i = 1, 3 do clients[i] = closing(assert(net.dial("tcp", addr, { timeout = HANG }))) end
+    local deadline = time.now() + HANG
+    while conns:count() < 3 and time.now() < deadline do time.sleep(0.005) end
+    assert.are.equal(3, conns:count())
+    for _ = 1, 3 do release:send(true) end
+    while conns:count() > 0 and time.now() < deadline do time.sleep(0.005) end
+    assert.are.equal(0, conns:count())
+    ln:close()
+    assert.are.same({ nil, CLOSED }, within(done, "net.serve's return"))
+    -- every processor's on_stop ran before serve returned, each seeing the
+    -- connections its own processor served
+    local total = 0
+    for _ = 1, runtime.gomaxprocs() do total = total + within(stops, "on_stop") end
+    assert.are.equal(3, total)
+    assert.are.equal(0, stops:len())
   end)
 end)
 

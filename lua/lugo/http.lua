@@ -738,54 +738,46 @@ local function resolve_handler(h)
   error("http: handler must be a function or have a serve_http method", 3)
 end
 
--- One processor's acceptor: accept on ln, serve each connection in a
--- goroutine of this processor, until the server stops.
-local function acceptor(srv, ln)
+-- The server on one processor, at its first connection there: the
+-- options copied in (they lost their metatable), the handler resolved, a
+-- context for its connections (no cross-processor lock per request).
+local function processor_setup(srv, state)
   setmetatable(srv, Server)
   local h = srv.handler
   if type(h) == "table" and rawget(h, "_lugo_mux") then require("lugo.http.mux").rebind(h) end
   srv._handler = resolve_handler(h)
-  local pctx, stop = context.with_cancel(srv._ctx) -- this processor's: no cross-processor lock per request
-  local state = { conns = {} }
-  local conns_wg = srv._conns
-  while true do
-    local c, err = ln:accept(pctx)
-    if not c then
-      if srv._ctx:err() or err == "use of closed network connection" then break end
-      -- a transient error (EMFILE...) is retried by net's own back-off
-    else
-      conns_wg:add(1)
-      state.conns[c] = true
-      lugo.go(function()
-        local ok, e = xpcall(serve_conn, traceback, srv, c, pctx, state)
-        state.conns[c] = nil
-        conns_wg:done()
-        if not ok then stderr:write("http: ", tostring(e), "\n") end
-      end)
-    end
-  end
-  state.down = true
-  ln:close()
-  local forced = srv._force:len() > 0
-  for c in pairs(state.conns) do
-    if forced then conn_close(c) end
-  end
-  stop()
-  srv._acceptors:done()
+  state.pctx, state.stop = context.with_cancel(srv._ctx)
+  state.ready = true
 end
 
-http._acceptor = acceptor
+-- net.serve's handler: serve connection c on the processor that accepted
+-- it. srv and state are this processor's copies.
+function http._serve_conn(srv, state, c)
+  if not state.ready then processor_setup(srv, state) end
+  state.conns[c] = true
+  local ok, e = xpcall(serve_conn, traceback, srv, c, state.pctx, state)
+  state.conns[c] = nil
+  if not ok then stderr:write("http: ", tostring(e), "\n") end
+end
 
--- serve(ln) serves ln on every processor and returns once the server
--- stops: nil, "http: Server closed" after shutdown() or close().
+-- net.serve's on_stop: this processor accepts no more. Keep-alive
+-- connections end after their request in flight; close() ends them now.
+function http._acceptor_stopped(srv, state)
+  state.down = true
+  if srv._force:len() > 0 then
+    for c in pairs(state.conns) do conn_close(c) end
+  end
+  if state.stop then state.stop() end
+end
+
+-- serve(ln) serves ln on every processor (net.serve) and returns once the
+-- server stops: nil, "http: Server closed" after shutdown() or close().
 function Server.serve(srv, ln)
   if getmetatable(srv) ~= Server then argerror(1, "serve", "server", srv) end
   if srv._ctx:err() then return nil, http.error_server_closed end
-  local n = runtime.gomaxprocs()
-  srv._acceptors:add(n)
   local opts = {}
   for k, v in pairs(srv) do
-    if k ~= "_cancel" and k ~= "_ln" then opts[k] = v end -- what the acceptors need, and can be copied
+    if k ~= "_cancel" and k ~= "_ln" then opts[k] = v end -- what the processors need, and can be copied
   end
   -- The handler is copied into every processor, and copies have no
   -- metatable: a mux is given its methods back there, other objects cannot be.
@@ -795,12 +787,15 @@ function Server.serve(srv, ln)
     error("http: a handler object whose serve_http comes from its metatable cannot be copied to every processor"
       .. " (copies have no metatable): pass a function, or a table holding serve_http itself", 2)
   end
-  for _ = 1, n do
-    -- resolved by name on the processor that runs it: nothing of this
-    -- module's state is copied but the server's options
-    lugo.spawn(function(o, l) require("lugo.http")._acceptor(o, l) end, opts, ln)
-  end
-  srv._acceptors:wait()
+  -- One copy of opts and state per processor: the two functions share them
+  -- there, and resolve this module by name.
+  local state = { conns = {} }
+  local function serve_one(c) require("lugo.http")._serve_conn(opts, state, c) end
+  local function stopped() require("lugo.http")._acceptor_stopped(opts, state) end
+  srv._acceptors:add(1)
+  net.serve(ln, serve_one, { ctx = srv._ctx, conns = srv._conns, on_stop = stopped })
+  ln:close()
+  srv._acceptors:done()
   return nil, http.error_server_closed
 end
 

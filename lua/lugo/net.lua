@@ -94,10 +94,10 @@ local listener = {}
 Listener.__index = listener
 
 -- An acceptor of serve(): runs on one processor, serving each connection
--- it accepts in a goroutine of that processor.
-function net._acceptor(ln, handler, ctx, wg)
+-- it accepts in a goroutine of that processor; then on_stop, if given.
+function net._acceptor(ln, handler, ctx, wg, conns, on_stop)
   local go = require("lugo").go
-  require "lugo.sync" -- wg's methods
+  require "lugo.sync" -- the wait groups' methods
   local err
   while true do
     local c, e = ln:accept(ctx)
@@ -105,11 +105,22 @@ function net._acceptor(ln, handler, ctx, wg)
       err = e
       break
     end
-    go(handler, c)
+    if conns then
+      conns:add(1)
+      go(function(c)
+        handler(c)
+        conns:done() -- not reached when handler raises: that is a panic, and the end
+      end, c)
+    else
+      go(handler, c)
+    end
   end
+  if on_stop then on_stop() end
   wg:done()
   return err
 end
+
+local serve_options = { ctx = true, conns = true, on_stop = true }
 
 -- serve(ln, handler[, opts]) runs handler(conn) in a goroutine per
 -- connection, accepting on every processor: an acceptor is spawned per
@@ -118,17 +129,33 @@ end
 -- err once the listener is closed (or opts.ctx is done). The Go idiom of
 -- one accept loop and lugo.go(handle, conn) serves every connection on
 -- the one processor that runs the loop.
+--   opts.ctx      stop accepting once it is done
+--   opts.conns    a waitgroup counting the connections being served (a
+--                 graceful shutdown waits for it to reach 0)
+--   opts.on_stop  run on each processor when its acceptor stops, before
+--                 serve returns (copied with handler: upvalues they share
+--                 stay shared, one copy per processor)
 function net.serve(ln, handler, opts)
   if getmetatable(ln) ~= Listener then argerror(1, "serve", "listener", ln) end
   if type(handler) ~= "function" then argerror(2, "serve", "function", handler) end
   opts = check_opts(opts, 3, "serve")
+  for k in pairs(opts) do
+    if not serve_options[k] then error(string.format("serve: unknown option '%s'", tostring(k)), 2) end
+  end
   check_ctx(opts.ctx, 3, "serve")
+  if opts.conns ~= nil and getmetatable(opts.conns) ~= I.mt.waitgroup then
+    argerror(3, "serve", "waitgroup opts.conns", opts.conns)
+  end
+  if opts.on_stop ~= nil and type(opts.on_stop) ~= "function" then
+    argerror(3, "serve", "function opts.on_stop", opts.on_stop)
+  end
   local lugo = require "lugo"
   local n = C.gomaxprocs()
   local wg = require("lugo.sync").waitgroup()
   wg:add(n)
   for _ = 1, n do
-    lugo.spawn(function(l, h, c, g) require("lugo.net")._acceptor(l, h, c, g) end, ln, handler, opts.ctx, wg)
+    lugo.spawn(function(l, h, c, g, cs, st) require("lugo.net")._acceptor(l, h, c, g, cs, st) end,
+      ln, handler, opts.ctx, wg, opts.conns, opts.on_stop)
   end
   wg:wait()
   if opts.ctx and opts.ctx:err() then return nil, opts.ctx:err() end
