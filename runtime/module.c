@@ -10,8 +10,9 @@
  *
  * The module exposes C API functions for what must create Lua values
  * (objects, goroutine bodies, tracebacks) and, as light userdata, the FFI
- * entry points of chan.c, select.c, time.c, sync.c and proc.c, which lugo's
- * Lua modules cast to function pointers: those paths never leave the JIT.
+ * entry points of chan.c, select.c, time.c, sync.c, atomic.c and proc.c,
+ * which lugo's Lua modules cast to function pointers: those paths never
+ * leave the JIT.
  * Only the thread holding the VM's P calls any of it.
  */
 #define _GNU_SOURCE
@@ -378,6 +379,12 @@ int32_t once_done(proxy *);
 void once_set_done(proxy *);
 void cond_signal(proxy *);
 void cond_broadcast(proxy *);
+double aint_load(proxy *);
+int32_t aint_store(proxy *, double);
+double aint_add(proxy *, double);
+double aint_swap(proxy *, double);
+int32_t aint_cas(proxy *, double, double);
+int32_t aval_load_scalar(proxy *, double *);
 
 typedef struct ffi_entry {
   const char *name, *type;
@@ -412,6 +419,12 @@ static const ffi_entry ffi_entries[] = {
     {"once_set_done", "void (*)(" P ")", (void *)once_set_done},
     {"cond_signal", "void (*)(" P ")", (void *)cond_signal},
     {"cond_broadcast", "void (*)(" P ")", (void *)cond_broadcast},
+    {"aint_load", "double (*)(" P ")", (void *)aint_load},
+    {"aint_store", "int32_t (*)(" P ", double)", (void *)aint_store},
+    {"aint_add", "double (*)(" P ", double)", (void *)aint_add},
+    {"aint_swap", "double (*)(" P ", double)", (void *)aint_swap},
+    {"aint_cas", "int32_t (*)(" P ", double, double)", (void *)aint_cas},
+    {"aval_load_scalar", "int32_t (*)(" P ", double *)", (void *)aval_load_scalar},
     {"box_new", "int32_t (*)(void)", (void *)rt_box_new},
     {"walltime", "double (*)(void)", (void *)walltime},
     {"nonyield", "void (*)(int32_t)", (void *)rt_nonyield},
@@ -460,6 +473,7 @@ int luaopen_lugo_core(lua_State *L) {
   };
   luaL_register(L, NULL, funcs);
   context_open(L);
+  atomic_open(L);
   net_open(L);
   http_open(L);
   /* The blocking channel functions: upvalues vals and the channel metatable. */
