@@ -8,7 +8,7 @@ local I = require "lugo.internal"
 local C, rc, core = I.C, I.rc, I.core
 local argerror, raise, block, ERR = I.argerror, I.raise, I.block, I.ERR
 local getmetatable, setmetatable, type, error, pcall, pairs, next = getmetatable, setmetatable, type, error, pcall, pairs, next
-local format, newproxy = string.format, newproxy
+local format, newproxy, tonumber = string.format, newproxy, tonumber
 local OK, YIELD, UNLOCKED, PREEMPT = rc.OK, rc.YIELD, rc.UNLOCKED, rc.PREEMPT
 local preempt_yield = core.preempt_yield
 local gosched, can_block, cond_wait_begin, cond_locker = core.gosched, core.can_block, core.cond_wait_begin, core.cond_locker
@@ -230,15 +230,23 @@ local AtomicInt, AtomicValue, Pool = I.mt["atomic.int"], I.mt["atomic.value"], I
 
 local function safe_int(v) return v >= -SAFE and v <= SAFE and v % 1 == 0 end
 
+-- The shortest text that reads back as the number v.
+local function shown(v)
+  for digits = 14, 16 do
+    local s = format("%." .. digits .. "g", v)
+    if tonumber(s) == v then return s end
+  end
+  return format("%.17g", v)
+end
+
 -- Raise the error for argument n of fname, v, which is not a safe integer
 -- (called by the API function: the error goes to its caller).
 local function bad_int(n, fname, v)
   if type(v) ~= "number" then argerror(n, fname, "integer", v, 4) end
-  local shown = format("%.17g", v)
   if v ~= v or v % 1 ~= 0 then
-    error(format("bad argument #%d to '%s' (integer expected, got %s)", n, fname, shown), 3)
+    error(format("bad argument #%d to '%s' (integer expected, got %s)", n, fname, shown(v)), 3)
   end
-  error(format("bad argument #%d to '%s' (integer within ±(2^53-1) expected, got %s)", n, fname, shown), 3)
+  error(format("bad argument #%d to '%s' (integer within ±(2^53-1) expected, got %s)", n, fname, shown(v)), 3)
 end
 
 local aint = {}
@@ -274,8 +282,8 @@ function aint.add(a, delta)
   while v > SAFE do
     if v == AINT_BADARG then bad_int(2, "add", delta) end
     if v ~= AINT_PREEMPT then
-      error(format("sync: atomic.int add overflows the safe integer range ±(2^53-1) (%.17g + %.17g)",
-        aint.load(a), delta), 2)
+      error(format("sync: atomic.int add overflows the safe integer range ±(2^53-1) (%s + %s)",
+        shown(aint.load(a)), shown(delta)), 2)
     end
     preempt_yield()
     v = aint_add(a, delta)
@@ -397,9 +405,12 @@ end
 local weak_values = { __mode = "v" }
 local pools = setmetatable({}, { __mode = "k" }) -- pool proxy -> { new, primary, victim }
 local pool_new_fn = core.pool_new_fn
+local armed = false -- a sentinel is alive: exactly one at a time, or cycles would count twice
 local arm_sentinel
 
 local function gc_cycle()
+  armed = false
+  if next(pools) == nil then return end -- no pool in this VM any more: rest until the next one
   for _, e in pairs(pools) do
     local primary = e.primary
     if primary[1] == nil then
@@ -413,6 +424,7 @@ local function gc_cycle()
 end
 
 arm_sentinel = function()
+  armed = true
   local s = newproxy(true)
   getmetatable(s).__gc = gc_cycle
 end
@@ -422,7 +434,7 @@ local function enter(p, fname)
   if getmetatable(p) ~= Pool then argerror(1, fname, "pool", p, 4) end
   local new, why = pool_new_fn(p)
   if new == ERR then error(why, 3) end
-  if next(pools) == nil then arm_sentinel() end
+  if not armed then arm_sentinel() end
   local e = { new = new or false, primary = {}, victim = nil }
   pools[p] = e
   return e
