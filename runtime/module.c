@@ -10,8 +10,9 @@
  *
  * The module exposes C API functions for what must create Lua values
  * (objects, goroutine bodies, tracebacks) and, as light userdata, the FFI
- * entry points of chan.c, select.c, time.c, sync.c and proc.c, which lugo's
- * Lua modules cast to function pointers: those paths never leave the JIT.
+ * entry points of chan.c, select.c, time.c, sync.c, atomic.c and proc.c,
+ * which lugo's Lua modules cast to function pointers: those paths never
+ * leave the JIT.
  * Only the thread holding the VM's P calls any of it.
  */
 #define _GNU_SOURCE
@@ -381,6 +382,12 @@ void cond_broadcast(proxy *);
 int32_t map_load_fast(proxy *, int32_t, const char *, size_t, double, double *);
 int32_t map_store_fast(proxy *, int32_t, const char *, size_t, double, int32_t, double);
 int32_t map_incr_fast(proxy *, int32_t, const char *, size_t, double, double, int32_t, double, double *);
+double aint_load(proxy *);
+int32_t aint_store(proxy *, double);
+double aint_add(proxy *, double);
+double aint_swap(proxy *, double);
+int32_t aint_cas(proxy *, double, double);
+int32_t aval_load_scalar(proxy *, double *);
 
 typedef struct ffi_entry {
   const char *name, *type;
@@ -420,6 +427,12 @@ static const ffi_entry ffi_entries[] = {
      (void *)map_store_fast},
     {"map_incr_fast", "int32_t (*)(" P ", int32_t, const char *, size_t, double, double, int32_t, double, double *)",
      (void *)map_incr_fast},
+    {"aint_load", "double (*)(" P ")", (void *)aint_load},
+    {"aint_store", "int32_t (*)(" P ", double)", (void *)aint_store},
+    {"aint_add", "double (*)(" P ", double)", (void *)aint_add},
+    {"aint_swap", "double (*)(" P ", double)", (void *)aint_swap},
+    {"aint_cas", "int32_t (*)(" P ", double, double)", (void *)aint_cas},
+    {"aval_load_scalar", "int32_t (*)(" P ", double *)", (void *)aval_load_scalar},
     {"box_new", "int32_t (*)(void)", (void *)rt_box_new},
     {"walltime", "double (*)(void)", (void *)walltime},
     {"nonyield", "void (*)(int32_t)", (void *)rt_nonyield},
@@ -468,6 +481,7 @@ int luaopen_lugo_core(lua_State *L) {
   };
   luaL_register(L, NULL, funcs);
   context_open(L);
+  atomic_open(L);
   net_open(L);
   http_open(L);
   map_open(L);

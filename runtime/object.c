@@ -36,6 +36,7 @@ static const char *const type_names[RT_NTYPES] = {
     [RT_CHAN] = "channel", [RT_MUTEX] = "mutex", [RT_RWMUTEX] = "rwmutex",
     [RT_WAITGROUP] = "waitgroup", [RT_ONCE] = "once", [RT_COND] = "cond", [RT_TIMER] = "timer",
     [RT_CONTEXT] = "context", [RT_LISTENER] = "listener", [RT_CONN] = "connection", [RT_MAP] = "map",
+    [RT_ATOMIC_INT] = "atomic.int", [RT_ATOMIC_VALUE] = "atomic.value", [RT_POOL] = "pool",
 };
 
 /* Registry keys of the metatables. */
@@ -44,6 +45,8 @@ static const char *const mt_names[RT_NTYPES] = {
     [RT_WAITGROUP] = "lugo.waitgroup", [RT_ONCE] = "lugo.once", [RT_COND] = "lugo.cond",
     [RT_TIMER] = "lugo.timer", [RT_CONTEXT] = "lugo.context", [RT_LISTENER] = "lugo.listener",
     [RT_CONN] = "lugo.connection", [RT_MAP] = "lugo.map",
+    [RT_ATOMIC_INT] = "lugo.atomic_int",
+    [RT_ATOMIC_VALUE] = "lugo.atomic_value", [RT_POOL] = "lugo.pool",
 };
 
 static const char proxies_key[] = "lugo.proxies";
@@ -74,6 +77,9 @@ void rt_release(rt_object *o) {
   case RT_LISTENER: listener_free(o); break;
   case RT_CONN: netconn_free(o); break;
   case RT_MAP: map_object_free(o); break;
+  case RT_ATOMIC_INT:
+  case RT_ATOMIC_VALUE:
+  case RT_POOL: atomic_object_free(o); break;
   default: sync_object_free(o); break;
   }
 }
@@ -102,6 +108,18 @@ void rt_push_object(lua_State *L, rt_object *o) {
 rt_object *rt_to_object(lua_State *L, int idx, enum rt_type t) {
   proxy *px = luaL_testudata(L, idx, mt_names[t]);
   return px ? px->obj : NULL;
+}
+
+rt_object *rt_to_any_object(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  rt_object *o = NULL;
+  for (int t = 1; t < RT_NTYPES && !o; t++) {
+    luaL_getmetatable(L, mt_names[t]);
+    if (lua_rawequal(L, -1, -2)) o = ((proxy *)lua_touserdata(L, idx))->obj;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return o;
 }
 
 /* The proxy at index 1, if it has the metatable in upvalue 1. */

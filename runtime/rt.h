@@ -104,6 +104,9 @@ enum rt_type {
   RT_LISTENER,
   RT_CONN,
   RT_MAP,
+  RT_ATOMIC_INT,   /* atomic.c */
+  RT_ATOMIC_VALUE, /* atomic.c */
+  RT_POOL,         /* atomic.c */
   RT_NTYPES
 };
 
@@ -141,6 +144,8 @@ const char *rt_type_mt(enum rt_type type);   /* registry key of its metatable */
 void rt_push_object(lua_State *L, rt_object *o);
 /* [-0, +0, -] the object behind the proxy at idx, if it is one of type t. */
 rt_object *rt_to_object(lua_State *L, int idx, enum rt_type t);
+/* [-0, +0, -] the object behind the proxy at idx, of any type, or NULL. */
+rt_object *rt_to_any_object(lua_State *L, int idx);
 void rt_objects_open(lua_State *L); /* metatables and the proxy cache of a VM */
 
 /* ---- proc.c: G, M, P, the scheduler ---- */
@@ -963,6 +968,10 @@ bool blob_equal(const rt_blob *a, const rt_blob *b);
 void blob_free(rt_blob *b);
 void value_vm_init(lua_State *L);
 void value_names_changed(lua_State *L);
+
+/* ---- atomic.c ---- */
+void atomic_object_free(rt_object *o); /* an atomic.int, atomic.value or pool */
+void atomic_open(lua_State *L);        /* its C API into the lugo.core table on top */
 
 /* ---- print.c ---- */
 /* [-0, +0] print with one write per call; adopted: keep a print the

@@ -1,12 +1,15 @@
--- lugo.sync: Mutex, RWMutex, WaitGroup, Once and Cond, as Go's sync package,
--- and map: Go's hashmap shared by every processor (runtime/map.c).
--- The algorithms are in runtime/sync.c and runtime/sema.c: fast paths are FFI
--- calls, blocking paths C functions that park the goroutine (I.block).
+-- lugo.sync: Mutex, RWMutex, WaitGroup, Once, Cond, atomics and Pool, as Go's
+-- sync and sync/atomic packages, and map: Go's hashmap shared by every
+-- processor. The algorithms are in runtime/sync.c, runtime/sema.c,
+-- runtime/atomic.c and runtime/map.c: fast paths are FFI calls, blocking
+-- paths C functions that park the goroutine (I.block).
+local ffi = require "ffi"
 local I = require "lugo.internal"
 
 local C, rc, core = I.C, I.rc, I.core
 local argerror, raise, block, ERR = I.argerror, I.raise, I.block, I.ERR
-local getmetatable, type, error, pcall = getmetatable, type, error, pcall
+local getmetatable, setmetatable, type, error, pcall, pairs, next = getmetatable, setmetatable, type, error, pcall, pairs, next
+local format, newproxy, tonumber = string.format, newproxy, tonumber
 local OK, YIELD, UNLOCKED, PREEMPT = rc.OK, rc.YIELD, rc.UNLOCKED, rc.PREEMPT
 local preempt_yield = core.preempt_yield
 local gosched, can_block, cond_wait_begin, cond_locker = core.gosched, core.can_block, core.cond_wait_begin, core.cond_locker
@@ -226,7 +229,7 @@ local map_new, map_shard_entries = core.map_new, core.map_shard_entries
 -- methods.
 local slow_load, slow_store, slow_incr = map_methods.load, map_methods.store, map_methods.incr
 local map_load_fast, map_store_fast, map_incr_fast = C.map_load_fast, C.map_store_fast, C.map_incr_fast
-local num_out = require("ffi").new("double[1]") -- read right after the call: nothing runs between
+local num_out = ffi.new("double[1]") -- read right after the call: nothing runs between
 local MK_NUM, MK_STR, MK_FALSE, MK_TRUE = 1, 2, 3, 4
 
 function map_methods.load(m, k)
@@ -310,6 +313,274 @@ function Map.__index.range(m, f)
     end
     shard = shard + 1
   end
+end
+
+-- ---- atomics (runtime/atomic.c) ----
+--
+-- An atomic.int holds a safe integer: within ±(2^53 - 1), where every Lua
+-- number is exact. The C entry points answer a number beyond that range for
+-- a status (preempt, bad argument, overflow), so the fast path costs one
+-- comparison.
+
+local SAFE = 2 ^ 53 - 1
+local AINT_PREEMPT, AINT_BADARG = 2 ^ 60, 2 ^ 61
+local MISUSE = rc.MISUSE
+local aint_load, aint_store, aint_add, aint_swap, aint_cas = C.aint_load, C.aint_store, C.aint_add, C.aint_swap, C.aint_cas
+local AtomicInt, AtomicValue, Pool = I.mt["atomic.int"], I.mt["atomic.value"], I.mt.pool
+
+local function safe_int(v) return v >= -SAFE and v <= SAFE and v % 1 == 0 end
+
+-- The shortest text that reads back as the number v.
+local function shown(v)
+  for digits = 14, 16 do
+    local s = format("%." .. digits .. "g", v)
+    if tonumber(s) == v then return s end
+  end
+  return format("%.17g", v)
+end
+
+-- Raise the error for argument n of fname, v, which is not a safe integer
+-- (called by the API function: the error goes to its caller).
+local function bad_int(n, fname, v)
+  if type(v) ~= "number" then argerror(n, fname, "integer", v, 4) end
+  if v ~= v or v % 1 ~= 0 then
+    error(format("bad argument #%d to '%s' (integer expected, got %s)", n, fname, shown(v)), 3)
+  end
+  error(format("bad argument #%d to '%s' (integer within ±(2^53-1) expected, got %s)", n, fname, shown(v)), 3)
+end
+
+local aint = {}
+AtomicInt.__index = aint
+
+function aint.load(a)
+  if getmetatable(a) ~= AtomicInt then argerror(1, "load", "atomic.int", a) end
+  local v = aint_load(a)
+  while v > SAFE do -- the time slice is over: yield, then load
+    preempt_yield()
+    v = aint_load(a)
+  end
+  return v
+end
+
+function aint.store(a, v)
+  if getmetatable(a) ~= AtomicInt then argerror(1, "store", "atomic.int", a) end
+  if type(v) ~= "number" then argerror(2, "store", "integer", v) end
+  local r = aint_store(a, v)
+  while r ~= OK do
+    if r == MISUSE then bad_int(2, "store", v) end
+    preempt_yield()
+    r = aint_store(a, v)
+  end
+end
+
+-- add(delta) -> the new value. A sum outside the safe range raises an
+-- error and leaves the value as it was (Go's Add wraps around at 2^63).
+function aint.add(a, delta)
+  if getmetatable(a) ~= AtomicInt then argerror(1, "add", "atomic.int", a) end
+  if type(delta) ~= "number" then argerror(2, "add", "integer", delta) end
+  local v = aint_add(a, delta)
+  while v > SAFE do
+    if v == AINT_BADARG then bad_int(2, "add", delta) end
+    if v ~= AINT_PREEMPT then
+      error(format("sync: atomic.int add overflows the safe integer range ±(2^53-1) (%s + %s)",
+        shown(aint.load(a)), shown(delta)), 2)
+    end
+    preempt_yield()
+    v = aint_add(a, delta)
+  end
+  return v
+end
+
+-- swap(v) -> the old value.
+function aint.swap(a, v)
+  if getmetatable(a) ~= AtomicInt then argerror(1, "swap", "atomic.int", a) end
+  if type(v) ~= "number" then argerror(2, "swap", "integer", v) end
+  local old = aint_swap(a, v)
+  while old > SAFE do
+    if old == AINT_BADARG then bad_int(2, "swap", v) end
+    preempt_yield()
+    old = aint_swap(a, v)
+  end
+  return old
+end
+
+-- compare_and_swap(old, new) -> true if the value was old and is now new.
+function aint.compare_and_swap(a, old, new)
+  if getmetatable(a) ~= AtomicInt then argerror(1, "compare_and_swap", "atomic.int", a) end
+  if type(old) ~= "number" then argerror(2, "compare_and_swap", "integer", old) end
+  if type(new) ~= "number" then argerror(3, "compare_and_swap", "integer", new) end
+  local r = aint_cas(a, old, new)
+  while r < 0 do
+    if r == MISUSE then
+      if safe_int(old) then bad_int(3, "compare_and_swap", new) end
+      bad_int(2, "compare_and_swap", old)
+    end
+    preempt_yield()
+    r = aint_cas(a, old, new)
+  end
+  return r == 1
+end
+
+local atomic = {}
+sync.atomic = atomic
+
+-- atomic.int([v]) -> an atomic.int holding v (default 0).
+function atomic.int(v)
+  if v == nil then v = 0 end
+  if type(v) ~= "number" or not safe_int(v) then bad_int(1, "int", v) end
+  return core.atomic_int(v)
+end
+
+-- An atomic.value holds any value a channel can carry, as a channel's copy:
+-- stored and loaded values are copies (tables deep), runtime objects are the
+-- same object. nil, booleans and numbers load without the Lua C API.
+local VAL_NIL, VAL_FALSE, VAL_TRUE, VAL_NUM = rc.VAL_NIL, rc.VAL_FALSE, rc.VAL_TRUE, rc.VAL_NUM
+local aval_load_scalar = C.aval_load_scalar
+local aval_load, aval_store, aval_swap, aval_cas = core.aval_load, core.aval_store, core.aval_swap, core.aval_cas
+local num = ffi.new("double[1]") -- where a loaded number comes back
+
+local aval = {}
+AtomicValue.__index = aval
+
+function aval.load(a)
+  if getmetatable(a) ~= AtomicValue then argerror(1, "load", "atomic.value", a) end
+  local r = aval_load_scalar(a, num)
+  if r == VAL_NUM then return num[0] end
+  if r == VAL_NIL then return nil end
+  if r == VAL_TRUE then return true end
+  if r == VAL_FALSE then return false end
+  if r == PREEMPT then
+    preempt_yield()
+    return aval.load(a)
+  end
+  local v, why = aval_load(a)
+  if v == ERR then error(why, 2) end
+  return v
+end
+
+function aval.store(a, v)
+  if getmetatable(a) ~= AtomicValue then argerror(1, "store", "atomic.value", a) end
+  local ok, why = aval_store(a, v)
+  if ok == ERR then error(why, 2) end
+end
+
+-- swap(v) -> the old value.
+function aval.swap(a, v)
+  if getmetatable(a) ~= AtomicValue then argerror(1, "swap", "atomic.value", a) end
+  local old, why = aval_swap(a, v)
+  if old == ERR then error(why, 2) end
+  return old
+end
+
+-- compare_and_swap(old, new) -> true if the value was old (nil, a boolean,
+-- a number, a string compared by value; a runtime object by identity; any
+-- other old raises an error) and is now new.
+function aval.compare_and_swap(a, old, new)
+  if getmetatable(a) ~= AtomicValue then argerror(1, "compare_and_swap", "atomic.value", a) end
+  local ok, why = aval_cas(a, old, new)
+  if ok == ERR then error(why, 2) end
+  return ok
+end
+
+-- atomic.value([v]) -> an atomic.value holding v (default nil).
+function atomic.value(v)
+  local a = core.atomic_value()
+  if v ~= nil then
+    local ok, why = aval_store(a, v)
+    if ok == ERR then error(why, 2) end
+  end
+  return a
+end
+
+-- ---- Pool ----
+--
+-- The pool object (runtime/atomic.c) is the same in every VM and holds the
+-- encoded `new`; each VM keeps its own lists here, keyed by the pool's
+-- proxy (one per VM): pooled objects never leave their VM. As Go clears its
+-- pools at each GC and keeps the cleared objects one more cycle as a victim
+-- cache, a sentinel's finalizer (once per GC cycle of this VM) turns each
+-- pool's list into its victim list, with weak values: the objects can still
+-- be taken until the next cycle, which frees those that were not.
+
+local weak_values = { __mode = "v" }
+local pools = setmetatable({}, { __mode = "k" }) -- pool proxy -> { new, primary, victim }
+local pool_new_fn = core.pool_new_fn
+local armed = false -- a sentinel is alive: exactly one at a time, or cycles would count twice
+local arm_sentinel
+
+local function gc_cycle()
+  armed = false
+  if next(pools) == nil then return end -- no pool in this VM any more: rest until the next one
+  for _, e in pairs(pools) do
+    local primary = e.primary
+    if primary[1] == nil then
+      e.victim = nil
+    else
+      e.victim = setmetatable(primary, weak_values)
+      e.primary = {}
+    end
+  end
+  arm_sentinel()
+end
+
+arm_sentinel = function()
+  armed = true
+  local s = newproxy(true)
+  getmetatable(s).__gc = gc_cycle
+end
+
+-- This VM's lists of pool p, made at its first use here.
+local function enter(p, fname)
+  if getmetatable(p) ~= Pool then argerror(1, fname, "pool", p, 4) end
+  local new, why = pool_new_fn(p)
+  if new == ERR then error(why, 3) end
+  if not armed then arm_sentinel() end
+  local e = { new = new or false, primary = {}, victim = nil }
+  pools[p] = e
+  return e
+end
+
+local pool = {}
+Pool.__index = pool
+
+-- get() -> an object from this processor's list, else new()'s, else nil.
+function pool.get(p)
+  local e = pools[p] or enter(p, "get")
+  local list = e.primary
+  local n = #list
+  if n == 0 then
+    list = e.victim
+    n = list and #list or 0
+    if n == 0 then
+      local new = e.new
+      if new then return new() end
+      return nil
+    end
+  end
+  local v = list[n]
+  list[n] = nil
+  return v
+end
+
+-- put(v): give v back to this processor's list (nil is ignored, as in Go).
+function pool.put(p, v)
+  local e = pools[p] or enter(p, "put")
+  if v == nil then return end
+  local list = e.primary
+  list[#list + 1] = v
+end
+
+-- pool{ new = f } -> a Pool; f is copied as spawn copies a function, and
+-- every processor calls its own copy.
+function sync.pool(opts)
+  if opts ~= nil and type(opts) ~= "table" then argerror(1, "pool", "table", opts) end
+  local new = opts and opts.new
+  if new ~= nil and type(new) ~= "function" then
+    error(format("bad argument #1 to 'pool' (function expected for field 'new', got %s)", I.typename(new)), 2)
+  end
+  local p, why = core.pool(new)
+  if p == ERR then error(why, 2) end
+  return p
 end
 
 return sync
