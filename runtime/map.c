@@ -708,6 +708,39 @@ static rt_copy comparable(lua_State *L, int idx, const char *fname) {
   return c;
 }
 
+/* The map at #1 and the key at #2 of method fname. */
+static smap *map_and_key(lua_State *L, map_key *k, const char *fname) {
+  smap *m = check_map(L, fname);
+  check_key(L, m, 2, k, fname);
+  return m;
+}
+
+/* v, true for a value taken (o), else nil, false. */
+static int push_loaded(lua_State *L, outval o) {
+  if (o.kind == V_NONE) {
+    lua_pushnil(L);
+    lua_pushboolean(L, 0);
+    return 2;
+  }
+  push_out(L, o);
+  lua_pushboolean(L, 1);
+  return 2;
+}
+
+/* true[, "forcible"] after a write. */
+static int push_stored(lua_State *L, bool forcible) {
+  lua_pushboolean(L, 1);
+  if (!forcible) return 1;
+  lua_pushliteral(L, "forcible");
+  return 2;
+}
+
+static int push_not_found(lua_State *L) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "not found");
+  return 2;
+}
+
 #define LOCKED(sh) rt_lock(&(sh)->lock)
 #define UNLOCKED(sh) rt_unlock(&(sh)->lock)
 
@@ -737,9 +770,8 @@ static int l_map_new(lua_State *L) {
 
 /* load(k) -> v, true | nil, false */
 static int l_map_load(lua_State *L) {
-  smap *m = check_map(L, "load");
   map_key k;
-  check_key(L, m, 2, &k, "load");
+  smap *m = map_and_key(L, &k, "load");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
@@ -751,22 +783,14 @@ static int l_map_load(lua_State *L) {
   }
   UNLOCKED(sh);
   drop_all(&d);
-  if (o.kind == V_NONE) {
-    lua_pushnil(L);
-    lua_pushboolean(L, 0);
-    return 2;
-  }
-  push_out(L, o);
-  lua_pushboolean(L, 1);
-  return 2;
+  return push_loaded(L, o);
 }
 
 /* store(k, v[, ttl]) -> true[, "forcible"] */
 static int store(lua_State *L, bool safe) {
   const char *fn = safe ? "safe_store" : "store";
-  smap *m = check_map(L, fn);
   map_key k;
-  check_key(L, m, 2, &k, fn);
+  smap *m = map_and_key(L, &k, fn);
   int64_t expire = opt_ttl(L, 4, fn);
   newval nv = make_value(L, 3, expire, fn);
   if (too_big(m, &k, nv)) return no_memory(L, &nv);
@@ -789,19 +813,15 @@ static int store(lua_State *L, bool safe) {
   bool forcible = put_value(m, sh, s, existed, &k, nv, &d);
   UNLOCKED(sh);
   drop_all(&d);
-  lua_pushboolean(L, 1);
-  if (!forcible) return 1;
-  lua_pushliteral(L, "forcible");
-  return 2;
+  return push_stored(L, forcible);
 }
 static int l_map_store(lua_State *L) { return store(L, false); }
 static int l_map_safe_store(lua_State *L) { return store(L, true); }
 
 /* add(k, v[, ttl]) -> true[, "forcible"] | false, "exists" */
 static int l_map_add(lua_State *L) {
-  smap *m = check_map(L, "add");
   map_key k;
-  check_key(L, m, 2, &k, "add");
+  smap *m = map_and_key(L, &k, "add");
   int64_t expire = opt_ttl(L, 4, "add");
   newval nv = make_value(L, 3, expire, "add");
   if (too_big(m, &k, nv)) return no_memory(L, &nv);
@@ -824,17 +844,13 @@ static int l_map_add(lua_State *L) {
   bool forcible = put_value(m, sh, s, existed, &k, nv, &d);
   UNLOCKED(sh);
   drop_all(&d);
-  lua_pushboolean(L, 1);
-  if (!forcible) return 1;
-  lua_pushliteral(L, "forcible");
-  return 2;
+  return push_stored(L, forcible);
 }
 
 /* load_or_store(k, v) -> actual, loaded */
 static int l_map_load_or_store(lua_State *L) {
-  smap *m = check_map(L, "load_or_store");
   map_key k;
-  check_key(L, m, 2, &k, "load_or_store");
+  smap *m = map_and_key(L, &k, "load_or_store");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
@@ -874,9 +890,8 @@ static int l_map_load_or_store(lua_State *L) {
 
 /* load_and_delete(k) -> v, true | nil, false */
 static int l_map_load_and_delete(lua_State *L) {
-  smap *m = check_map(L, "load_and_delete");
   map_key k;
-  check_key(L, m, 2, &k, "load_and_delete");
+  smap *m = map_and_key(L, &k, "load_and_delete");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
@@ -888,21 +903,13 @@ static int l_map_load_and_delete(lua_State *L) {
   }
   UNLOCKED(sh);
   drop_all(&d);
-  if (o.kind == V_NONE) {
-    lua_pushnil(L);
-    lua_pushboolean(L, 0);
-    return 2;
-  }
-  push_out(L, o);
-  lua_pushboolean(L, 1);
-  return 2;
+  return push_loaded(L, o);
 }
 
 /* delete(k) */
 static int l_map_delete(lua_State *L) {
-  smap *m = check_map(L, "delete");
   map_key k;
-  check_key(L, m, 2, &k, "delete");
+  smap *m = map_and_key(L, &k, "delete");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
@@ -915,9 +922,8 @@ static int l_map_delete(lua_State *L) {
 
 /* swap(k, v) -> previous, loaded */
 static int l_map_swap(lua_State *L) {
-  smap *m = check_map(L, "swap");
   map_key k;
-  check_key(L, m, 2, &k, "swap");
+  smap *m = map_and_key(L, &k, "swap");
   newval nv = make_value(L, 3, 0, "swap");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
@@ -932,21 +938,13 @@ static int l_map_swap(lua_State *L) {
   put_value(m, sh, s, existed, &k, nv, &d);
   UNLOCKED(sh);
   drop_all(&d);
-  if (o.kind == V_NONE) {
-    lua_pushnil(L);
-    lua_pushboolean(L, 0);
-    return 2;
-  }
-  push_out(L, o);
-  lua_pushboolean(L, 1);
-  return 2;
+  return push_loaded(L, o);
 }
 
 /* compare_and_swap(k, old, new) -> swapped */
 static int l_map_compare_and_swap(lua_State *L) {
-  smap *m = check_map(L, "compare_and_swap");
   map_key k;
-  check_key(L, m, 2, &k, "compare_and_swap");
+  smap *m = map_and_key(L, &k, "compare_and_swap");
   rt_copy old = comparable(L, 3, "compare_and_swap");
   newval nv = make_value(L, 4, 0, "compare_and_swap");
   shard *sh = shard_of(m, &k);
@@ -969,9 +967,8 @@ static int l_map_compare_and_swap(lua_State *L) {
 
 /* compare_and_delete(k, old) -> deleted */
 static int l_map_compare_and_delete(lua_State *L) {
-  smap *m = check_map(L, "compare_and_delete");
   map_key k;
-  check_key(L, m, 2, &k, "compare_and_delete");
+  smap *m = map_and_key(L, &k, "compare_and_delete");
   rt_copy old = comparable(L, 3, "compare_and_delete");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
@@ -991,9 +988,8 @@ static int l_map_compare_and_delete(lua_State *L) {
 
 /* incr(k, delta[, init[, init_ttl]]) -> new | nil, "not found" | nil, "not a number" */
 static int l_map_incr(lua_State *L) {
-  smap *m = check_map(L, "incr");
   map_key k;
-  check_key(L, m, 2, &k, "incr");
+  smap *m = map_and_key(L, &k, "incr");
   double delta = check_number(L, 3, "incr");
   bool has_init = !lua_isnoneornil(L, 4);
   double init = has_init ? check_number(L, 4, "incr") : 0;
@@ -1041,9 +1037,8 @@ static int l_map_incr(lua_State *L) {
 
 /* ttl(k) -> seconds left (0: none) | nil, "not found" */
 static int l_map_ttl(lua_State *L) {
-  smap *m = check_map(L, "ttl");
   map_key k;
-  check_key(L, m, 2, &k, "ttl");
+  smap *m = map_and_key(L, &k, "ttl");
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
@@ -1053,9 +1048,7 @@ static int l_map_ttl(lua_State *L) {
   UNLOCKED(sh);
   drop_all(&d);
   if (exp < 0) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "not found");
-    return 2;
+    return push_not_found(L);
   }
   lua_pushnumber(L, exp ? (double)(exp - now) / 1e9 : 0);
   return 1;
@@ -1063,9 +1056,8 @@ static int l_map_ttl(lua_State *L) {
 
 /* expire(k, ttl) -> true | nil, "not found" (ttl 0: never) */
 static int l_map_expire(lua_State *L) {
-  smap *m = check_map(L, "expire");
   map_key k;
-  check_key(L, m, 2, &k, "expire");
+  smap *m = map_and_key(L, &k, "expire");
   check_number(L, 3, "expire");
   int64_t expire = opt_ttl(L, 3, "expire");
   shard *sh = shard_of(m, &k);
@@ -1097,9 +1089,7 @@ static int l_map_expire(lua_State *L) {
   UNLOCKED(sh);
   drop_all(&d);
   if (!found) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "not found");
-    return 2;
+    return push_not_found(L);
   }
   lua_pushboolean(L, 1);
   return 1;
