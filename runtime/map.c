@@ -459,12 +459,16 @@ static void sweep_step(shard *sh, int64_t now, dropped *d) {
     }
 }
 
-/* Evict with CLOCK until the shard is within budget, sparing slot keep.
- * The growth in progress is finished first: the hand walks one array. */
-static bool evict(shard *sh, int64_t budget, map_slot keep, dropped *d) {
+/* Evict with CLOCK until the shard is within budget, sparing the entry of
+ * key k. The growth in progress is finished first: the hand walks one
+ * array. That moves the entries of the old buckets, so k's slot is looked
+ * up after it (a slot found before may have been in an old bucket). */
+static bool evict(shard *sh, int64_t budget, const map_key *k, dropped *d) {
   hmap *h = &sh->h;
   bool evicted = false;
   hmap_grow_all(h);
+  map_slot keep = {NULL, 0};
+  hmap_find(h, k, &keep);
   size_t n = hmap_nbuckets(h);
   for (size_t looked = 0; sh->bytes > budget && looked < 2 * n + 1; looked++) {
     map_bucket *b = &h->buckets[sh->hand++ & (n - 1)];
@@ -558,6 +562,15 @@ typedef struct newval {
   uint64_t v;
 } newval;
 
+/* Raise the message on top of the stack (value_encode's refusal) at the
+ * caller's line, as spawn and a channel's send do. */
+static int raise_at_caller(lua_State *L) {
+  luaL_where(L, 1);
+  lua_insert(L, -2);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
 static newval make_value(lua_State *L, int idx, int64_t expire, const char *fname) {
   int t = lua_type(L, idx);
   if (t == LUA_TNIL || t == LUA_TNONE) map_argerror(L, idx, fname, "value is nil (use delete)");
@@ -569,7 +582,7 @@ static newval make_value(lua_State *L, int idx, int64_t expire, const char *fnam
   }
   if (!expire && t == LUA_TBOOLEAN) return (newval){lua_toboolean(L, idx) ? V_TRUE : V_FALSE, 0};
   rt_copy c = copy_make(L, idx, "value");
-  if (c.kind == COPY_NONE) lua_error(L);
+  if (c.kind == COPY_NONE) raise_at_caller(L);
   mbox *b = rt_malloc(sizeof *b);
   atomic_init(&b->refs, 1);
   b->expire = expire;
@@ -653,7 +666,7 @@ static bool put_value(smap *m, shard *sh, map_slot s, bool existed, const map_ke
     sh->bytes += b->size;
     if (b->expire) sh->nexpiring++;
   }
-  if (m->capacity && sh->bytes > m->budget) return evict(sh, m->budget, s, d);
+  if (m->capacity && sh->bytes > m->budget) return evict(sh, m->budget, k, d);
   return false;
 }
 
@@ -698,13 +711,17 @@ static bool value_equal(map_slot s, const rt_copy *old) {
 
 /* The old value of compare_and_swap/compare_and_delete: comparable ones
  * only, as Go's CompareAndSwap panics on an uncomparable one. */
-static rt_copy comparable(lua_State *L, int idx, const char *fname) {
+static void check_comparable(lua_State *L, int idx, const char *fname) {
   int t = lua_type(L, idx);
   if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TNIL || t == LUA_TNONE)
     map_argerror(L, idx, fname, lua_pushfstring(L, "old value must be a string, number, boolean or runtime object, got %s",
                                           luaL_typename(L, idx)));
+}
+
+static rt_copy comparable(lua_State *L, int idx, const char *fname) {
+  check_comparable(L, idx, fname);
   rt_copy c = copy_make(L, idx, "value");
-  if (c.kind == COPY_NONE) lua_error(L);
+  if (c.kind == COPY_NONE) raise_at_caller(L);
   return c;
 }
 
@@ -945,8 +962,16 @@ static int l_map_swap(lua_State *L) {
 static int l_map_compare_and_swap(lua_State *L) {
   map_key k;
   smap *m = map_and_key(L, &k, "compare_and_swap");
-  rt_copy old = comparable(L, 3, "compare_and_swap");
+  /* Nothing is allocated before the last check that may raise: the new
+   * value is made once old's type is checked, old's copy last (freeing the
+   * new value if old cannot be copied). */
+  check_comparable(L, 3, "compare_and_swap");
   newval nv = make_value(L, 4, 0, "compare_and_swap");
+  rt_copy old = copy_make(L, 3, "value");
+  if (old.kind == COPY_NONE) {
+    newval_free(&nv);
+    raise_at_caller(L);
+  }
   shard *sh = shard_of(m, &k);
   dropped d = {.n = 0};
   map_slot s;
