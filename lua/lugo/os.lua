@@ -150,7 +150,7 @@ local function numbers(fname, first, ...)
       argerror(first + i - 1, fname, "signal name or number", v, 4)
     end
     local sig, err = check_signal(v, fname)
-    if not sig then error(err, 4) end
+    if not sig then error(err, 3) end
     t[i] = sig
   end
   return t, n
