@@ -55,6 +55,13 @@ local function start(code, args, file)
     assert.is_true(os.execute("kill -" .. sig .. " " .. pid) == 0, "kill -" .. sig)
   end
   function child.finish()
+    -- Wait for its end here, yielding, rather than in the read below, which
+    -- would hold this processor (sysmon reports a goroutine that runs for
+    -- a second without yielding: a sanitized child dying takes that long).
+    for _ = 1, 6000 do
+      if os.execute("kill -0 " .. pid .. " 2>/dev/null") ~= 0 then break end
+      time.sleep(0.01)
+    end
     local rest = p:read("*a")
     p:close()
     local e = stderr()
