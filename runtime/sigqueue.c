@@ -158,7 +158,7 @@ static void set_disposition(struct sigtab *t, int sig, void (*handler)(int)) {
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = handler;
   sigfillset(&sa.sa_mask); /* nothing to nest: the handler is one atomic or */
-  sa.sa_flags = SA_RESTART; /* the runtime's threads are not to see EINTR for this */
+  sa.sa_flags = SA_RESTART; /* blocking calls that can go on do (epoll and sleeps see EINTR, as for SIGURG) */
   sigaction(sig, &sa, NULL);
 }
 
