@@ -485,6 +485,7 @@ int luaopen_lugo_core(lua_State *L) {
   net_open(L);
   http_open(L);
   map_open(L);
+  signal_open(L);
   /* The blocking channel functions: upvalues vals and the channel metatable. */
   static const luaL_Reg chan_funcs[] = {
       {"send", chan_send_block}, {"recv", chan_recv_block}, {"select", select_block}, {NULL, NULL},

@@ -1057,7 +1057,8 @@ void p_vm(p_t *pp) {
  * take to stop being idle: the world stands still while this looks. */
 static bool deadlocked(runtime *rt) {
   if (atomic_load(&rt->npidle) != rt->gomaxprocs || atomic_load(&rt->runqsize) != 0 ||
-      atomic_load(&rt->nblocking) != 0 || atomic_load(&rt->npollwait) != 0 || atomic_load(&rt->exiting))
+      atomic_load(&rt->nblocking) != 0 || atomic_load(&rt->npollwait) != 0 || atomic_load(&rt->exiting) ||
+      atomic_load(&rt->nsigchans) != 0) /* a signal may come: Go's signal loop never sleeps for good either */
     return false;
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *pp = rt->allp[i];
@@ -1533,6 +1534,7 @@ static void *sysmon(void *arg) {
       continue;
     }
     if (sigquit_pending) sigquit_dump(rt);
+    sigqueue_deliver(rt);
     for (int32_t i = 0; i < n; i++) {
       p_t *pp = rt->allp[i];
       g_t *gp = atomic_load_explicit(&pp->curg, memory_order_acquire);
@@ -1873,6 +1875,7 @@ void lugo_close(lugo_runtime *rt) {
       pp->L = NULL;
     }
   }
+  sigqueue_free(rt);
   context_runtime_free(rt);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) p_free(rt->allp[i]);
   netpoll_free(rt);

@@ -524,6 +524,9 @@ struct runtime {
   polldesc *pd_free;         /* pollDescs are never freed while the runtime lives */
   polldesc *pd_all;          /* every pollDesc, to free at the end */
   context *background, *todo; /* made once, on first use */
+  rtlock sig_lock;             /* guards sig: sigqueue.c */
+  struct sigtab *sig;          /* os.signal's registrations, made on first use */
+  _Atomic int32_t nsigchans;   /* channels registered for signals: the program is not deadlocked */
 };
 
 /* The M running on this thread, as Go's getg().m. The one piece of per-thread
@@ -942,6 +945,11 @@ void http_open(lua_State *L); /* http.c */
 void map_open(lua_State *L);
 void map_object_free(rt_object *o);
 
+/* ---- sigqueue.c: os.signal ---- */
+void sigqueue_deliver(runtime *rt); /* sysmon, every tick: relay the signals that came */
+void sigqueue_free(runtime *rt);    /* lugo_close: registrations dropped, dispositions restored */
+void signal_open(lua_State *L);     /* its C API into the lugo.core table on top */
+
 /* ---- value.c ---- */
 /* [-0, +0 or +1] encode n values from idx; NULL with a message pushed on
  * failure (`what` names them in it: "argument", "value"). */
@@ -951,6 +959,8 @@ rt_blob *value_encode(lua_State *L, int idx, int n, const char *what);
 rt_blob *value_encode_args(lua_State *L, int idx, int n);
 /* [-0, +n, e] push the values of b (b stays valid). */
 int value_decode(lua_State *L, const rt_blob *b);
+/* A blob of one string, made without a VM (sigqueue.c's deliveries). */
+rt_blob *blob_string(const char *s, size_t n);
 /* [-0, +n or +1] value_decode in protected mode: the count, or -1 with a
  * message pushed. */
 int value_decode_safe(lua_State *L, const rt_blob *b);

@@ -174,6 +174,13 @@ static void put_str(rt_blob *b, const char *s, size_t n) {
   put(b, s, n);
 }
 
+rt_blob *blob_string(const char *s, size_t n) {
+  rt_blob *b = blob_new(1);
+  put_u8(b, T_STR);
+  put_str(b, s, n);
+  return b;
+}
+
 void blob_free(rt_blob *b) {
   if (!b) return;
   for (uint32_t i = 0; i < b->nobjs; i++) rt_release(b->objs[i]);

@@ -127,4 +127,100 @@ function os.open_root(dir)
   return setmetatable({ _dir = dir }, Root)
 end
 
+-- os.signal: Go's os/signal. The handler and the relay are in C
+-- (runtime/sigqueue.c): a signal sets a bit, sysmon sends its name
+-- ("SIGTERM") to every channel that asked for it, never blocking: a full
+-- channel misses it, so give notify a buffered channel, as in Go.
+local signal = {}
+os.signal = signal
+
+local Chan, Context = I.mt.channel, I.mt.context
+local check_signal = core.signal_check
+local c_notify, c_stop, c_ignore, c_reset, c_ignored =
+  core.signal_notify, core.signal_stop, core.signal_ignore, core.signal_reset, core.signal_ignored
+
+-- The numbers of the signals named in ..., the first being argument #first
+-- of fname; a misuse is raised at the API function's caller.
+local function numbers(fname, first, ...)
+  local n = select("#", ...)
+  local t = {}
+  for i = 1, n do
+    local v = (select(i, ...))
+    if type(v) ~= "string" and type(v) ~= "number" then
+      argerror(first + i - 1, fname, "signal name or number", v, 4)
+    end
+    local sig, err = check_signal(v, fname)
+    if not sig then error(err, 3) end
+    t[i] = sig
+  end
+  return t, n
+end
+
+local unpack = unpack
+
+-- notify(ch, sig...): relay the signals (names such as "SIGTERM", or
+-- numbers; none: every signal that can be relayed) to ch, as their names.
+-- Again with the same channel adds signals. While any channel wants a
+-- signal, its default action (SIGINT and SIGTERM end the process) is off.
+function signal.notify(ch, ...)
+  if getmetatable(ch) ~= Chan then argerror(1, "notify", "channel", ch) end
+  local t, n = numbers("notify", 2, ...)
+  local ok, err = c_notify(ch, unpack(t, 1, n))
+  if ok == false then error(err, 2) end
+end
+
+-- stop(ch): no signal is sent to ch once stop returns; a signal no channel
+-- wants any more gets back its default action.
+function signal.stop(ch)
+  if getmetatable(ch) ~= Chan then argerror(1, "stop", "channel", ch) end
+  c_stop(ch)
+end
+
+-- ignore(sig...): the signals (none: all) are ignored, and leave every
+-- channel that wanted them.
+function signal.ignore(...)
+  local t, n = numbers("ignore", 1, ...)
+  c_ignore(unpack(t, 1, n))
+end
+
+-- reset(sig...): the signals (none: all) leave every channel and get back
+-- the behaviour they had before the program changed it.
+function signal.reset(...)
+  local t, n = numbers("reset", 1, ...)
+  c_reset(unpack(t, 1, n))
+end
+
+-- ignored(sig) -> whether sig is ignored now (by ignore, or inherited).
+function signal.ignored(sig)
+  if type(sig) ~= "string" and type(sig) ~= "number" then argerror(1, "ignored", "signal name or number", sig) end
+  local n, err = check_signal(sig, "ignored")
+  if not n then error(err, 2) end
+  return c_ignored(n)
+end
+
+-- notify_context(parent, sig...) -> ctx, stop: ctx is cancelled ("context
+-- canceled") when one of the signals comes, or parent ends; stop() cancels
+-- ctx and unregisters, so that the signals get their default action back
+-- (a second Ctrl-C then kills). Go's NotifyContext, with its goroutine.
+function signal.notify_context(parent, ...)
+  if parent == nil then error("cannot create context from nil parent", 2) end
+  if getmetatable(parent) ~= Context then argerror(1, "notify_context", "context", parent) end
+  local t, n = numbers("notify_context", 2, ...)
+  local lugo, context = require "lugo", require "lugo.context"
+  local ctx, cancel = context.with_cancel(parent)
+  local ch = lugo.chan(1)
+  c_notify(ch, unpack(t, 1, n))
+  if not ctx:err() then
+    local recv = lugo.case.recv
+    lugo.go(function()
+      lugo.select(recv(ch), recv(ctx:done()))
+      cancel()
+    end)
+  end
+  return ctx, function()
+    cancel()
+    c_stop(ch)
+  end
+end
+
 return os
