@@ -18,7 +18,9 @@
  *   - Not synchronized: the caller holds the lock of the shard.
  *
  * sync.map (smap, a runtime object):
- *   - Shards (a power of two, 4 per processor at least 8), each an hmap
+ *   - Shards (a power of two: by default 4 per processor and at least 8;
+ *     fewer, down to 8, when a capacity would leave a shard less than 64
+ *     KiB), each an hmap
  *     with its own lock, its byte count and its CLOCK hand; a key's shard
  *     comes from its hash's bits 48-55, its bucket from the low bits, its
  *     tophash from the top byte. The seed is random per process, mixed with
@@ -103,10 +105,9 @@ static bool evacuated(const map_bucket *b) { return b->tophash[0] == MAP_TH_EVAC
 static bool evacuated_at(const hmap *h, size_t i) { return i < h->nevacuate || evacuated(&h->oldbuckets[i]); }
 size_t hmap_nbuckets(const hmap *h) { return h->buckets ? nbuckets_of(h->B) : 0; }
 
-/* Bucket arrays of a MiB and more come from mmap: fresh pages are zero and
- * fault in as inserts reach them, where a reused heap block would be
- * cleared at once (a 40 MiB memset made one insert of ten million take
- * 16 ms). */
+/* Bucket arrays of a MiB and more come from mmap, where a reused heap
+ * block would be cleared by memset (a 40 MiB one made one insert of ten
+ * million take 16 ms). */
 #define ARRAY_MMAP_BYTES (1u << 20)
 
 static map_bucket *array_new(size_t n) {
@@ -114,13 +115,56 @@ static map_bucket *array_new(size_t n) {
   if (bytes < ARRAY_MMAP_BYTES) return rt_calloc(n, sizeof(map_bucket));
   void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) rt_throw("runtime: out of memory (map buckets, %zu bytes)", bytes);
+  /* 4 KiB pages: a transparent huge page is cleared (2 MiB) in the one
+   * insert that first touches it, and many did during a growth (1-5 ms
+   * each, measured) */
+  madvise(p, bytes, MADV_NOHUGEPAGE);
   return p;
 }
 
-static void array_free(map_bucket *arr, size_t n) {
+/* Memory to munmap, handed to sysmon: munmap waits for every CPU running
+ * one of our threads to flush its TLB, which took an insert a millisecond
+ * on this kind of machine, each time a growth gave back a chunk. */
+struct map_unmap {
+  void *p;
+  size_t bytes;
+  struct map_unmap *next;
+};
+
+static void retire(void *p, size_t bytes) {
+  p_t *pp = getp();
+  if (!pp) { /* not on a processor: nobody to keep waiting */
+    munmap(p, bytes);
+    return;
+  }
+  runtime *rt = pp->rt;
+  struct map_unmap *u = rt_malloc(sizeof *u);
+  u->p = p;
+  u->bytes = bytes;
+  rt_lock(&rt->unmap_lock);
+  u->next = rt->unmap_head;
+  rt->unmap_head = u;
+  rt_unlock(&rt->unmap_lock);
+}
+
+void map_unmap_retired(runtime *rt) {
+  if (!rt->unmap_head) return; /* a racy peek: the next tick sees a late one */
+  rt_lock(&rt->unmap_lock);
+  struct map_unmap *u = rt->unmap_head;
+  rt->unmap_head = NULL;
+  rt_unlock(&rt->unmap_lock);
+  while (u) {
+    struct map_unmap *next = u->next;
+    munmap(u->p, u->bytes);
+    rt_free(u);
+    u = next;
+  }
+}
+
+static void array_free(map_bucket *arr, size_t n, size_t unmapped) {
   size_t bytes = n * sizeof(map_bucket);
   if (bytes < ARRAY_MMAP_BYTES) rt_free(arr);
-  else munmap(arr, bytes); /* the parts already unmapped (old_unmapped) are no error */
+  else if (bytes > unmapped) retire((char *)arr + unmapped, bytes - unmapped);
 }
 
 /* An old array from mmap is given back in chunks as evacuation passes
@@ -132,7 +176,7 @@ static void unmap_evacuated(hmap *h, size_t oldn) {
   if (oldn * sizeof(map_bucket) < ARRAY_MMAP_BYTES) return;
   size_t done = (h->nevacuate * sizeof(map_bucket)) & ~(UNMAP_CHUNK - 1);
   if (done <= h->old_unmapped) return;
-  munmap((char *)h->oldbuckets + h->old_unmapped, done - h->old_unmapped);
+  retire((char *)h->oldbuckets + h->old_unmapped, done - h->old_unmapped);
   h->old_unmapped = done;
 }
 
@@ -208,14 +252,29 @@ static void evacuate(hmap *h, size_t oldbucket, uint64_t seed) {
     while (h->nevacuate < oldn && evacuated(&h->oldbuckets[h->nevacuate])) h->nevacuate++;
     unmap_evacuated(h, oldn);
     if (h->nevacuate == oldn) { /* growth is over */
-      array_free(h->oldbuckets, oldn);
+      array_free(h->oldbuckets, oldn, h->old_unmapped);
       h->oldbuckets = NULL;
       h->same_size = false;
     }
   }
 }
 
+/* A new array from mmap is populated ahead, a chunk per write while the
+ * shard grows: the inserts that would each have taken its page faults one
+ * at a time (up to a millisecond apiece here, in bursts) find it ready,
+ * and none pays for populating all of it at once (0.5 ms a MiB). */
+#define POPULATE_CHUNK ((size_t)128 << 10)
+
+static void populate_step(hmap *h) {
+  size_t bytes = nbuckets_of(h->B) * sizeof(map_bucket);
+  if (bytes < ARRAY_MMAP_BYTES || h->populated >= bytes) return;
+  size_t n = bytes - h->populated < POPULATE_CHUNK ? bytes - h->populated : POPULATE_CHUNK;
+  madvise((char *)h->buckets + h->populated, n, MADV_POPULATE_WRITE); /* a hint: faults do it otherwise */
+  h->populated += n;
+}
+
 static void grow_work(hmap *h, uint64_t hash, uint64_t seed) {
+  populate_step(h);
   evacuate(h, hash & (old_nbuckets(h) - 1), seed);
   if (h->oldbuckets) evacuate(h, h->nevacuate, seed);
 }
@@ -228,6 +287,7 @@ static void hash_grow(hmap *h) {
   h->buckets = array_new(nbuckets_of(h->B));
   h->nevacuate = 0;
   h->old_unmapped = 0;
+  h->populated = 0;
   h->noverflow = 0;
   h->sweep = 0;
 }
@@ -302,8 +362,8 @@ void hmap_each(const hmap *h, void (*f)(map_slot s, void *arg), void *arg) {
     for (size_t i = 0; i < nbuckets_of(h->B); i++) each_chain(&h->buckets[i], f, arg);
 }
 
-static void free_array(map_bucket *arr, size_t from, size_t n, void (*value_free)(uint8_t, uint64_t, void *),
-                       void *arg) {
+static void free_array(map_bucket *arr, size_t from, size_t n, size_t unmapped,
+                       void (*value_free)(uint8_t, uint64_t, void *), void *arg) {
   for (size_t i = from; i < n; i++) {
     map_bucket *b = &arr[i];
     if (evacuated(b)) continue;
@@ -318,12 +378,12 @@ static void free_array(map_bucket *arr, size_t from, size_t n, void (*value_free
       c = next;
     }
   }
-  array_free(arr, n);
+  array_free(arr, n, unmapped);
 }
 
 void hmap_free(hmap *h, void (*value_free)(uint8_t kind, uint64_t v, void *arg), void *arg) {
-  if (h->oldbuckets) free_array(h->oldbuckets, h->nevacuate, old_nbuckets(h), value_free, arg);
-  if (h->buckets) free_array(h->buckets, 0, nbuckets_of(h->B), value_free, arg);
+  if (h->oldbuckets) free_array(h->oldbuckets, h->nevacuate, old_nbuckets(h), h->old_unmapped, value_free, arg);
+  if (h->buckets) free_array(h->buckets, 0, nbuckets_of(h->B), 0, value_free, arg);
   uint64_t seed = h->seed;
   memset(h, 0, sizeof *h);
   h->seed = seed;
@@ -767,9 +827,13 @@ static int l_map_new(lua_State *L) {
   lua_Number cap = luaL_optnumber(L, 1, 0);
   if (!(cap >= 0) || cap > 9e18) map_argerror(L, 1, "map", "capacity out of range");
   uint32_t want = (uint32_t)luaL_optinteger(L, 2, 0);
-  if (want == 0) want = 4 * (uint32_t)rt->gomaxprocs;
+  bool chosen = want != 0;
+  if (!chosen) want = 4 * (uint32_t)rt->gomaxprocs;
   uint32_t n = 8;
   while (n < want && n < 4096) n *= 2;
+  /* A shard evicts within its share of the capacity: keep the shares at
+   * 64 KiB at least, or few entries would compete in each. */
+  while (!chosen && cap > 0 && n > 8 && cap / n < 65536) n /= 2;
   smap *m = rt_calloc(1, sizeof *m);
   rt_object_init(&m->obj, RT_MAP);
   m->nshards = n;

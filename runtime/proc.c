@@ -1535,6 +1535,7 @@ static void *sysmon(void *arg) {
     }
     if (sigquit_pending) sigquit_dump(rt);
     sigqueue_deliver(rt);
+    map_unmap_retired(rt);
     for (int32_t i = 0; i < n; i++) {
       p_t *pp = rt->allp[i];
       g_t *gp = atomic_load_explicit(&pp->curg, memory_order_acquire);
@@ -1876,6 +1877,7 @@ void lugo_close(lugo_runtime *rt) {
     }
   }
   sigqueue_free(rt);
+  map_unmap_retired(rt);
   context_runtime_free(rt);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) p_free(rt->allp[i]);
   netpoll_free(rt);

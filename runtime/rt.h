@@ -505,6 +505,8 @@ struct runtime {
 
   _Atomic int64_t goidgen;
   _Atomic uint64_t map_seed; /* map.c: the process's hash seed, 0 until the first map */
+  rtlock unmap_lock;          /* map.c: guards unmap_head */
+  struct map_unmap *unmap_head; /* map.c: bucket memory sysmon gives back */
   _Atomic int32_t ngoroutines; /* live Gs (created, not dead) */
   g_t *maing; /* the main goroutine, while it runs */
   bool main_done;
@@ -944,6 +946,8 @@ void http_open(lua_State *L); /* http.c */
 /* ---- map.c ---- */
 void map_open(lua_State *L);
 void map_object_free(rt_object *o);
+/* sysmon, each tick, and the runtime's end: munmap what maps retired. */
+void map_unmap_retired(runtime *rt);
 
 /* ---- sigqueue.c: os.signal ---- */
 void sigqueue_deliver(runtime *rt); /* sysmon, every tick: relay the signals that came */

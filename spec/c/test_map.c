@@ -210,6 +210,7 @@ int main(void) {
   test_delete_during_growth();
   test_same_size_growth();
   test_strings_and_seed();
+  map_unmap_retired(rt); /* sysmon's job, in a runtime */
   test_runtime_free(rt);
   return check_done("test_map");
 }
