@@ -307,6 +307,10 @@ void netpoll_block(p_t *pp) {
       tsp = &ts;
     }
     n = epoll_pwait2(pp->epfd, evs, 128, tsp, NULL);
+    if (n < 0 && errno == ENOSYS) { /* a kernel before 5.11: milliseconds, rounded up */
+      int64_t ms = tsp ? ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + 999999) / 1000000 : -1;
+      n = epoll_wait(pp->epfd, evs, 128, ms > INT32_MAX ? INT32_MAX : (int)ms);
+    }
   }
   atomic_store(&pp->polling, false);
   atomic_store(&pp->wake_pending, false); /* the caller looks for work from here on */
