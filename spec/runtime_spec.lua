@@ -434,10 +434,17 @@ describe("runtime.goroutine_dump shows every processor's goroutines without stop
       end, release, started)
     end
     for i = 1, procs do recv_within(started, HANG, "spawned goroutine " .. i) end
-    local dump = runtime.goroutine_dump()
+    -- a goroutine that has sent `started` may not have parked yet: the dump
+    -- shows it running until it does
+    local dump, parked
+    local deadline = time.now() + HANG
+    repeat
+      dump = runtime.goroutine_dump()
+      parked = 0
+      for _ in dump:gmatch("%[chan receive%]") do parked = parked + 1 end
+      if parked < procs then time.sleep(0.005) end
+    until parked >= procs or time.now() > deadline
     assert_contains(dump, "goroutine 1 [")
-    local parked = 0
-    for _ in dump:gmatch("%[chan receive%]") do parked = parked + 1 end
     assert.is_true(parked >= procs, dump)
     assert_contains(dump, "created by")
     release:close()

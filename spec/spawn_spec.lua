@@ -48,7 +48,10 @@ local function assert_refused(message, f, ...)
   local where
   local err = error_of(function() where = here(); lugo.spawn(f, unpack(args, 1, args.n)) end)
   assert.are.equal(where .. message, err)
-  assert.are.equal(before, runtime.num_goroutine())
+  -- none started: the count may only have dropped (an earlier test's
+  -- goroutine ending meanwhile on another processor)
+  local after = runtime.num_goroutine()
+  assert.is_true(after <= before, ("%d goroutines before, %d after"):format(before, after))
 end
 
 describe("lugo.spawn starts a goroutine that may run on any processor", function()
