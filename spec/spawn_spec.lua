@@ -676,7 +676,7 @@ describe("values that cannot be copied are refused at the caller", function()
     local err = error_of(lugo.spawn, f, t)
     assert_contains(err, "200")
     assert_contains(err, "cannot copy a value nested more than 200 levels deep to another processor")
-    assert.are.equal(before, runtime.num_goroutine())
+    assert.is_true(runtime.num_goroutine() <= before) -- none started (others may end meanwhile)
     -- a cycle is not nesting: a table that contains itself copies fine
     local cyc = {}
     cyc.again = cyc
