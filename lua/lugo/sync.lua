@@ -218,7 +218,8 @@ end
 
 -- map{ capacity = bytes or "64m" }: a hashmap every goroutine on every
 -- processor shares by reference (runtime/map.c). Its methods are C
--- functions: each is one call into the runtime.
+-- functions, each one call into the runtime; load, store and incr try an
+-- FFI fast path first.
 local Map = I.mt.map
 local map_methods = core.map_methods
 Map.__index = map_methods
@@ -232,12 +233,19 @@ local map_load_fast, map_store_fast, map_incr_fast = C.map_load_fast, C.map_stor
 local num_out = ffi.new("double[1]") -- read right after the call: nothing runs between
 local MK_NUM, MK_STR, MK_FALSE, MK_TRUE = 1, 2, 3, 4
 
+-- A key as the fast paths take it: kind, bytes, length, number; nothing
+-- for a key only the C methods can judge (they raise).
+local function ffi_key(k)
+  local tk = type(k)
+  if tk == "string" then return MK_STR, k, #k, 0
+  elseif tk == "number" then return MK_NUM, nil, 0, k
+  elseif tk == "boolean" then return k and MK_TRUE or MK_FALSE, nil, 0, 0 end
+end
+
 function map_methods.load(m, k)
   if getmetatable(m) == Map then
-    local tk, r = type(k), -1
-    if tk == "string" then r = map_load_fast(m, MK_STR, k, #k, 0, num_out)
-    elseif tk == "number" then r = map_load_fast(m, MK_NUM, nil, 0, k, num_out)
-    elseif tk == "boolean" then r = map_load_fast(m, k and MK_TRUE or MK_FALSE, nil, 0, 0, num_out) end
+    local kind, s, len, num = ffi_key(k)
+    local r = kind and map_load_fast(m, kind, s, len, num, num_out) or -1
     if r == 1 then return num_out[0], true
     elseif r == 0 then return nil, false
     elseif r == 3 then return true, true
@@ -250,13 +258,8 @@ function map_methods.store(m, k, v, ttl)
   if ttl == nil and getmetatable(m) == Map then
     local tv, vk, vn = type(v), nil, 0
     if tv == "number" then vk, vn = 1, v elseif tv == "boolean" then vk = v and 3 or 2 end
-    if vk then
-      local tk, r = type(k), -1
-      if tk == "string" then r = map_store_fast(m, MK_STR, k, #k, 0, vk, vn)
-      elseif tk == "number" then r = map_store_fast(m, MK_NUM, nil, 0, k, vk, vn)
-      elseif tk == "boolean" then r = map_store_fast(m, k and MK_TRUE or MK_FALSE, nil, 0, 0, vk, vn) end
-      if r == 1 then return true end
-    end
+    local kind, s, len, num = ffi_key(k)
+    if vk and kind and map_store_fast(m, kind, s, len, num, vk, vn) == 1 then return true end
   end
   return slow_store(m, k, v, ttl)
 end
@@ -264,13 +267,13 @@ end
 function map_methods.incr(m, k, delta, init, init_ttl)
   if init_ttl == nil and type(delta) == "number" and (init == nil or type(init) == "number")
     and getmetatable(m) == Map then
-    local tk, r, has_init = type(k), -1, init ~= nil and 1 or 0
-    if tk == "string" then r = map_incr_fast(m, MK_STR, k, #k, 0, delta, has_init, init or 0, num_out)
-    elseif tk == "number" then r = map_incr_fast(m, MK_NUM, nil, 0, k, delta, has_init, init or 0, num_out) end
+    local kind, s, len, num = ffi_key(k)
+    local r = kind and map_incr_fast(m, kind, s, len, num, delta, init ~= nil and 1 or 0, init or 0, num_out) or -1
     if r == 1 then return num_out[0] elseif r == 0 then return nil, "not found" end
   end
   return slow_incr(m, k, delta, init, init_ttl)
 end
+
 local units = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 }
 
 local function parse_capacity(c)
