@@ -98,6 +98,13 @@ Listener.__index = listener
 function net._acceptor(ln, handler, ctx, wg, conns, on_stop)
   local go = require("lugo").go
   require "lugo.sync" -- the wait groups' methods
+  local serve_one = handler
+  if conns then
+    serve_one = function(c)
+      handler(c)
+      conns:done() -- not reached when handler raises: that is a panic, and the end
+    end
+  end
   local err
   while true do
     local c, e = ln:accept(ctx)
@@ -105,15 +112,8 @@ function net._acceptor(ln, handler, ctx, wg, conns, on_stop)
       err = e
       break
     end
-    if conns then
-      conns:add(1)
-      go(function(c)
-        handler(c)
-        conns:done() -- not reached when handler raises: that is a panic, and the end
-      end, c)
-    else
-      go(handler, c)
-    end
+    if conns then conns:add(1) end
+    go(serve_one, c)
   end
   if on_stop then on_stop() end
   wg:done()
