@@ -280,10 +280,15 @@ static void netpoll_ready(p_t *pp, struct epoll_event *evs, int n) {
   }
 }
 
-int netpoll(p_t *pp) {
-  struct epoll_event evs[128];
+/* pp is polling now: sysmon need not ask it to (pollreq, lastpoll_ns). */
+static void polled(p_t *pp) {
   atomic_store_explicit(&pp->pollreq, false, memory_order_relaxed);
   atomic_store_explicit(&pp->lastpoll_ns, nanotime(), memory_order_relaxed);
+}
+
+int netpoll(p_t *pp) {
+  struct epoll_event evs[128];
+  polled(pp);
   int n = epoll_wait(pp->epfd, evs, 128, 0);
   if (n <= 0) return 0;
   netpoll_ready(pp, evs, n);
@@ -314,8 +319,7 @@ void netpoll_block(p_t *pp) {
   }
   atomic_store(&pp->polling, false);
   atomic_store(&pp->wake_pending, false); /* the caller looks for work from here on */
-  atomic_store_explicit(&pp->pollreq, false, memory_order_relaxed);
-  atomic_store_explicit(&pp->lastpoll_ns, nanotime(), memory_order_relaxed);
+  polled(pp);
   if (n > 0) netpoll_ready(pp, evs, n);
 }
 
