@@ -70,6 +70,12 @@ local function start(code, args, file)
     local status = tonumber(rest:match("status (%d+)\n?$"))
     return status, rest:gsub("status %d+\n?$", ""), e
   end
+  -- finish, and check that the child ended well: status 0, nothing on stderr
+  function child.finish_ok()
+    local status, _, e = child.finish()
+    assert.are.equal("", e)
+    assert.are.equal(0, status)
+  end
   return child
 end
 
@@ -106,9 +112,7 @@ describe("os.signal", function()
     c.expect("SIGUSR1")
     c.kill("USR2")
     c.expect("SIGUSR2")
-    local status, _, err = c.finish()
-    assert.are.equal("", err)
-    assert.are.equal(0, status)
+    c.finish_ok()
   end)
 
   it("waits for a signal without a deadlock, with no other goroutine or timer", function()
@@ -121,9 +125,7 @@ describe("os.signal", function()
     c.expect("ready")
     c.kill("USR1")
     c.expect("SIGUSR1")
-    local status, _, err = c.finish()
-    assert.are.equal("", err)
-    assert.are.equal(0, status)
+    c.finish_ok()
   end)
 
   it("drops a signal for a full channel without holding up the others, and relays again once drained", function()
@@ -154,9 +156,7 @@ describe("os.signal", function()
     c.expect("drained")
     c.kill("USR1")
     c.expect("SIGUSR1")
-    local status, _, err = c.finish()
-    assert.are.equal("", err)
-    assert.are.equal(0, status)
+    c.finish_ok()
   end)
 
   it("stops relaying to a stopped channel; SIGTERM kills again once no channel wants it", function()
@@ -253,9 +253,7 @@ describe("os.signal", function()
       c.kill(sig)
       c.expect("SIG" .. sig)
     end
-    local status, _, err = c.finish()
-    assert.are.equal("", err)
-    assert.are.equal(0, status)
+    c.finish_ok()
   end)
 
   it("cancels notify_context's context on a signal; its stop brings the default action back", function()
@@ -301,9 +299,7 @@ describe("os.signal", function()
     c.expect("SIGUSR1")
     c.kill("USR2")
     c.expect("SIGUSR2")
-    local status, _, err = c.finish()
-    assert.are.equal("", err)
-    assert.are.equal(0, status)
+    c.finish_ok()
   end)
 
   it("keeps a registered channel that was collected without stop, and frees it at exit", function()
@@ -321,9 +317,7 @@ describe("os.signal", function()
     c.kill("USR1") -- dropped
     c.kill("USR2")
     c.expect("SIGUSR2")
-    local status, _, err = c.finish()
-    assert.are.equal("", err) -- no report from LeakSanitizer in a sanitized build
-    assert.are.equal(0, status)
+    c.finish_ok() -- no report from LeakSanitizer in a sanitized build
   end)
 
   it("without notify, SIGTERM and SIGINT end the process by the signal", function()
