@@ -311,7 +311,15 @@ void netpoll_block(p_t *pp) {
       ts.tv_nsec = (long)(d % 1000000000);
       tsp = &ts;
     }
+#ifdef __SANITIZE_THREAD__
+    /* ThreadSanitizer (GCC 12) intercepts epoll_wait but not epoll_pwait2,
+     * so it would miss the ordering epoll_ctl -> wait gives a new
+     * pollDesc, and report a race on its lock */
+    n = -1;
+    errno = ENOSYS;
+#else
     n = epoll_pwait2(pp->epfd, evs, 128, tsp, NULL);
+#endif
     if (n < 0 && errno == ENOSYS) { /* a kernel before 5.11: milliseconds, rounded up */
       int64_t ms = tsp ? ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + 999999) / 1000000 : -1;
       n = epoll_wait(pp->epfd, evs, 128, ms > INT32_MAX ? INT32_MAX : (int)ms);
