@@ -56,6 +56,7 @@
 #include <xxhash.h>
 
 #include "map.h"
+#include "qsbr.h"
 #include "rt.h"
 
 /* ------------------------------------------------------------------ */
@@ -131,7 +132,7 @@ struct map_unmap {
   struct map_unmap *next;
 };
 
-static void retire(void *p, size_t bytes) {
+static void unmap_later(void *p, size_t bytes) {
   p_t *pp = getp();
   if (!pp) { /* not on a processor: nobody to keep waiting */
     munmap(p, bytes);
@@ -146,6 +147,15 @@ static void retire(void *p, size_t bytes) {
   rt->unmap_head = u;
   rt_unlock(&rt->unmap_lock);
 }
+
+/* Memory readers without the lock may be looking at: freed once they
+ * cannot (qsbr.c). */
+static void free_now(void *p, size_t n) {
+  (void)n;
+  rt_free(p);
+}
+static void retire_free(void *p) { qsbr_retire(free_now, p, 0); }
+static void retire(void *p, size_t bytes) { qsbr_retire(unmap_later, p, bytes); }
 
 void map_unmap_retired(runtime *rt) {
   if (!rt->unmap_head) return; /* a racy peek: the next tick sees a late one */
@@ -163,7 +173,7 @@ void map_unmap_retired(runtime *rt) {
 
 static void array_free(map_bucket *arr, size_t n, size_t unmapped) {
   size_t bytes = n * sizeof(map_bucket);
-  if (bytes < ARRAY_MMAP_BYTES) rt_free(arr);
+  if (bytes < ARRAY_MMAP_BYTES) retire_free(arr);
   else if (bytes > unmapped) retire((char *)arr + unmapped, bytes - unmapped);
 }
 
@@ -189,7 +199,7 @@ static bool too_many_overflow(uint32_t noverflow, uint8_t B) {
 
 static map_bucket *new_overflow(hmap *h, map_bucket *last) {
   map_bucket *ob = rt_calloc(1, sizeof *ob);
-  last->overflow = ob;
+  MAP_PUB(last->overflow, ob);
   h->noverflow++;
   return ob;
 }
@@ -210,6 +220,18 @@ bool hmap_find(const hmap *h, const map_key *k, map_slot *out) {
         return true;
       }
   return false;
+}
+
+/* Empty a bucket readers may be looking at (memset is not atomic). */
+static void bucket_clear(map_bucket *b) {
+  for (int i = 0; i < MAP_BUCKET_SLOTS; i++) {
+    MAP_WR(b->tophash[i], 0);
+    MAP_WR(b->kinds[i], 0);
+    MAP_WR(b->keys[i], 0);
+    MAP_WR(b->vals[i], 0);
+  }
+  MAP_WR(b->ref, 0);
+  MAP_WR(b->overflow, NULL);
 }
 
 /* Move old bucket `oldbucket` (and its chain) into the new array: to the
@@ -233,28 +255,30 @@ static void evacuate(hmap *h, size_t oldbucket, uint64_t seed) {
         }
         map_bucket *d = dst[y];
         int j = di[y]++;
-        d->tophash[j] = c->tophash[i];
-        d->kinds[j] = c->kinds[i];
-        d->keys[j] = c->keys[i];
-        d->vals[j] = c->vals[i];
-        if (c->ref & (1u << i)) d->ref |= (uint8_t)(1u << j);
+        MAP_PUB(d->keys[j], c->keys[i]);
+        MAP_PUB(d->vals[j], c->vals[i]);
+        MAP_WR(d->kinds[j], c->kinds[i]);
+        MAP_WR(d->tophash[j], c->tophash[i]);
+        if (MAP_RD(c->ref) & (1u << i)) __atomic_fetch_or(&d->ref, (uint8_t)(1u << j), __ATOMIC_RELAXED);
       }
     }
     for (map_bucket *c = b->overflow; c;) {
       map_bucket *next = c->overflow;
-      rt_free(c);
+      retire_free(c);
       c = next;
     }
-    memset(b, 0, sizeof *b);
-    b->tophash[0] = MAP_TH_EVACUATED;
+    bucket_clear(b);
+    MAP_WR(b->tophash[0], MAP_TH_EVACUATED);
   }
   if (oldbucket == h->nevacuate) {
-    while (h->nevacuate < oldn && evacuated(&h->oldbuckets[h->nevacuate])) h->nevacuate++;
+    size_t nev = h->nevacuate;
+    while (nev < oldn && evacuated(&h->oldbuckets[nev])) nev++;
+    MAP_WR(h->nevacuate, nev);
     unmap_evacuated(h, oldn);
-    if (h->nevacuate == oldn) { /* growth is over */
+    if (nev == oldn) { /* growth is over */
       array_free(h->oldbuckets, oldn, h->old_unmapped);
-      h->oldbuckets = NULL;
-      h->same_size = false;
+      MAP_WR(h->oldbuckets, NULL);
+      MAP_WR(h->same_size, false);
     }
   }
 }
@@ -281,11 +305,13 @@ static void grow_work(hmap *h, uint64_t hash, uint64_t seed) {
 
 static void hash_grow(hmap *h) {
   bool same = !over_load_factor(h->count + 1, h->B);
-  h->oldbuckets = h->buckets;
-  h->same_size = same;
-  if (!same) h->B++;
-  h->buckets = array_new(nbuckets_of(h->B));
-  h->nevacuate = 0;
+  uint8_t B = same ? h->B : (uint8_t)(h->B + 1);
+  map_bucket *fresh = array_new(nbuckets_of(B));
+  MAP_WR(h->nevacuate, 0);
+  MAP_PUB(h->oldbuckets, h->buckets);
+  MAP_WR(h->same_size, same);
+  MAP_WR(h->B, B);
+  MAP_PUB(h->buckets, fresh);
   h->old_unmapped = 0;
   h->populated = 0;
   h->noverflow = 0;
@@ -293,7 +319,7 @@ static void hash_grow(hmap *h) {
 }
 
 map_slot hmap_assign(hmap *h, const map_key *k, bool *existed) {
-  if (!h->buckets) h->buckets = array_new(1);
+  if (!h->buckets) MAP_PUB(h->buckets, array_new(1));
 again:
   if (h->oldbuckets) grow_work(h, k->hash, h->seed);
   size_t mask = nbuckets_of(h->B) - 1;
@@ -317,31 +343,31 @@ again:
   if (!free_slot.b) free_slot = (map_slot){new_overflow(h, last), 0};
   map_bucket *fb = free_slot.b;
   int i = free_slot.i;
-  fb->tophash[i] = top;
-  fb->kinds[i] = k->kind;
-  fb->ref &= (uint8_t)~(1u << i);
-  fb->vals[i] = 0;
+  __atomic_fetch_and(&fb->ref, (uint8_t)~(1u << i), __ATOMIC_RELAXED);
+  MAP_WR(fb->vals[i], 0);
   if (k->kind == MK_STR) {
     map_str *ms = rt_malloc(sizeof *ms + k->len);
     ms->len = k->len;
     memcpy(ms->s, k->s, k->len);
-    fb->keys[i] = (uint64_t)(uintptr_t)ms;
+    MAP_PUB(fb->keys[i], (uint64_t)(uintptr_t)ms);
   } else {
-    fb->keys[i] = k->bits;
+    MAP_WR(fb->keys[i], k->bits);
   }
-  h->count++;
+  MAP_WR(fb->kinds[i], k->kind);
+  MAP_WR(fb->tophash[i], top);
+  MAP_WR(h->count, h->count + 1);
   *existed = false;
   return free_slot;
 }
 
 void hmap_clear_slot(hmap *h, map_slot s) {
-  if (map_key_kind_of(s) == MK_STR) rt_free((void *)(uintptr_t)s.b->keys[s.i]);
-  s.b->tophash[s.i] = MAP_TH_EMPTY;
-  s.b->kinds[s.i] = 0;
-  s.b->keys[s.i] = 0;
-  s.b->vals[s.i] = 0;
-  s.b->ref &= (uint8_t)~(1u << s.i);
-  h->count--;
+  if (map_key_kind_of(s) == MK_STR) retire_free((void *)(uintptr_t)s.b->keys[s.i]);
+  MAP_WR(s.b->tophash[s.i], MAP_TH_EMPTY);
+  MAP_WR(s.b->kinds[s.i], 0);
+  MAP_WR(s.b->keys[s.i], 0);
+  MAP_WR(s.b->vals[s.i], 0);
+  __atomic_fetch_and(&s.b->ref, (uint8_t)~(1u << s.i), __ATOMIC_RELAXED);
+  MAP_WR(h->count, h->count - 1);
 }
 
 void hmap_grow_all(hmap *h) {
@@ -370,11 +396,11 @@ static void free_array(map_bucket *arr, size_t from, size_t n, size_t unmapped,
     for (map_bucket *c = b; c;) {
       for (int j = 0; j < MAP_BUCKET_SLOTS; j++) {
         if (c->tophash[j] < MAP_TH_MIN) continue;
-        if ((c->kinds[j] & 15) == MK_STR) rt_free((void *)(uintptr_t)c->keys[j]);
+        if ((c->kinds[j] & 15) == MK_STR) retire_free((void *)(uintptr_t)c->keys[j]);
         if (value_free) value_free(c->kinds[j] >> 4, c->vals[j], arg);
       }
       map_bucket *next = c->overflow;
-      if (c != b) rt_free(c);
+      if (c != b) retire_free(c);
       c = next;
     }
   }
@@ -384,9 +410,23 @@ static void free_array(map_bucket *arr, size_t from, size_t n, size_t unmapped,
 void hmap_free(hmap *h, void (*value_free)(uint8_t kind, uint64_t v, void *arg), void *arg) {
   if (h->oldbuckets) free_array(h->oldbuckets, h->nevacuate, old_nbuckets(h), h->old_unmapped, value_free, arg);
   if (h->buckets) free_array(h->buckets, 0, nbuckets_of(h->B), 0, value_free, arg);
-  uint64_t seed = h->seed;
-  memset(h, 0, sizeof *h);
-  h->seed = seed;
+  hmap_reset(h);
+}
+
+void hmap_reset(hmap *h) {
+  /* readers may still look: the fields they read, atomically */
+  MAP_WR(h->count, 0);
+  MAP_WR(h->buckets, NULL);
+  MAP_WR(h->oldbuckets, NULL);
+  MAP_WR(h->B, 0);
+  MAP_WR(h->same_size, false);
+  MAP_WR(h->nevacuate, 0);
+  h->noverflow = 0;
+  h->old_unmapped = h->populated = h->sweep = 0;
+}
+
+void hmap_grow_some(hmap *h, int n) {
+  while (h->oldbuckets && n-- > 0) evacuate(h, h->nevacuate, h->seed);
 }
 
 /* ------------------------------------------------------------------ */
@@ -405,21 +445,44 @@ typedef struct mbox {
 
 typedef struct shard {
   rtlock lock;
+  _Atomic uint32_t seq; /* odd while a holder of the lock may write */
   hmap h;
   int64_t bytes; /* keys, values and slots */
   size_t hand;   /* CLOCK: the next bucket eviction looks at */
-  size_t nexpiring; /* entries with a ttl: only then do writes sweep */
+  size_t nexpiring; /* entries with a ttl: only then do writes sweep (sysmon peeks) */
   uint64_t evictions, expirations;
 } __attribute__((aligned(64))) shard;
 
 typedef struct smap {
   rt_object obj;
+  runtime *rt;
+  /* in rt->ttl_maps, which sysmon sweeps (guarded by rt->ttl_lock; peeked) */
+  struct smap *ttl_next, *ttl_prev;
+  _Atomic bool ttl_listed;
   uint32_t nshards; /* a power of two */
   uint64_t seed;
   int64_t capacity; /* bytes, 0 for none */
   int64_t budget;   /* per shard */
   shard *shards;
 } smap;
+
+/* A shard's lock, and its sequence count around what the holder writes:
+ * a lock-free load that sees the count odd, or moved, looks again. */
+static void shard_lock(shard *sh) {
+  rt_lock(&sh->lock);
+  uint32_t s = atomic_load_explicit(&sh->seq, memory_order_relaxed);
+  atomic_store_explicit(&sh->seq, s + 1, memory_order_relaxed);
+  rt_fence(memory_order_release); /* odd before any write below */
+}
+
+static void shard_unlock(shard *sh) {
+  uint32_t s = atomic_load_explicit(&sh->seq, memory_order_relaxed);
+  atomic_store_explicit(&sh->seq, s + 1, memory_order_release);
+  rt_unlock(&sh->lock);
+}
+
+#define LOCKED(sh) shard_lock(sh)
+#define UNLOCKED(sh) shard_unlock(sh)
 
 #define SLOT_BYTES ((int64_t)(sizeof(map_bucket) / MAP_BUCKET_SLOTS))
 
@@ -434,10 +497,17 @@ static uint64_t process_seed(runtime *rt) {
   return fresh;
 }
 
-static void box_release(mbox *b) {
-  if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
+static void mbox_free(void *p, size_t n) {
+  (void)n;
+  mbox *b = p;
   copy_free(&b->c);
   rt_free(b);
+}
+
+/* The last reference: a lock-free load may still be decoding it. */
+static void box_release(mbox *b) {
+  if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
+  qsbr_retire(mbox_free, b, 0);
 }
 
 static void value_free(uint8_t kind, uint64_t v, void *arg) {
@@ -454,7 +524,7 @@ static int64_t slot_bytes(map_slot s) {
 }
 
 static int64_t slot_expire(map_slot s) {
-  return map_val_kind_of(s) == V_BOX ? ((mbox *)(uintptr_t)s.b->vals[s.i])->expire : 0;
+  return map_val_kind_of(s) == V_BOX ? MAP_RD(((mbox *)(uintptr_t)s.b->vals[s.i])->expire) : 0;
 }
 
 /* Values to release once the shard lock is let go. */
@@ -480,7 +550,7 @@ static void drop_all(dropped *d) {
 /* Empty slot s of shard sh, its value to d. */
 static void remove_slot(shard *sh, map_slot s, dropped *d) {
   sh->bytes -= slot_bytes(s);
-  if (slot_expire(s)) sh->nexpiring--;
+  if (slot_expire(s)) MAP_WR(sh->nexpiring, sh->nexpiring - 1);
   drop(d, map_val_kind_of(s), s.b->vals[s.i]);
   hmap_clear_slot(&sh->h, s);
 }
@@ -500,24 +570,28 @@ static bool find_live(shard *sh, const map_key *k, map_slot *s, int64_t now, dro
   return true;
 }
 
-/* A write's share of the sweep: one bucket of the new array. */
-static void sweep_step(shard *sh, int64_t now, dropped *d) {
+/* Remove the expired entries of the next nb buckets of the new array. */
+static void sweep(shard *sh, int64_t now, size_t nb, dropped *d) {
   hmap *h = &sh->h;
   size_t n = hmap_nbuckets(h);
   if (!sh->nexpiring || !n || h->oldbuckets) return;
   if (!now) now = nanotime();
-  map_bucket *b = &h->buckets[h->sweep++ & (n - 1)];
-  for (; b; b = b->overflow)
-    for (int i = 0; i < MAP_BUCKET_SLOTS; i++) {
-      if (b->tophash[i] < MAP_TH_MIN) continue;
-      map_slot s = {b, i};
-      int64_t exp = slot_expire(s);
-      if (exp && exp <= now && d->n < 8) {
-        remove_slot(sh, s, d);
-        sh->expirations++;
+  for (; nb > 0 && sh->nexpiring; nb--) {
+    for (map_bucket *b = &h->buckets[h->sweep++ & (n - 1)]; b; b = b->overflow)
+      for (int i = 0; i < MAP_BUCKET_SLOTS; i++) {
+        if (b->tophash[i] < MAP_TH_MIN) continue;
+        map_slot s = {b, i};
+        int64_t exp = slot_expire(s);
+        if (exp && exp <= now) {
+          remove_slot(sh, s, d);
+          sh->expirations++;
+        }
       }
-    }
+  }
 }
+
+/* A write's share of the sweep: one bucket. */
+static void sweep_step(shard *sh, int64_t now, dropped *d) { sweep(sh, now, 1, d); }
 
 /* Evict with CLOCK until the shard is within budget, sparing the entry of
  * key k. The growth in progress is finished first: the hand walks one
@@ -535,8 +609,8 @@ static bool evict(shard *sh, int64_t budget, const map_key *k, dropped *d) {
     for (; b && sh->bytes > budget; b = b->overflow)
       for (int i = 0; i < MAP_BUCKET_SLOTS && sh->bytes > budget; i++) {
         if (b->tophash[i] < MAP_TH_MIN || (b == keep.b && i == keep.i)) continue;
-        if (b->ref & (1u << i)) {
-          b->ref &= (uint8_t)~(1u << i);
+        if (MAP_RD(b->ref) & (1u << i)) {
+          __atomic_fetch_and(&b->ref, (uint8_t)~(1u << i), __ATOMIC_RELAXED);
           continue;
         }
         if (d->n == 8) drop_all(d); /* box_release under the lock: rare */
@@ -548,7 +622,102 @@ static bool evict(shard *sh, int64_t budget, const map_key *k, dropped *d) {
   return evicted;
 }
 
+/* ---- ttls: sysmon sweeps the maps that have them ---- */
+
+/* Under ttl_lock: into or out of the ring (at its end: swept last). */
+static void ttl_link(smap *m) {
+  runtime *rt = m->rt;
+  smap *head = rt->ttl_maps;
+  if (!head) {
+    m->ttl_next = m->ttl_prev = m;
+    MAP_WR(rt->ttl_maps, m);
+  } else {
+    m->ttl_next = head;
+    m->ttl_prev = head->ttl_prev;
+    head->ttl_prev->ttl_next = m;
+    head->ttl_prev = m;
+  }
+  atomic_store(&m->ttl_listed, true);
+}
+
+static void ttl_unlink(smap *m) {
+  runtime *rt = m->rt;
+  if (!atomic_load(&m->ttl_listed)) return;
+  if (m->ttl_next == m) {
+    MAP_WR(rt->ttl_maps, NULL);
+  } else {
+    m->ttl_prev->ttl_next = m->ttl_next;
+    m->ttl_next->ttl_prev = m->ttl_prev;
+    if (rt->ttl_maps == m) MAP_WR(rt->ttl_maps, m->ttl_next);
+  }
+  m->ttl_next = m->ttl_prev = NULL;
+  atomic_store(&m->ttl_listed, false);
+}
+
+static void ttl_register(smap *m) {
+  rt_lock(&m->rt->ttl_lock);
+  if (!atomic_load(&m->ttl_listed)) ttl_link(m);
+  rt_unlock(&m->rt->ttl_lock);
+}
+
+/* Under sh's lock: one more entry with a ttl. */
+static void expiring_one_more(smap *m, shard *sh) {
+  MAP_WR(sh->nexpiring, sh->nexpiring + 1);
+  if (!atomic_load_explicit(&m->ttl_listed, memory_order_acquire)) ttl_register(m);
+}
+
+#define SWEEP_EVERY_NS 10000000 /* sysmon sweeps every 10 ms */
+#define SWEEP_BUCKETS 64        /* buckets per shard and sweep */
+
+void map_sweep_expired(runtime *rt, int64_t now) {
+  static _Thread_local int64_t last; /* sysmon's */
+  if (now - last < SWEEP_EVERY_NS || !MAP_RD(rt->ttl_maps)) return;
+  last = now;
+  /* the next map of the ring that is not being freed */
+  smap *m = NULL;
+  rt_lock(&rt->ttl_lock);
+  for (smap *c = rt->ttl_maps, *first = c; c;) {
+    if (rt_tryretain(&c->obj)) {
+      m = c;
+      break;
+    }
+    c = c->ttl_next;
+    if (c == first) break;
+  }
+  if (m) MAP_WR(rt->ttl_maps, m->ttl_next);
+  rt_unlock(&rt->ttl_lock);
+  if (!m) return;
+  bool left = false;
+  for (uint32_t i = 0; i < m->nshards; i++) {
+    shard *sh = &m->shards[i];
+    if (!MAP_RD(sh->nexpiring)) continue;
+    dropped d = {.n = 0};
+    LOCKED(sh);
+    hmap_grow_some(&sh->h, SWEEP_BUCKETS); /* a growth no write finishes would stop the sweep */
+    sweep(sh, now, SWEEP_BUCKETS, &d);
+    left |= sh->nexpiring != 0;
+    UNLOCKED(sh);
+    drop_all(&d);
+  }
+  if (!left) {
+    rt_lock(&rt->ttl_lock);
+    ttl_unlink(m);
+    rt_unlock(&rt->ttl_lock);
+    /* a ttl stored meanwhile found the map listed: look again */
+    for (uint32_t i = 0; i < m->nshards && !left; i++) {
+      rt_lock(&m->shards[i].lock);
+      left = m->shards[i].nexpiring != 0;
+      rt_unlock(&m->shards[i].lock);
+    }
+    if (left) ttl_register(m);
+  }
+  rt_release(&m->obj);
+}
+
 static void smap_free(smap *m) {
+  rt_lock(&m->rt->ttl_lock);
+  ttl_unlink(m);
+  rt_unlock(&m->rt->ttl_lock);
   for (uint32_t i = 0; i < m->nshards; i++) hmap_free(&m->shards[i].h, value_free, NULL);
   free(m->shards);
   rt_free(m);
@@ -682,6 +851,16 @@ static outval take_ref(map_slot s) {
   return o;
 }
 
+/* Push box b's value: 1, or -1 with an error on the stack. */
+static int decode_box(lua_State *L, const mbox *b) {
+  switch (b->c.kind) {
+  case COPY_NUM: lua_pushnumber(L, b->c.num); return 1;
+  case COPY_TRUE: lua_pushboolean(L, 1); return 1;
+  case COPY_FALSE: lua_pushboolean(L, 0); return 1;
+  default: return value_decode_safe(L, b->c.blob);
+  }
+}
+
 /* Push o (without the lock), dropping its reference. */
 static int push_out(lua_State *L, outval o) {
   switch (o.kind) {
@@ -695,13 +874,7 @@ static int push_out(lua_State *L, outval o) {
   case V_FALSE: lua_pushboolean(L, 0); return 1;
   case V_BOX: {
     mbox *b = (mbox *)(uintptr_t)o.v;
-    int n;
-    switch (b->c.kind) {
-    case COPY_NUM: lua_pushnumber(L, b->c.num); n = 1; break;
-    case COPY_TRUE: lua_pushboolean(L, 1); n = 1; break;
-    case COPY_FALSE: lua_pushboolean(L, 0); n = 1; break;
-    default: n = value_decode_safe(L, b->c.blob); break;
-    }
+    int n = decode_box(L, b);
     box_release(b);
     if (n < 0) lua_error(L);
     return 1;
@@ -715,7 +888,7 @@ static int push_out(lua_State *L, outval o) {
 static bool put_value(smap *m, shard *sh, map_slot s, bool existed, const map_key *k, newval nv, dropped *d) {
   if (existed) {
     sh->bytes -= map_val_kind_of(s) == V_BOX ? ((mbox *)(uintptr_t)s.b->vals[s.i])->size : 0;
-    if (slot_expire(s)) sh->nexpiring--;
+    if (slot_expire(s)) MAP_WR(sh->nexpiring, sh->nexpiring - 1);
     drop(d, map_val_kind_of(s), s.b->vals[s.i]);
   } else {
     sh->bytes += SLOT_BYTES + key_bytes(k);
@@ -724,7 +897,7 @@ static bool put_value(smap *m, shard *sh, map_slot s, bool existed, const map_ke
   if (nv.kind == V_BOX) {
     mbox *b = (mbox *)(uintptr_t)nv.v;
     sh->bytes += b->size;
-    if (b->expire) sh->nexpiring++;
+    if (b->expire) expiring_one_more(m, sh);
   }
   if (m->capacity && sh->bytes > m->budget) return evict(sh, m->budget, k, d);
   return false;
@@ -818,8 +991,80 @@ static int push_not_found(lua_State *L) {
   return 2;
 }
 
-#define LOCKED(sh) rt_lock(&(sh)->lock)
-#define UNLOCKED(sh) rt_unlock(&(sh)->lock)
+
+/* The count unchanged since s: what was read in between is one state. */
+static bool seq_still(shard *sh, uint32_t s) {
+  rt_fence(memory_order_acquire);
+  return atomic_load_explicit(&sh->seq, memory_order_relaxed) == s;
+}
+
+enum { OPT_RETRY = -1, OPT_ABSENT, OPT_FOUND, OPT_LOCK };
+
+/* A slot's value as a lock-free load found it (a box stays valid until
+ * this P is next quiescent: qsbr.c). */
+typedef struct opt_hit {
+  uint8_t vk;
+  uint64_t v;
+  map_bucket *b;
+  int i;
+} opt_hit;
+
+/* One look at shard sh for k without its lock, at count s (even). */
+static int opt_look(shard *sh, const map_key *k, opt_hit *hit, uint32_t s) {
+  hmap *h = &sh->h;
+  map_bucket *buckets = MAP_GET(h->buckets);
+  uint8_t B = MAP_RD(h->B);
+  map_bucket *old = MAP_GET(h->oldbuckets);
+  bool same = MAP_RD(h->same_size);
+  size_t nevac = MAP_RD(h->nevacuate);
+  if (!seq_still(sh, s)) return OPT_RETRY;
+  if (!buckets) return OPT_ABSENT;
+  map_bucket *b = &buckets[k->hash & (nbuckets_of(B) - 1)];
+  if (old) {
+    size_t oi = k->hash & ((same ? nbuckets_of(B) : nbuckets_of(B) >> 1) - 1);
+    if (oi >= nevac && MAP_RD(old[oi].tophash[0]) != MAP_TH_EVACUATED) b = &old[oi];
+  }
+  uint8_t top = tophash(k->hash);
+  for (int walked = 0; b; b = MAP_GET(b->overflow)) {
+    if (++walked > 4096) return OPT_RETRY; /* a chain changing under us: look again */
+    for (int i = 0; i < MAP_BUCKET_SLOTS; i++) {
+      if (MAP_RD(b->tophash[i]) != top) continue;
+      uint8_t kinds = MAP_RD(b->kinds[i]);
+      uint64_t key = MAP_GET(b->keys[i]), v = MAP_GET(b->vals[i]);
+      if (!seq_still(sh, s)) return OPT_RETRY; /* kinds, key and value agree: key may be followed */
+      if ((kinds & 15) != k->kind) continue;
+      if (k->kind == MK_STR) {
+        const map_str *ms = (const map_str *)(uintptr_t)key;
+        if (ms->len != k->len || memcmp(ms->s, k->s, k->len) != 0) continue;
+      } else if (key != k->bits) {
+        continue;
+      }
+      *hit = (opt_hit){(uint8_t)(kinds >> 4), v, b, i};
+      return OPT_FOUND;
+    }
+  }
+  return seq_still(sh, s) ? OPT_ABSENT : OPT_RETRY;
+}
+
+/* Look k up without the shard's lock, as Go's sync.Map reads its read-only
+ * map: a hit writes no shared line. OPT_LOCK when writers kept moving. */
+static int opt_find(shard *sh, const map_key *k, opt_hit *hit) {
+  for (int tries = 0; tries < 8; tries++) {
+    uint32_t s = atomic_load_explicit(&sh->seq, memory_order_acquire);
+    if (s & 1) {
+      cpu_relax();
+      continue;
+    }
+    int r = opt_look(sh, k, hit, s);
+    if (r != OPT_RETRY) return r;
+  }
+  return OPT_LOCK;
+}
+
+/* A load's CLOCK mark: one write per eviction sweep, not per load. */
+static void mark_used(smap *m, map_bucket *b, int i) {
+  if (m->capacity && !(MAP_RD(b->ref) & (1u << i))) __atomic_fetch_or(&b->ref, (uint8_t)(1u << i), __ATOMIC_RELAXED);
+}
 
 /* map_new(capacity bytes or 0, shards or 0) */
 static int l_map_new(lua_State *L) {
@@ -836,6 +1081,7 @@ static int l_map_new(lua_State *L) {
   while (!chosen && cap > 0 && n > 8 && cap / n < 65536) n /= 2;
   smap *m = rt_calloc(1, sizeof *m);
   rt_object_init(&m->obj, RT_MAP);
+  m->rt = rt;
   m->nshards = n;
   m->seed = process_seed(rt) ^ XXH3_64bits(&m, sizeof m);
   m->capacity = (int64_t)cap;
@@ -854,13 +1100,39 @@ static int l_map_load(lua_State *L) {
   map_key k;
   smap *m = map_and_key(L, &k, "load");
   shard *sh = shard_of(m, &k);
+  opt_hit hit;
+  switch (opt_find(sh, &k, &hit)) {
+  case OPT_ABSENT: return push_loaded(L, (outval){V_NONE, 0});
+  case OPT_FOUND:
+    if (hit.vk == V_NUM || hit.vk == V_TRUE || hit.vk == V_FALSE) {
+      mark_used(m, hit.b, hit.i);
+      return push_loaded(L, (outval){hit.vk, hit.v});
+    }
+    if (hit.vk == V_BOX) {
+      const mbox *b = (const mbox *)(uintptr_t)hit.v;
+      int64_t exp = MAP_RD(b->expire);
+      if (exp && exp <= nanotime()) break; /* expired: the locked path removes it */
+      mark_used(m, hit.b, hit.i);
+      /* no reference taken (it would be a shared write): the box is
+       * retired, not freed, while this P decodes it */
+      p_t *pp = getp();
+      pp->qs_reading++;
+      int n = decode_box(L, b);
+      pp->qs_reading--;
+      if (n < 0) return lua_error(L);
+      lua_pushboolean(L, 1);
+      return 2;
+    }
+    break;
+  default: break;
+  }
   dropped d = {.n = 0};
   map_slot s;
   outval o = {V_NONE, 0};
   LOCKED(sh);
   if (find_live(sh, &k, &s, 0, &d)) {
     o = take_ref(s);
-    if (m->capacity && !(s.b->ref & (1u << s.i))) s.b->ref |= (uint8_t)(1u << s.i);
+    mark_used(m, s.b, s.i);
   }
   UNLOCKED(sh);
   drop_all(&d);
@@ -1159,8 +1431,9 @@ static int l_map_expire(lua_State *L) {
     uint8_t vk = map_val_kind_of(s);
     if (vk == V_BOX) {
       mbox *b = (mbox *)(uintptr_t)s.b->vals[s.i];
-      sh->nexpiring += (expire != 0) - (b->expire != 0);
-      b->expire = expire; /* read only under this lock */
+      if (expire && !b->expire) expiring_one_more(m, sh);
+      else if (!expire && b->expire) MAP_WR(sh->nexpiring, sh->nexpiring - 1);
+      MAP_WR(b->expire, expire); /* lock-free loads read it */
     } else if (expire) { /* an inline scalar gets a box to hold its expiry */
       mbox *nb = rt_malloc(sizeof *nb);
       atomic_init(&nb->refs, 1);
@@ -1188,12 +1461,7 @@ static int l_map_expire(lua_State *L) {
 static int l_map_len(lua_State *L) {
   smap *m = check_map(L, "len");
   size_t n = 0;
-  for (uint32_t i = 0; i < m->nshards; i++) {
-    shard *sh = &m->shards[i];
-    LOCKED(sh);
-    n += sh->h.count;
-    UNLOCKED(sh);
-  }
+  for (uint32_t i = 0; i < m->nshards; i++) n += MAP_RD(m->shards[i].h.count); /* no lock: each count as it was at some moment */
   lua_pushnumber(L, (lua_Number)n);
   return 1;
 }
@@ -1297,11 +1565,10 @@ static int l_map_clear(lua_State *L) {
     hmap old;
     LOCKED(sh);
     old = sh->h;
-    memset(&sh->h, 0, sizeof sh->h);
-    sh->h.seed = m->seed;
+    hmap_reset(&sh->h);
     sh->bytes = 0;
     sh->hand = 0;
-    sh->nexpiring = 0;
+    MAP_WR(sh->nexpiring, 0);
     UNLOCKED(sh);
     hmap_free(&old, value_free, NULL);
   }
@@ -1396,6 +1663,16 @@ int32_t map_load_fast(proxy *px, int32_t kind, const char *s, size_t len, double
   map_key k;
   if (!ffi_key(m, kind, s, len, num, &k)) return -1;
   shard *sh = shard_of(m, &k);
+  opt_hit hit;
+  switch (opt_find(sh, &k, &hit)) {
+  case OPT_ABSENT: return 0;
+  case OPT_FOUND:
+    if (hit.vk == V_NUM) memcpy(out, &hit.v, sizeof *out);
+    else if (hit.vk != V_TRUE && hit.vk != V_FALSE) return -1; /* a box: the C API's load */
+    mark_used(m, hit.b, hit.i);
+    return hit.vk == V_NUM ? 1 : hit.vk == V_TRUE ? 3 : 2;
+  default: break; /* writers kept the count moving: take the lock */
+  }
   map_slot sl;
   int32_t r = 0;
   LOCKED(sh);
@@ -1409,7 +1686,7 @@ int32_t map_load_fast(proxy *px, int32_t kind, const char *s, size_t len, double
     } else {
       r = -1; /* a box: copies, ttls, CLOCK bits are the slow path's */
     }
-    if (r > 0 && m->capacity && !(sl.b->ref & (1u << sl.i))) sl.b->ref |= (uint8_t)(1u << sl.i);
+    if (r > 0) mark_used(m, sl.b, sl.i);
   }
   UNLOCKED(sh);
   return r;

@@ -36,7 +36,7 @@ typedef struct map_str {
 /* Go's bmap: 8 slots, a tophash byte each (or a state below MAP_TH_MIN),
  * then the keys and the values, then the overflow bucket. kinds packs the
  * key kind (low 4 bits) and the value kind (high 4 bits); ref holds the
- * CLOCK bit of each slot for eviction. */
+ * CLOCK bit of each slot for eviction (set by readers: atomic). */
 typedef struct map_bucket {
   uint8_t tophash[MAP_BUCKET_SLOTS];
   uint8_t kinds[MAP_BUCKET_SLOTS];
@@ -77,8 +77,11 @@ map_slot hmap_assign(hmap *h, const map_key *k, bool *existed);
 /* Empty a slot found by hmap_find or hmap_assign (frees a string key; the
  * value is the caller's). */
 void hmap_clear_slot(hmap *h, map_slot s);
-/* Finish any growth in progress. */
+/* Finish any growth in progress, or n steps of it. */
 void hmap_grow_all(hmap *h);
+void hmap_grow_some(hmap *h, int n);
+/* Empty (the arrays are the caller's, from a copy made before). */
+void hmap_reset(hmap *h);
 /* Free every bucket and key (the hmap is empty again, same seed); the
  * values are the caller's, visited first. */
 void hmap_free(hmap *h, void (*value_free)(uint8_t kind, uint64_t v, void *arg), void *arg);
@@ -88,11 +91,20 @@ size_t hmap_nbuckets(const hmap *h);
 /* The hash of the key in slot s (as map_key_hash made it). */
 uint64_t hmap_slot_hash(map_slot s, uint64_t seed);
 
+/* Fields a reader without the lock looks at (sync.map's loads, under the
+ * shard's sequence count) are written with these: relaxed, or release for
+ * a pointer whose target was just filled. Memory unlinked from an hmap is
+ * freed through qsbr.c once no such reader can hold it. */
+#define MAP_RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define MAP_GET(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define MAP_WR(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define MAP_PUB(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
+
 static inline uint8_t map_key_kind_of(map_slot s) { return s.b->kinds[s.i] & 15; }
 static inline uint8_t map_val_kind_of(map_slot s) { return s.b->kinds[s.i] >> 4; }
 static inline void map_set_val(map_slot s, uint8_t kind, uint64_t v) {
-  s.b->kinds[s.i] = (uint8_t)((s.b->kinds[s.i] & 15) | (kind << 4));
-  s.b->vals[s.i] = v;
+  MAP_PUB(s.b->vals[s.i], v);
+  MAP_WR(s.b->kinds[s.i], (uint8_t)((s.b->kinds[s.i] & 15) | (kind << 4)));
 }
 
 #endif

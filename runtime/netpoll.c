@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "qsbr.h"
 #include "rt.h"
 
 const char net_err_closed[] = "use of closed network connection";
@@ -303,6 +304,10 @@ void netpoll_block(p_t *pp) {
     /* epoll_pwait2 takes nanoseconds: epoll_wait's milliseconds made
      * every short sleep up to a millisecond late */
     int64_t when = atomic_load_explicit(&pp->timer0when, memory_order_acquire);
+    if (qsbr_waiting(pp)) { /* come back within a millisecond to free what the others have passed */
+      int64_t soon = nanotime() + 1000000;
+      if (!when || when > soon) when = soon;
+    }
     struct timespec ts, *tsp = NULL;
     if (when) {
       int64_t d = when - nanotime();

@@ -32,6 +32,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "qsbr.h"
 #include "rt.h"
 
 _Thread_local m_t *rt_tls_m;
@@ -1145,6 +1146,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
   bool spun = false; /* spin once between sleeps */
   for (;;) {
     preempt_poll(pp);
+    qsbr_quiescent(pp);
     if (atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
       if (pp->spinning) {
         pp->spinning = false;
@@ -1224,7 +1226,11 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
       return NULL;
     }
     rt_unlock(&rt->sched_lock);
-    if (!atomic_load(&pp->inbox_pending) && !atomic_load(&rt->exiting)) netpoll_block(pp);
+    if (!atomic_load(&pp->inbox_pending) && !atomic_load(&rt->exiting)) {
+      qsbr_idle(pp);
+      netpoll_block(pp);
+      qsbr_wake(pp);
+    }
     /* Leave the idle Ps under sched_lock: a deadlock check holding it sees
      * every idle P stay idle, and so no work appear, while it looks. */
     rt_lock(&rt->sched_lock);
@@ -1525,6 +1531,7 @@ static void *sysmon(void *arg) {
   int64_t *asked = rt_calloc((size_t)n, sizeof *asked);
   bool *reported = rt_calloc((size_t)n, sizeof *reported);
   int64_t start = nanotime(), nexttrace = start + rt->schedtrace_ns;
+  qsbr_sysmon_attach(rt);
   while (!atomic_load(&rt->sysmon_quit)) {
     struct timespec ts = {0, SYSMON_TICK_NS};
     nanosleep(&ts, NULL);
@@ -1535,6 +1542,8 @@ static void *sysmon(void *arg) {
     }
     if (sigquit_pending) sigquit_dump(rt);
     sigqueue_deliver(rt);
+    map_sweep_expired(rt, now);
+    qsbr_sysmon_tick(rt);
     map_unmap_retired(rt);
     for (int32_t i = 0; i < n; i++) {
       p_t *pp = rt->allp[i];
@@ -1877,6 +1886,11 @@ void lugo_close(lugo_runtime *rt) {
     }
   }
   sigqueue_free(rt);
+  qsbr_sysmon_close(rt);
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    rt_tls_m = &rt->allp[i]->m;
+    qsbr_p_close(rt->allp[i]);
+  }
   map_unmap_retired(rt);
   context_runtime_free(rt);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) p_free(rt->allp[i]);

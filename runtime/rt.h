@@ -48,6 +48,14 @@ typedef struct netwait netwait;
 typedef struct context context;
 typedef struct gsite gsite;
 
+/* qsbr.c: what one thread (a P, or sysmon) retired, waiting to be freed. */
+typedef struct qsbr_list {
+  struct qsbr_batch *pending;    /* retired since the last report, newest first */
+  struct qsbr_batch *head, *tail; /* stamped, oldest first */
+  uint32_t nretired;
+  bool freeing;
+} qsbr_list;
+
 /* ---- lock_futex.c: a three-state futex lock, Go's lock_futex.go ---- */
 
 typedef struct rtlock {
@@ -61,6 +69,15 @@ static inline void cpu_relax(void) {
   __asm__ __volatile__("yield");
 #endif
 }
+
+/* A fence. ThreadSanitizer (GCC 12) refuses atomic_thread_fence; there
+ * it is an RMW on a word of qsbr.c's, a full barrier it understands. */
+#ifdef __SANITIZE_THREAD__
+extern _Atomic int rt_fence_word;
+#define rt_fence(order) ((void)(order), (void)atomic_fetch_add(&rt_fence_word, 0))
+#else
+#define rt_fence(order) atomic_thread_fence(order)
+#endif
 
 void rt_lock_slow(rtlock *l);
 void rt_unlock_wake(rtlock *l);
@@ -471,6 +488,14 @@ struct p {
   g_t *allg; /* live Gs of this P, for tracebacks */
   int32_t nallg;
   site_cache_entry sites[SITE_CACHE];
+
+  /* qsbr.c: the epoch this P last reported quiescent at (QS_IDLE while it
+   * sleeps), read by the others; the rest is the P's own */
+  _Atomic uint64_t qs;
+  uint64_t qs_seen;
+  qsbr_list qsl;
+  uint32_t qs_ticks;
+  uint32_t qs_reading; /* in a decode of what a lock-free read found: not quiescent */
 };
 
 /* A blocking call: run() on a pool thread, then push() its results on the
@@ -507,6 +532,10 @@ struct runtime {
   _Atomic uint64_t map_seed; /* map.c: the process's hash seed, 0 until the first map */
   rtlock unmap_lock;          /* map.c: guards unmap_head */
   struct map_unmap *unmap_head; /* map.c: bucket memory sysmon gives back */
+  rtlock ttl_lock;              /* map.c: guards ttl_maps and its links */
+  struct smap *ttl_maps;        /* map.c: maps with ttls, a ring sysmon sweeps from here */
+  _Atomic uint64_t qsbr_epoch;  /* qsbr.c: moved on by a P that waits to free */
+  qsbr_list sysmon_qsl;         /* qsbr.c: what sysmon retired (its own) */
   _Atomic int32_t ngoroutines; /* live Gs (created, not dead) */
   g_t *maing; /* the main goroutine, while it runs */
   bool main_done;
@@ -948,6 +977,8 @@ void map_open(lua_State *L);
 void map_object_free(rt_object *o);
 /* sysmon, each tick, and the runtime's end: munmap what maps retired. */
 void map_unmap_retired(runtime *rt);
+/* sysmon, each tick: remove some expired entries of maps that have ttls. */
+void map_sweep_expired(runtime *rt, int64_t now);
 
 /* ---- sigqueue.c: os.signal ---- */
 void sigqueue_deliver(runtime *rt); /* sysmon, every tick: relay the signals that came */

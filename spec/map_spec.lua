@@ -759,6 +759,25 @@ describe("sync.map ttls", function()
     assert.is_true(s.len < 300, s.len)
   end)
 
+  it("removes the expired entries of a map nobody touches", function()
+    local m = sync.map()
+    for i = 1, 3000 do m:store("k" .. i, (i % 2 == 0) and i or ("v" .. i), 0.05) end
+    m:store("kept", "forever")
+    -- no call on the map from here (stats reads counts, removes nothing):
+    -- only the runtime's sweep can remove what is left
+    local deadline = time.now() + 10
+    while m:stats().len > 1 and time.now() < deadline do time.sleep(0.02) end
+    local s = m:stats()
+    assert.are.equal(1, s.len)
+    assert.are.equal(3000, s.expirations)
+    assert.are.equal("forever", m:load("kept"))
+    -- the map is still swept after being emptied and given new ttls
+    for i = 1, 100 do m:store(i, true, 0.02) end
+    deadline = time.now() + 10
+    while m:stats().len > 1 and time.now() < deadline do time.sleep(0.02) end
+    assert.are.equal(1, m:len())
+  end)
+
   it("expires for every processor what one stored", function()
     local m = sync.map()
     results(spawn_elsewhere(function(m)
@@ -1384,6 +1403,59 @@ describe("sync.map under goroutines on every processor", function()
       add(m:load("s" .. i), -1)
       for v, c in pairs(count) do assert.are.equal(0, c, "s" .. i .. ": " .. tostring(v)) end
     end
+  end)
+
+  it("gives loads whole values while other processors replace, delete and clear them", function()
+    -- a load reads without the shard's lock (runtime/map.c, opt_find): it
+    -- must never see a value half written, a key it did not ask for, or a
+    -- box freed under it
+    local ROUNDS = SANITIZED and 20000 or 200000
+    local m = sync.map()
+    local function value(w, i) -- a string whose every byte says who wrote it
+      local c = string.char(96 + w)
+      return string.rep(c, 20 + i % 200) .. "|" .. (20 + i % 200)
+    end
+    local workers = {}
+    for w = 1, 4 do
+      workers[w] = spawn_pcall(function(m, w, ROUNDS, value)
+        local gosched = require("lugo.runtime").gosched
+        local bad, loads, first = 0, 0, nil
+        for i = 1, ROUNDS do
+          local k = "k" .. (i * 7 + w) % 97
+          if w <= 2 then
+            if i % 50 == 0 then m:delete(k)
+            elseif i % 3 == 0 then m:store(k, (i % 2 == 0) and i or value(w, i))
+            else m:store(k, value(w, i)) end
+            if w == 1 and i % 5000 == 0 then m:clear() end
+          end
+          local v, ok = m:load(k)
+          loads = loads + 1
+          if ok then
+            if type(v) == "string" then
+              local body, n = v:match("^(%l+)|(%d+)$")
+              if not body or #body ~= tonumber(n) or body ~= string.rep(body:sub(1, 1), #body) then
+                bad = bad + 1
+                first = first or v
+              end
+            elseif type(v) ~= "number" then
+              bad = bad + 1
+              first = first or tostring(v)
+            end
+          elseif v ~= nil then
+            bad = bad + 1
+          end
+          if i % 1000 == 0 then gosched() end
+        end
+        return { bad = bad, loads = loads, first = first }
+      end, m, w, ROUNDS, value)
+    end
+    for w, res in ipairs(all_results(workers, HANG, "worker")) do
+      assert.is_nil(res.first, "worker " .. w)
+      assert.are.equal(0, res.bad)
+      assert.are.equal(ROUNDS, res.loads)
+    end
+    m:clear()
+    assert.are.equal(0, m:stats().bytes)
   end)
 
   it("grows from empty to many keys while other processors read every key announced", function()
