@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "qsbr.h"
 #include "rt.h"
 
 static int check_failures, check_count;
@@ -51,6 +52,7 @@ static runtime *test_runtime(void) {
 
 static void test_runtime_free(runtime *rt) {
   p_t *pp = rt->allp[0];
+  qsbr_p_close(pp);
   boxes_destroy(pp);
   rt_free(pp->remote_dirty);
   rt_free(pp->timers);
