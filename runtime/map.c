@@ -432,7 +432,24 @@ void hmap_grow_some(hmap *h, int n) {
 /* ------------------------------------------------------------------ */
 /* sync.map                                                            */
 
-enum val_kind { V_NONE, V_NUM, V_FALSE, V_TRUE, V_BOX };
+enum val_kind { V_NONE, V_NUM, V_FALSE, V_TRUE, V_BOX, V_CTR };
+
+/* A counter: an integer that incr adds to without the shard's lock (lock
+ * xadd), in a cell of its own so that moving the slot (evacuation) moves
+ * the cell, not its count. Made by incr of an integer in a map without a
+ * capacity. Before any other call reads or replaces it under the lock, the
+ * cell is closed (its count swapped for CTR_CLOSED, whatever adds land on
+ * it after) and retired; an incr that finds it closed takes the lock. */
+typedef struct mctr {
+  _Atomic int64_t n;
+  char pad[56]; /* a line of its own: a hot count next to a key string made every load of that key miss */
+} mctr;
+
+#define CTR_CLOSED INT64_MIN / 2
+#define CTR_OPEN(n) ((n) > INT64_MIN / 4) /* a closed count plus any adds stays below */
+#define EXACT_INT 9007199254740992.0      /* 2^53 */
+
+static bool whole(double d) { return d == floor(d) && fabs(d) <= EXACT_INT; }
 
 /* A value that is not an inline scalar, or that has a ttl. Immutable once
  * stored; refs: the slot's, plus one per load decoding it. */
@@ -510,9 +527,29 @@ static void box_release(mbox *b) {
   qsbr_retire(mbox_free, b, 0);
 }
 
+/* A counter's cell leaves its slot: closed, then freed once no lock-free
+ * incr can hold it. Its count at the close. */
+static int64_t ctr_close(uint64_t v) {
+  mctr *c = (mctr *)(uintptr_t)v;
+  int64_t n = atomic_exchange_explicit(&c->n, CTR_CLOSED, memory_order_relaxed);
+  qsbr_retire(free_now, c, 0);
+  return n;
+}
+
 static void value_free(uint8_t kind, uint64_t v, void *arg) {
   (void)arg;
   if (kind == V_BOX) box_release((mbox *)(uintptr_t)v);
+  else if (kind == V_CTR) ctr_close(v);
+}
+
+/* Under the lock: a counter back to an inline number, before a call reads
+ * or replaces the value. */
+static void settle(map_slot s) {
+  if (map_val_kind_of(s) != V_CTR) return;
+  double d = (double)ctr_close(s.b->vals[s.i]);
+  uint64_t bits;
+  memcpy(&bits, &d, sizeof bits);
+  map_set_val(s, V_NUM, bits);
 }
 
 static int64_t key_bytes(const map_key *k) { return k->kind == MK_STR ? (int64_t)(sizeof(map_str) + k->len) : 0; }
@@ -534,6 +571,7 @@ typedef struct dropped {
 } dropped;
 
 static void drop(dropped *d, uint8_t kind, uint64_t v) {
+  if (kind == V_CTR) ctr_close(v);
   if (kind != V_BOX) return;
   if (d->n == 8) { /* rare: release under the lock */
     box_release((mbox *)(uintptr_t)v);
@@ -567,6 +605,7 @@ static bool find_live(shard *sh, const map_key *k, map_slot *s, int64_t now, dro
     sh->expirations++;
     return false;
   }
+  settle(*s); /* every caller may read or replace the value */
   return true;
 }
 
@@ -845,9 +884,18 @@ typedef struct outval {
   uint64_t v;
 } outval;
 
+/* A counter's count as an inline number (the cell is open under the lock). */
+static outval ctr_out(uint64_t v) {
+  double d = (double)atomic_load_explicit(&((mctr *)(uintptr_t)v)->n, memory_order_relaxed);
+  outval o = {V_NUM, 0};
+  memcpy(&o.v, &d, sizeof d);
+  return o;
+}
+
 static outval take_ref(map_slot s) {
   outval o = {map_val_kind_of(s), s.b->vals[s.i]};
   if (o.kind == V_BOX) atomic_fetch_add_explicit(&((mbox *)(uintptr_t)o.v)->refs, 1, memory_order_relaxed);
+  if (o.kind == V_CTR) o = ctr_out(o.v);
   return o;
 }
 
@@ -1104,6 +1152,13 @@ static int l_map_load(lua_State *L) {
   switch (opt_find(sh, &k, &hit)) {
   case OPT_ABSENT: return push_loaded(L, (outval){V_NONE, 0});
   case OPT_FOUND:
+    if (hit.vk == V_CTR) {
+      int64_t n = atomic_load_explicit(&((mctr *)(uintptr_t)hit.v)->n, memory_order_relaxed);
+      if (!CTR_OPEN(n)) break; /* closed meanwhile: the locked path sees what replaced it */
+      lua_pushnumber(L, (lua_Number)n);
+      lua_pushboolean(L, 1);
+      return 2;
+    }
     if (hit.vk == V_NUM || hit.vk == V_TRUE || hit.vk == V_FALSE) {
       mark_used(m, hit.b, hit.i);
       return push_loaded(L, (outval){hit.vk, hit.v});
@@ -1667,6 +1722,12 @@ int32_t map_load_fast(proxy *px, int32_t kind, const char *s, size_t len, double
   switch (opt_find(sh, &k, &hit)) {
   case OPT_ABSENT: return 0;
   case OPT_FOUND:
+    if (hit.vk == V_CTR) {
+      int64_t n = atomic_load_explicit(&((mctr *)(uintptr_t)hit.v)->n, memory_order_relaxed);
+      if (!CTR_OPEN(n)) break; /* closed meanwhile: take the lock */
+      *out = (double)n;
+      return 1;
+    }
     if (hit.vk == V_NUM) memcpy(out, &hit.v, sizeof *out);
     else if (hit.vk != V_TRUE && hit.vk != V_FALSE) return -1; /* a box: the C API's load */
     mark_used(m, hit.b, hit.i);
@@ -1678,7 +1739,11 @@ int32_t map_load_fast(proxy *px, int32_t kind, const char *s, size_t len, double
   LOCKED(sh);
   if (hmap_find(&sh->h, &k, &sl)) {
     uint8_t vk = map_val_kind_of(sl);
-    if (vk == V_NUM) {
+    if (vk == V_CTR) {
+      outval o = ctr_out(sl.b->vals[sl.i]);
+      memcpy(out, &o.v, sizeof *out);
+      r = 1;
+    } else if (vk == V_NUM) {
       memcpy(out, &sl.b->vals[sl.i], sizeof *out);
       r = 1;
     } else if (vk == V_FALSE || vk == V_TRUE) {
@@ -1727,16 +1792,42 @@ int32_t map_incr_fast(proxy *px, int32_t kind, const char *s, size_t len, double
   map_key k;
   if (!ffi_key(m, kind, s, len, num, &k)) return -1;
   shard *sh = shard_of(m, &k);
+  bool whole_delta = whole(delta);
+  opt_hit hit;
+  if (whole_delta && opt_find(sh, &k, &hit) == OPT_FOUND && hit.vk == V_CTR) {
+    /* a counter: one lock xadd, as Go's atomic.AddInt64 */
+    int64_t prev = atomic_fetch_add_explicit(&((mctr *)(uintptr_t)hit.v)->n, (int64_t)delta, memory_order_relaxed);
+    if (CTR_OPEN(prev)) {
+      *out = (double)(prev + (int64_t)delta);
+      return 1;
+    }
+    /* closed before the add (which lands on a dead cell): take the lock */
+  }
   dropped d = {.n = 0};
   int32_t r;
   LOCKED(sh);
   map_slot sl;
   if (hmap_find(&sh->h, &k, &sl)) {
-    if (map_val_kind_of(sl) == V_NUM) {
+    uint8_t vk = map_val_kind_of(sl);
+    if (vk == V_CTR && !whole_delta) settle(sl), vk = V_NUM;
+    if (vk == V_CTR) {
+      int64_t prev = atomic_fetch_add_explicit(&((mctr *)(uintptr_t)sl.b->vals[sl.i])->n, (int64_t)delta, memory_order_relaxed);
+      *out = (double)(prev + (int64_t)delta);
+      r = 1;
+    } else if (vk == V_NUM) {
       double cur;
       memcpy(&cur, &sl.b->vals[sl.i], sizeof cur);
       *out = cur + delta;
-      memcpy(&sl.b->vals[sl.i], out, sizeof *out);
+      if (whole_delta && whole(cur) && whole(*out) && !m->capacity) { /* from now on, without the lock */
+        mctr *c = aligned_alloc(64, sizeof *c); /* rt_free frees it */
+        if (!c) rt_throw("runtime: out of memory (map counter)");
+        atomic_init(&c->n, (int64_t)*out);
+        map_set_val(sl, V_CTR, (uint64_t)(uintptr_t)c);
+      } else {
+        uint64_t bits;
+        memcpy(&bits, out, sizeof bits);
+        map_set_val(sl, V_NUM, bits);
+      }
       r = 1;
     } else {
       r = -1;

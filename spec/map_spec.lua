@@ -533,6 +533,56 @@ describe("sync.map", function()
       assert.are.equal(n * k, m:load("shared"))
       for w = 1, n do assert.are.equal(2 * k, m:load("own" .. w)) end
     end)
+
+    it("loses no increment while other calls take, swap and delete the counter", function()
+      -- an integer that incr counts is a cell incr adds to without a lock
+      -- (runtime/map.c, V_CTR); every other call closes the cell first:
+      -- what they take plus what is left is every increment, exactly
+      local m = sync.map()
+      local n, k = 3, SANITIZED and 3000 or 30000
+      local chans = {}
+      for w = 1, n do
+        chans[w] = spawn_pcall(function(m, k)
+          local gosched = require("lugo.runtime").gosched
+          for i = 1, k do
+            m:incr("c", 1, 0)
+            if i % 256 == 0 then gosched() end
+          end
+          return true
+        end, m, k)
+      end
+      local taker = spawn_pcall(function(m, n, k)
+        local gosched = require("lugo.runtime").gosched
+        local taken, round = 0, 0
+        local function left() return m:load("c") or 0 end
+        while taken + left() < n * k do
+          round = round + 1
+          local which = round % 5
+          if which == 0 then
+            local v = m:swap("c", 0)
+            taken = taken + (v or 0)
+          elseif which == 1 then
+            local v, ok = m:load_and_delete("c")
+            if ok then taken = taken + v end
+          elseif which == 2 then
+            local v = m:load("c")
+            if v and m:compare_and_swap("c", v, 0) then taken = taken + v end
+          elseif which == 3 then
+            local v = m:load("c")
+            if v and m:compare_and_delete("c", v) then taken = taken + v end
+          else
+            -- a fraction: the counter becomes a plain number again (only
+            -- this goroutine deletes, so the second finds what the first did)
+            if m:incr("c", 0.5) then m:incr("c", -0.5) end
+          end
+          gosched()
+        end
+        return taken
+      end, m, n, k)
+      for w, r in ipairs(all_results(chans, HANG, "incrementer")) do assert.is_true(r, w) end
+      local taken = all_results({ taker }, HANG, "taker")[1]
+      assert.are.equal(n * k, taken + (m:load("c") or 0))
+    end)
   end)
 
   describe("len, clear and stats", function()
