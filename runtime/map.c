@@ -283,22 +283,7 @@ static void evacuate(hmap *h, size_t oldbucket, uint64_t seed) {
   }
 }
 
-/* A new array from mmap is populated ahead, a chunk per write while the
- * shard grows: the inserts that would each have taken its page faults one
- * at a time (up to a millisecond apiece here, in bursts) find it ready,
- * and none pays for populating all of it at once (0.5 ms a MiB). */
-#define POPULATE_CHUNK ((size_t)128 << 10)
-
-static void populate_step(hmap *h) {
-  size_t bytes = nbuckets_of(h->B) * sizeof(map_bucket);
-  if (bytes < ARRAY_MMAP_BYTES || h->populated >= bytes) return;
-  size_t n = bytes - h->populated < POPULATE_CHUNK ? bytes - h->populated : POPULATE_CHUNK;
-  madvise((char *)h->buckets + h->populated, n, MADV_POPULATE_WRITE); /* a hint: faults do it otherwise */
-  h->populated += n;
-}
-
 static void grow_work(hmap *h, uint64_t hash, uint64_t seed) {
-  populate_step(h);
   evacuate(h, hash & (old_nbuckets(h) - 1), seed);
   if (h->oldbuckets) evacuate(h, h->nevacuate, seed);
 }
@@ -313,7 +298,6 @@ static void hash_grow(hmap *h) {
   MAP_WR(h->B, B);
   MAP_PUB(h->buckets, fresh);
   h->old_unmapped = 0;
-  h->populated = 0;
   h->noverflow = 0;
   h->sweep = 0;
 }
@@ -422,7 +406,7 @@ void hmap_reset(hmap *h) {
   MAP_WR(h->same_size, false);
   MAP_WR(h->nevacuate, 0);
   h->noverflow = 0;
-  h->old_unmapped = h->populated = h->sweep = 0;
+  h->old_unmapped = h->sweep = 0;
 }
 
 void hmap_grow_some(hmap *h, int n) {

@@ -58,7 +58,6 @@ typedef struct hmap {
   map_bucket *oldbuckets; /* while growing: the array being evacuated */
   size_t nevacuate;       /* old buckets below this are evacuated */
   size_t old_unmapped;    /* bytes at the start of oldbuckets given back (map.c) */
-  size_t populated;       /* bytes at the start of buckets populated ahead (map.c) */
   size_t sweep;           /* the next bucket an incremental sweep looks at */
 } hmap;
 

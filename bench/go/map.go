@@ -110,6 +110,25 @@ func insert(n int) {
 	runtime.KeepAlive(m)
 }
 
+// The machine's own stalls: the insert loop's timing with the insert
+// replaced by arithmetic of about its cost. A slowest insert near this is
+// the machine (a VM's stolen time, interrupts), not the map.
+func stall(n int) {
+	var worst time.Duration
+	x := 0
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		for j := 1; j <= 300; j++ {
+			x += j * i
+		}
+		if d := time.Since(t0); d > worst {
+			worst = d
+		}
+	}
+	report("stall_worst", float64(worst.Nanoseconds())/1e3, "us")
+	runtime.KeepAlive(x)
+}
+
 // Memory per entry with n entries: 16-byte string keys, number values.
 func bytes(n int) {
 	runtime.GC()
@@ -136,5 +155,7 @@ func main() {
 		insert(n)
 	case "bytes":
 		bytes(n)
+	case "stall":
+		stall(n)
 	}
 }

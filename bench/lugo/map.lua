@@ -75,6 +75,20 @@ function bench.insert(n)
   report("insert_worst", worst * 1e6, "us")
 end
 
+-- The machine's own stalls: the insert loop with the insert replaced by
+-- arithmetic of about its cost (bench/go/map.go's stall).
+function bench.stall(n)
+  local worst, x = 0, 0
+  for i = 0, n - 1 do
+    local t0 = now()
+    for j = 1, 300 do x = x + j * i end
+    local d = now() - t0
+    if d > worst then worst = d end
+  end
+  report("stall_worst", worst * 1e6, "us")
+  return x
+end
+
 -- Memory per entry with n entries: 16-byte string keys, number values.
 function bench.bytes(n)
   collectgarbage()
