@@ -9,7 +9,8 @@
  *     is in none and something (a sudog, a timer, a semaphore) will ready it.
  *   - Only the thread holding a P resumes that P's Gs, touches its VM, its
  *     boxes, its caches and its G list. runq: the owner writes the tail and
- *     runnext; anyone may advance the head with CAS (stealing).
+ *     runnext (plain stores: runnext is never stolen, others only peek);
+ *     anyone may advance the head with CAS (stealing).
  *   - The inbox is guarded by inbox_lock; the global queue by sched_lock.
  *   - A G parks by setting g->parking (gopark) and yielding PARK from its
  *     coroutine. The scheduler makes it WAITING only after the yield, then
@@ -156,7 +157,10 @@ static bool runqputslow(p_t *pp, g_t *gp, uint32_t h, uint32_t t) {
 
 void runqput(p_t *pp, g_t *gp, bool next) {
   if (next) {
-    g_t *old = atomic_exchange_explicit(&pp->runnext, gp, memory_order_acq_rel);
+    /* runnext is the owner's alone (a started G never moves, so nobody
+     * steals it; others only peek): plain stores, no locked instruction */
+    g_t *old = atomic_load_explicit(&pp->runnext, memory_order_relaxed);
+    atomic_store_explicit(&pp->runnext, gp, memory_order_release);
     if (!old) return;
     gp = old; /* kick the old runnext to the tail */
   }
@@ -173,9 +177,9 @@ void runqput(p_t *pp, g_t *gp, bool next) {
 }
 
 g_t *runqget(p_t *pp, bool *inherit_time) {
-  g_t *next = atomic_load_explicit(&pp->runnext, memory_order_acquire);
-  if (next && atomic_compare_exchange_strong_explicit(&pp->runnext, &next, NULL,
-                                                      memory_order_acq_rel, memory_order_relaxed)) {
+  g_t *next = atomic_load_explicit(&pp->runnext, memory_order_relaxed);
+  if (next) {
+    atomic_store_explicit(&pp->runnext, NULL, memory_order_relaxed);
     if (inherit_time) *inherit_time = true;
     return next;
   }

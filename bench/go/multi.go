@@ -30,6 +30,29 @@ func xpingpong(n int) {
 	report("xpingpong", float64(time.Since(t).Nanoseconds())/float64(n), "ns/roundtrip")
 }
 
+// The fair twin of xpingpong: lugo's two goroutines are on two
+// processors, so every hand-off crosses threads; Go's scheduler keeps both
+// on one P (a same-thread hand-off). Locked to their own OS threads, Go's
+// goroutines hand off across threads too.
+func xpingpongLocked(n int) {
+	ping, pong, ready := make(chan int), make(chan int), make(chan bool)
+	go func() {
+		runtime.LockOSThread()
+		ready <- true
+		for i := 0; i < n; i++ {
+			pong <- <-ping
+		}
+	}()
+	runtime.LockOSThread()
+	<-ready
+	t := time.Now()
+	for i := 0; i < n; i++ {
+		ping <- i
+		<-pong
+	}
+	report("xpingpong_locked", float64(time.Since(t).Nanoseconds())/float64(n), "ns/roundtrip")
+}
+
 func fanout(n int) {
 	jobs, results := make(chan int, 1024), make(chan int, 1024)
 	workers := 2 * runtime.GOMAXPROCS(0)
@@ -93,6 +116,8 @@ func main() {
 	switch os.Args[1] {
 	case "xpingpong":
 		xpingpong(n)
+	case "xpingpong_locked":
+		xpingpongLocked(n)
 	case "fanout":
 		fanout(n)
 	case "cpu":
