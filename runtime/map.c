@@ -1793,7 +1793,10 @@ int32_t map_incr_fast(proxy *px, int32_t kind, const char *s, size_t len, double
   map_slot sl;
   if (hmap_find(&sh->h, &k, &sl)) {
     uint8_t vk = map_val_kind_of(sl);
-    if (vk == V_CTR && !whole_delta) settle(sl), vk = V_NUM;
+    if (vk == V_CTR && !whole_delta) { /* a fraction: a plain number again */
+      settle(sl);
+      vk = V_NUM;
+    }
     if (vk == V_CTR) {
       int64_t prev = atomic_fetch_add_explicit(&((mctr *)(uintptr_t)sl.b->vals[sl.i])->n, (int64_t)delta, memory_order_relaxed);
       *out = (double)(prev + (int64_t)delta);

@@ -33,6 +33,7 @@ void qsbr_sysmon_close(runtime *rt);
 /* Called by the scheduler between goroutines: cheap unless the epoch
  * moved, this P retired something, or it waits to free. */
 static inline void qsbr_quiescent(p_t *pp) {
+  pp->qs_reading = 0; /* a decode that raised (out of memory) left it set: none runs here */
   uint64_t e = atomic_load_explicit(&pp->rt->qsbr_epoch, memory_order_relaxed);
   if (e == pp->qs_seen && !pp->qsl.pending && (!pp->qsl.head || (++pp->qs_ticks & 63))) return;
   qsbr_report(pp);
