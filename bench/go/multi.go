@@ -13,44 +13,36 @@ import (
 
 func report(name string, value float64, unit string) { fmt.Printf("%s %.1f %s\n", name, value, unit) }
 
-func xpingpong(n int) {
+// xpingpong: two goroutines pass a value back and forth. Go's scheduler
+// keeps both on one P (a same-thread hand-off); lugo's are on two
+// processors, so each of its hand-offs crosses threads. The fair twin
+// (locked) locks each goroutine to its own OS thread, so that Go's
+// hand-offs cross threads too.
+func xpingpong(n int, locked bool) {
 	ping, pong, ready := make(chan int), make(chan int), make(chan bool)
 	go func() {
+		if locked {
+			runtime.LockOSThread()
+		}
 		ready <- true
 		for i := 0; i < n; i++ {
 			pong <- <-ping
 		}
 	}()
-	<-ready
-	t := time.Now()
-	for i := 0; i < n; i++ {
-		ping <- i
-		<-pong
-	}
-	report("xpingpong", float64(time.Since(t).Nanoseconds())/float64(n), "ns/roundtrip")
-}
-
-// The fair twin of xpingpong: lugo's two goroutines are on two
-// processors, so every hand-off crosses threads; Go's scheduler keeps both
-// on one P (a same-thread hand-off). Locked to their own OS threads, Go's
-// goroutines hand off across threads too.
-func xpingpongLocked(n int) {
-	ping, pong, ready := make(chan int), make(chan int), make(chan bool)
-	go func() {
+	if locked {
 		runtime.LockOSThread()
-		ready <- true
-		for i := 0; i < n; i++ {
-			pong <- <-ping
-		}
-	}()
-	runtime.LockOSThread()
+	}
 	<-ready
 	t := time.Now()
 	for i := 0; i < n; i++ {
 		ping <- i
 		<-pong
 	}
-	report("xpingpong_locked", float64(time.Since(t).Nanoseconds())/float64(n), "ns/roundtrip")
+	name := "xpingpong"
+	if locked {
+		name = "xpingpong_locked"
+	}
+	report(name, float64(time.Since(t).Nanoseconds())/float64(n), "ns/roundtrip")
 }
 
 func fanout(n int) {
@@ -115,9 +107,9 @@ func main() {
 	n, _ := strconv.Atoi(os.Args[2])
 	switch os.Args[1] {
 	case "xpingpong":
-		xpingpong(n)
+		xpingpong(n, false)
 	case "xpingpong_locked":
-		xpingpongLocked(n)
+		xpingpong(n, true)
 	case "fanout":
 		fanout(n)
 	case "cpu":
