@@ -435,6 +435,13 @@ typedef struct mctr {
 
 static bool whole(double d) { return d == floor(d) && fabs(d) <= EXACT_INT; }
 
+/* A cell's count, and an add to it (the count before); v is the slot's
+ * value. Relaxed: the count is the only data. */
+static int64_t ctr_count(uint64_t v) { return atomic_load_explicit(&((mctr *)(uintptr_t)v)->n, memory_order_relaxed); }
+static int64_t ctr_add(uint64_t v, int64_t d) {
+  return atomic_fetch_add_explicit(&((mctr *)(uintptr_t)v)->n, d, memory_order_relaxed);
+}
+
 /* A value that is not an inline scalar, or that has a ttl. Immutable once
  * stored; refs: the slot's, plus one per load decoding it. */
 typedef struct mbox {
@@ -683,6 +690,12 @@ static void ttl_register(smap *m) {
   rt_unlock(&m->rt->ttl_lock);
 }
 
+static void ttl_deregister(smap *m) {
+  rt_lock(&m->rt->ttl_lock);
+  ttl_unlink(m);
+  rt_unlock(&m->rt->ttl_lock);
+}
+
 /* Under sh's lock: one more entry with a ttl. */
 static void expiring_one_more(smap *m, shard *sh) {
   MAP_WR(sh->nexpiring, sh->nexpiring + 1);
@@ -723,9 +736,7 @@ void map_sweep_expired(runtime *rt, int64_t now) {
     drop_all(&d);
   }
   if (!left) {
-    rt_lock(&rt->ttl_lock);
-    ttl_unlink(m);
-    rt_unlock(&rt->ttl_lock);
+    ttl_deregister(m);
     /* a ttl stored meanwhile found the map listed: look again */
     for (uint32_t i = 0; i < m->nshards && !left; i++) {
       rt_lock(&m->shards[i].lock);
@@ -738,9 +749,7 @@ void map_sweep_expired(runtime *rt, int64_t now) {
 }
 
 static void smap_free(smap *m) {
-  rt_lock(&m->rt->ttl_lock);
-  ttl_unlink(m);
-  rt_unlock(&m->rt->ttl_lock);
+  ttl_deregister(m);
   for (uint32_t i = 0; i < m->nshards; i++) hmap_free(&m->shards[i].h, value_free, NULL);
   free(m->shards);
   rt_free(m);
@@ -870,7 +879,7 @@ typedef struct outval {
 
 /* A counter's count as an inline number (the cell is open under the lock). */
 static outval ctr_out(uint64_t v) {
-  double d = (double)atomic_load_explicit(&((mctr *)(uintptr_t)v)->n, memory_order_relaxed);
+  double d = (double)ctr_count(v);
   outval o = {V_NUM, 0};
   memcpy(&o.v, &d, sizeof d);
   return o;
@@ -1023,7 +1032,6 @@ static int push_not_found(lua_State *L) {
   return 2;
 }
 
-
 /* The count unchanged since s: what was read in between is one state. */
 static bool seq_still(shard *sh, uint32_t s) {
   rt_fence(memory_order_acquire);
@@ -1137,7 +1145,7 @@ static int l_map_load(lua_State *L) {
   case OPT_ABSENT: return push_loaded(L, (outval){V_NONE, 0});
   case OPT_FOUND:
     if (hit.vk == V_CTR) {
-      int64_t n = atomic_load_explicit(&((mctr *)(uintptr_t)hit.v)->n, memory_order_relaxed);
+      int64_t n = ctr_count(hit.v);
       if (!CTR_OPEN(n)) break; /* closed meanwhile: the locked path sees what replaced it */
       lua_pushnumber(L, (lua_Number)n);
       lua_pushboolean(L, 1);
@@ -1500,7 +1508,8 @@ static int l_map_expire(lua_State *L) {
 static int l_map_len(lua_State *L) {
   smap *m = check_map(L, "len");
   size_t n = 0;
-  for (uint32_t i = 0; i < m->nshards; i++) n += MAP_RD(m->shards[i].h.count); /* no lock: each count as it was at some moment */
+  /* no lock: each shard's count as it was at some moment */
+  for (uint32_t i = 0; i < m->nshards; i++) n += MAP_RD(m->shards[i].h.count);
   lua_pushnumber(L, (lua_Number)n);
   return 1;
 }
@@ -1707,7 +1716,7 @@ int32_t map_load_fast(proxy *px, int32_t kind, const char *s, size_t len, double
   case OPT_ABSENT: return 0;
   case OPT_FOUND:
     if (hit.vk == V_CTR) {
-      int64_t n = atomic_load_explicit(&((mctr *)(uintptr_t)hit.v)->n, memory_order_relaxed);
+      int64_t n = ctr_count(hit.v);
       if (!CTR_OPEN(n)) break; /* closed meanwhile: take the lock */
       *out = (double)n;
       return 1;
@@ -1780,7 +1789,7 @@ int32_t map_incr_fast(proxy *px, int32_t kind, const char *s, size_t len, double
   opt_hit hit;
   if (whole_delta && opt_find(sh, &k, &hit) == OPT_FOUND && hit.vk == V_CTR) {
     /* a counter: one lock xadd, as Go's atomic.AddInt64 */
-    int64_t prev = atomic_fetch_add_explicit(&((mctr *)(uintptr_t)hit.v)->n, (int64_t)delta, memory_order_relaxed);
+    int64_t prev = ctr_add(hit.v, (int64_t)delta);
     if (CTR_OPEN(prev)) {
       *out = (double)(prev + (int64_t)delta);
       return 1;
@@ -1798,7 +1807,7 @@ int32_t map_incr_fast(proxy *px, int32_t kind, const char *s, size_t len, double
       vk = V_NUM;
     }
     if (vk == V_CTR) {
-      int64_t prev = atomic_fetch_add_explicit(&((mctr *)(uintptr_t)sl.b->vals[sl.i])->n, (int64_t)delta, memory_order_relaxed);
+      int64_t prev = ctr_add(sl.b->vals[sl.i], (int64_t)delta);
       *out = (double)(prev + (int64_t)delta);
       r = 1;
     } else if (vk == V_NUM) {

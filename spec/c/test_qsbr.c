@@ -13,6 +13,19 @@ static void count_free(void *p, size_t n) {
 /* Switch this thread to P i (what its M would be running). */
 static void on(runtime *rt, int i) { rt_tls_m = &rt->allp[i]->m; }
 
+/* P1's M does step, then this thread is P0's again. */
+static void as_p1(runtime *rt, void (*step)(p_t *)) {
+  on(rt, 1);
+  step(rt->allp[1]);
+  on(rt, 0);
+}
+
+/* P0 retires an entry counted in freed[n], then reports. */
+static void retire_and_report(runtime *rt, size_t n) {
+  qsbr_retire(count_free, NULL, n);
+  qsbr_report(rt->allp[0]);
+}
+
 int main(void) {
   runtime *rt = test_runtime();
   /* a second P beside test_runtime's one */
@@ -27,36 +40,25 @@ int main(void) {
 
   /* P0 retires; P1 has reported nothing since: nothing is freed */
   on(rt, 0);
-  qsbr_retire(count_free, NULL, 1);
-  qsbr_report(p0);
+  retire_and_report(rt, 1);
   CHECK_EQ(freed[1], 0);
   CHECK(qsbr_waiting(p0));
   /* P0's report moved the epoch on; P1 passes a quiescent state */
-  on(rt, 1);
-  qsbr_quiescent(p1);
+  as_p1(rt, qsbr_quiescent);
   CHECK_EQ(atomic_load(&p1->qs), atomic_load(&rt->qsbr_epoch));
-  on(rt, 0);
   qsbr_report(p0);
   CHECK_EQ(freed[1], 1);
   CHECK(!qsbr_waiting(p0));
 
   /* a sleeping P holds nothing: P0 frees without waiting for it */
-  on(rt, 1);
-  qsbr_idle(p1);
-  on(rt, 0);
-  qsbr_retire(count_free, NULL, 2);
-  qsbr_report(p0);
+  as_p1(rt, qsbr_idle);
+  retire_and_report(rt, 2);
   CHECK_EQ(freed[2], 1);
   /* once awake it counts again */
-  on(rt, 1);
-  qsbr_wake(p1);
-  on(rt, 0);
-  qsbr_retire(count_free, NULL, 3);
-  qsbr_report(p0);
+  as_p1(rt, qsbr_wake);
+  retire_and_report(rt, 3);
   CHECK_EQ(freed[3], 0);
-  on(rt, 1);
-  qsbr_quiescent(p1);
-  on(rt, 0);
+  as_p1(rt, qsbr_quiescent);
   qsbr_report(p0);
   CHECK_EQ(freed[3], 1);
 
@@ -69,9 +71,7 @@ int main(void) {
 
   /* many retirements report from inside the retiring call: with P1
    * asleep, they are freed without a scheduler pass */
-  on(rt, 1);
-  qsbr_idle(p1);
-  on(rt, 0);
+  as_p1(rt, qsbr_idle);
   for (int i = 0; i < 1000; i++) qsbr_retire(count_free, NULL, 5);
   CHECK(freed[5] >= 1000 - 256);
   CHECK_EQ(freed[4], 300);
