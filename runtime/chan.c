@@ -31,10 +31,15 @@
  *     the timer (chantimer_sync), which keeps a heap slot only while one
  *     waits. A context's done channel (c->ctx) holds its context.
  *
- * The FFI entry points (chan_trysend, chan_tryrecv, ...) never block and
- * never touch Lua: on a local channel they return a box for the caller to
- * store into or load from, or a code (RC_SHARED: use the C API). The C API
- * functions (chan_send_block, chan_recv_block) do everything else.
+ * The FFI entry points (chan_trysend, chan_tryrecv, ...) never touch Lua:
+ * on a local channel they return a box for the caller to store into or
+ * load from, or a code (RC_SHARED: use the C API). Asked to (block), an op
+ * that cannot proceed queues its sudog and sets its G to park, the
+ * channel still locked, as chansend and chanrecv do for the C API; the
+ * Lua caller then yields at once through chan_park_yield, whose only work
+ * is the yield (or, where Lua cannot yield, undoing the park). The C API
+ * functions (chan_send_block, chan_recv_block) do everything else: copies
+ * for shared channels, and the errors of ops that cannot park.
  */
 #include <string.h>
 
@@ -181,6 +186,16 @@ static void chan_park(p_t *pp, g_t *gp, hchan *c, waitq *q, const val *v, enum w
 
 static bool is_shared(hchan *c) { return atomic_load_explicit(&c->shared, memory_order_relaxed); }
 
+/* The G an FFI call with block set may park: none outside a goroutine, or
+ * inside a user coroutine resumed where Lua cannot yield. Found only once
+ * the op must park: the ops that proceed pay nothing for it. The caller
+ * then yields with the C API's park (chan_park_yield), which checks that
+ * Lua can yield there. */
+static g_t *ffi_parker(void) {
+  g_t *gp = getg();
+  return gp && !gp->live->nonyield ? gp : NULL;
+}
+
 /* Go's chansend, for a sender in pp (gp parks when block). copy: the
  * sender's copy of its value, for a shared channel (consumed). Returns the
  * box the caller must store its value into (the value has then been sent;
@@ -212,7 +227,7 @@ static int32_t chansend(hchan *c, p_t *pp, g_t *gp, bool block, rt_copy *copy) {
     chan_unlock(c);
     return box;
   }
-  if (!block) {
+  if (!block || (!gp && !(gp = ffi_parker()))) {
     chan_unlock(c);
     copy_free(copy);
     return RC_WOULDBLOCK;
@@ -220,6 +235,7 @@ static int32_t chansend(hchan *c, p_t *pp, g_t *gp, bool block, rt_copy *copy) {
   val v;
   int32_t box = val_init(&v, pp, copy);
   chan_park(pp, gp, c, &c->sendq, &v, WR_CHAN_SEND);
+  gp->res_shape = SHAPE_OK; /* what an FFI caller's park returns */
   return box | RC_PARKBOX;
 }
 
@@ -246,8 +262,9 @@ void recv_from_sender_locked(hchan *c, sudog *sd, val *v) {
 /* Go's chanrecv, for a receiver in pp (gp parks when block). On success
  * *v is the value (the caller takes it with val_take) and RC_OK is
  * returned; else RC_CLOSED (closed and drained: nil, false), RC_PARK (gp is
- * set to park), or RC_WOULDBLOCK when !block. */
-static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
+ * set to park), or RC_WOULDBLOCK when !block. Inlined: the FFI receive,
+ * the hottest path of all, lost a nanosecond an item as a call. */
+__attribute__((always_inline)) static inline int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
   chan_lock(c);
   if (chan_has_timer(c)) chantimer_run(c);
   sudog *sd = waitq_dequeue(&c->sendq);
@@ -261,11 +278,12 @@ static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
   } else if (c->closed) {
     chan_unlock(c);
     return RC_CLOSED;
-  } else if (!block) {
+  } else if (!block || (!gp && !(gp = ffi_parker()))) {
     chan_unlock(c);
     return RC_WOULDBLOCK;
   } else {
     chan_park(pp, gp, c, &c->recvq, NULL, WR_CHAN_RECEIVE);
+    gp->res_shape = SHAPE_RECV_VALUE; /* what an FFI caller's park returns */
     if (chan_has_timer(c)) chantimer_sync(c);
     return RC_PARK;
   }
@@ -273,29 +291,32 @@ static int32_t chanrecv(hchan *c, p_t *pp, g_t *gp, bool block, val *v) {
   return RC_OK;
 }
 
-/* FFI: a send that does not block, of a value that is not a scalar: on a
- * local channel (see chansend); a shared one needs the C API to copy it. */
-int32_t chan_trysend(proxy *px) {
+/* FFI: a send of a value that is not a scalar, on a local channel (see
+ * chansend); a shared one needs the C API to copy it. With block, the
+ * current G is set to park (the box | RC_PARKBOX: store into the box, then
+ * yield PARK) instead of RC_WOULDBLOCK. */
+int32_t chan_trysend(proxy *px, int32_t block) {
   p_t *pp = getp();
   if (preempt_pending(pp)) return RC_PREEMPT;
   hchan *c = (hchan *)px->obj;
   if (is_shared(c)) return RC_SHARED;
   rt_copy none = {COPY_NONE, {0}};
-  return chansend(c, pp, NULL, false, &none);
+  return chansend(c, pp, NULL, block, &none);
 }
 
-/* FFI: a send that does not block, of a nil, a boolean or a number (kind:
- * COPY_NIL, COPY_FALSE, COPY_TRUE, COPY_NUM), on any channel. The value
- * travels inline on a local channel too: no box to take, no store into and
- * load from the VM's value table on either side. */
-int32_t chan_trysend_scalar(proxy *px, int32_t kind, double num) {
+/* FFI: a send of a nil, a boolean or a number (kind: COPY_NIL, COPY_FALSE,
+ * COPY_TRUE, COPY_NUM), on any channel. The value travels inline on a local
+ * channel too: no box to take, no store into and load from the VM's value
+ * table on either side. block: as for chan_trysend (RC_PARKBOX alone: the
+ * value waits in the sudog). */
+int32_t chan_trysend_scalar(proxy *px, int32_t kind, double num, int32_t block) {
   p_t *pp = getp();
   if (preempt_pending(pp)) return RC_PREEMPT;
   hchan *c = (hchan *)px->obj;
   rt_copy copy;
   copy.kind = (uint8_t)kind;
   copy.num = num;
-  return chansend(c, pp, NULL, false, &copy);
+  return chansend(c, pp, NULL, block, &copy);
 }
 
 /* The Lua-visible code for a copy an FFI receive took: a scalar comes back
@@ -310,20 +331,57 @@ static int32_t copy_code(p_t *pp, rt_copy c, double *num) {
   }
 }
 
-/* FFI: a receive that does not block: the box to load (already freed: load
- * it now), a copied scalar (RC_VAL_*), RC_DECODE (take it with the C API's
- * take_pending, at once), or a code. */
-int32_t chan_tryrecv(proxy *px, double *num) {
+/* FFI: a receive: the box to load (already freed: load it now), a copied
+ * scalar (RC_VAL_*), RC_DECODE (take it with the C API's take_pending, at
+ * once), or a code. With block, the current G is set to park (RC_PARK:
+ * yield PARK; it resumes with SHAPE_RECV_VALUE's results) instead of
+ * RC_WOULDBLOCK. */
+int32_t chan_tryrecv(proxy *px, double *num, int32_t block) {
   hchan *c = (hchan *)px->obj;
   val v;
   p_t *pp = getp();
   if (preempt_pending(pp)) return RC_PREEMPT;
-  int32_t r = chanrecv(c, pp, NULL, false, &v);
+  int32_t r = chanrecv(c, pp, NULL, block, &v);
   if (r != RC_OK) return r;
   int32_t box = val_take(pp, &v);
   if (!box) return copy_code(pp, v.copy, num);
   box_free(pp, box);
   return box;
+}
+
+/* Undo what a send or receive with block set up, when its caller cannot
+ * yield: out of the queue, the channel unlocked, the G running on. */
+static void chan_unpark(p_t *pp, g_t *gp) {
+  sudog *sd = gp->live->waiting;
+  hchan *c = sd->c;
+  waitq_remove(sd->is_send ? &c->sendq : &c->recvq, sd);
+  if (!sd->is_send && chan_has_timer(c)) chantimer_sync(c);
+  if (sd->box) box_free_dirty(pp, sd->box); /* the caller stored into it */
+  sudog_free_copy(sd);
+  sd->box = 0;
+  gp->live->waiting = NULL;
+  gp->live->op = OP_NONE;
+  gp->live->unlockf = NULL;
+  gp->parking = PARK_NONE;
+  gp->waitreason = WR_NONE;
+  gp->res_shape = SHAPE_NONE;
+  release_sudog(pp, sd);
+  chan_unlock(c);
+}
+
+/* C API park() -> the op's results, after an FFI send or receive set the G
+ * to park (RC_PARK, or a box | RC_PARKBOX, stored into first). It takes no
+ * arguments and checks none: the FFI call did the work, this only yields.
+ * Where Lua cannot yield, it undoes the park and returns nothing; the
+ * caller then takes the C API's path, which says why. */
+int chan_park_yield(lua_State *L) {
+  p_t *pp = getp();
+  g_t *gp = getg();
+  if (!lua_isyieldable(L)) {
+    chan_unpark(pp, gp);
+    return 0;
+  }
+  return rt_park_yield(L, gp, (enum res_shape)gp->res_shape);
 }
 
 /* C API take_pending() -> the value an FFI receive left to decode. */

@@ -342,9 +342,10 @@ static void rt_exit(int32_t code) {
   if (pp) rt_exit_request(pp->rt, code);
 }
 
-int32_t chan_trysend(proxy *);
-int32_t chan_trysend_scalar(proxy *, int32_t, double);
-int32_t chan_tryrecv(proxy *, double *);
+int32_t chan_trysend(proxy *, int32_t);
+int32_t chan_trysend_scalar(proxy *, int32_t, double, int32_t);
+int32_t chan_tryrecv(proxy *, double *, int32_t);
+int chan_park_yield(lua_State *L);
 int chan_take_pending(lua_State *L);
 int chan_send_block(lua_State *L);
 int chan_recv_block(lua_State *L);
@@ -396,9 +397,9 @@ typedef struct ffi_entry {
 
 #define P "void *"
 static const ffi_entry ffi_entries[] = {
-    {"chan_trysend", "int32_t (*)(" P ")", (void *)chan_trysend},
-    {"chan_trysend_scalar", "int32_t (*)(" P ", int32_t, double)", (void *)chan_trysend_scalar},
-    {"chan_tryrecv", "int32_t (*)(" P ", double *)", (void *)chan_tryrecv},
+    {"chan_trysend", "int32_t (*)(" P ", int32_t)", (void *)chan_trysend},
+    {"chan_trysend_scalar", "int32_t (*)(" P ", int32_t, double, int32_t)", (void *)chan_trysend_scalar},
+    {"chan_tryrecv", "int32_t (*)(" P ", double *, int32_t)", (void *)chan_tryrecv},
     {"chan_close", "int32_t (*)(" P ")", (void *)chan_close},
     {"chan_len", "int32_t (*)(" P ")", (void *)chan_len},
     {"chan_cap", "int32_t (*)(" P ")", (void *)chan_cap},
@@ -477,7 +478,7 @@ int luaopen_lugo_core(lua_State *L) {
       {"take_pending", chan_take_pending},
       {"can_block", l_can_block},
       {"sync_block", sync_block}, {"cond_wait_begin", cond_wait_begin},
-      {"sleep", time_sleep_block}, {NULL, NULL},
+      {"sleep", time_sleep_block}, {"park", chan_park_yield}, {NULL, NULL},
   };
   luaL_register(L, NULL, funcs);
   context_open(L);

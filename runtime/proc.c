@@ -749,6 +749,20 @@ static void release_waiting(p_t *pp, g_t *gp) {
   release_sudog(pp, sd);
 }
 
+/* [-0, +1 on co] a received scalar as itself (SHAPE_RECV_VALUE): no box
+ * to fill here and load in Lua. False for anything else. */
+static bool push_scalar(lua_State *co, g_t *gp) {
+  switch (gp->res_copykind) {
+  case COPY_NUM: lua_pushnumber(co, gp->live->res_copynum); break;
+  case COPY_TRUE: lua_pushboolean(co, 1); break;
+  case COPY_FALSE: lua_pushboolean(co, 0); break;
+  case COPY_NIL: lua_pushnil(co); break;
+  default: return false;
+  }
+  gp->res_copykind = COPY_NONE;
+  return true;
+}
+
 /* [-0, +n on co] what the parked op returns, shaped as it asked. A value
  * comes back as its box, which is freed now: the G loads it first thing. */
 static int push_results(p_t *pp, g_t *gp, lua_State *co) {
@@ -771,6 +785,10 @@ static int push_results(p_t *pp, g_t *gp, lua_State *co) {
     lua_pushboolean(co, gp->res_ok);
     return 1;
   }
+  if (shape == SHAPE_RECV_VALUE && push_scalar(co, gp)) {
+    lua_pushboolean(co, gp->res_ok);
+    return 2;
+  }
   if (gp->res_copykind != COPY_NONE) { /* a value copied from another VM: into a box of ours */
     rt_copy copy = {gp->res_copykind, {0}};
     if (copy.kind == COPY_NUM) copy.num = gp->live->res_copynum;
@@ -788,6 +806,13 @@ static int push_results(p_t *pp, g_t *gp, lua_State *co) {
     lua_pop(L, 1);
   }
   if (gp->res_box > 0) box_free(pp, gp->res_box);
+  if (shape == SHAPE_RECV_VALUE) { /* (nil, ok, box), or (nil, false) once closed */
+    lua_pushnil(co);
+    lua_pushboolean(co, gp->res_ok);
+    if (gp->res_box <= 0) return 2;
+    lua_pushinteger(co, gp->res_box);
+    return 3;
+  }
   if (shape == SHAPE_SELECT) lua_pushinteger(co, gp->res_idx);
   lua_pushinteger(co, gp->res_box);
   lua_pushboolean(co, gp->res_ok);

@@ -206,6 +206,7 @@ enum res_shape {
   SHAPE_NONE,   /* () */
   SHAPE_OK,     /* (ok): a send, false if the channel was closed */
   SHAPE_RECV,   /* (box, ok): the box of the value, to load at once */
+  SHAPE_RECV_VALUE, /* (value, ok) for a scalar, (nil, ok, box) for a box, (ERR, message) */
   SHAPE_SELECT, /* (case index, box, ok) */
   SHAPE_JOB,    /* whatever the blocking pool's job pushes */
 };

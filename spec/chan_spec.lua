@@ -762,6 +762,28 @@ describe("blocking where Lua cannot yield raises 'cannot block here'", function(
     assert.is_false(can_recv(ch))
   end)
 
+  it("raises for a receive on a timer's channel, which still fires after", function()
+    local c = time.after(0.02)
+    local err = error_of(function()
+      table.sort({ 2, 1 }, function(a, b) c:recv(); return a < b end)
+    end)
+    assert.matches("cannot block here", err, 1, true)
+    local v, ok = c:recv()
+    assert.are.equal("number", type(v))
+    assert.is_true(ok)
+  end)
+
+  it("raises for a send of a table, and the table is not delivered later", function()
+    local ch = lugo.chan()
+    local err = error_of(function()
+      table.sort({ 2, 1 }, function(a, b) ch:send({ "lost?" }); return a < b end)
+    end)
+    assert.matches("cannot block here", err, 1, true)
+    assert.is_false(can_recv(ch))
+    lugo.go(function() ch:send({ "later" }) end)
+    assert.are.same({ "later" }, ch:recv())
+  end)
+
   it("raises for an __lt metamethod called by table.sort", function()
     local ch = lugo.chan()
     local mt = { __lt = function() ch:recv(); return true end }

@@ -12,7 +12,8 @@ local send_block, recv_block, select_block = core.send, core.recv, core.select
 local getmetatable, type, select, rawget, rawequal = getmetatable, type, select, rawget, rawequal
 local error, format = error, string.format
 local OK, WOULDBLOCK, CLOSED, SHARED, DECODE = rc.OK, rc.WOULDBLOCK, rc.CLOSED, rc.SHARED, rc.DECODE
-local RECVONLY, PREEMPT = rc.RECVONLY, rc.PREEMPT
+local RECVONLY, PREEMPT, PARK, PARKBOX = rc.RECVONLY, rc.PREEMPT, rc.PARK, rc.PARKBOX
+local park = core.park
 local preempt_yield = core.preempt_yield
 local VAL_NIL, VAL_FALSE, VAL_TRUE, VAL_NUM = rc.VAL_NIL, rc.VAL_FALSE, rc.VAL_TRUE, rc.VAL_NUM
 local COPY_NIL, COPY_FALSE, COPY_TRUE, COPY_NUM = rc.COPY_NIL, rc.COPY_FALSE, rc.COPY_TRUE, rc.COPY_NUM
@@ -47,27 +48,36 @@ local chan = {}
 Chan.__index = chan
 
 -- Scalars cross processors inline: no Lua C API call, no allocation.
-local function trysend(ch, v)
+-- block 1: when the send cannot proceed, the G is set to park (see park).
+local function trysend(ch, v, block)
   local t = type(v)
-  if t == "number" then return C.chan_trysend_scalar(ch, COPY_NUM, v) end
-  if t == "boolean" then return C.chan_trysend_scalar(ch, v and COPY_TRUE or COPY_FALSE, 0) end
-  if v == nil then return C.chan_trysend_scalar(ch, COPY_NIL, 0) end
-  return C.chan_trysend(ch)
+  if t == "number" then return C.chan_trysend_scalar(ch, COPY_NUM, v, block) end
+  if t == "boolean" then return C.chan_trysend_scalar(ch, v and COPY_TRUE or COPY_FALSE, 0, block) end
+  if v == nil then return C.chan_trysend_scalar(ch, COPY_NIL, 0, block) end
+  return C.chan_trysend(ch, block)
 end
 
 function chan.send(ch, v)
   if getmetatable(ch) ~= Chan then argerror(1, "send", "channel", ch) end
-  local r = trysend(ch, v)
+  local r = trysend(ch, v, 1)
   if r > 0 then
-    vals[r] = v
+    if r < PARKBOX then
+      vals[r] = v
+      return
+    end
+    -- set to park: the FFI call did the work, park only yields (where Lua
+    -- cannot yield it undoes the park, and send_block says why)
+    if r > PARKBOX then vals[r - PARKBOX] = v end
+    local ok = park()
+    if ok then return end
+    if ok == false then raise(CLOSED) end
+  elseif r == OK then -- a scalar copied for another processor: no box
     return
-  end
-  if r == OK then return end -- a scalar copied for another processor: no box
-  if r == PREEMPT then -- a preemption point: yield first, then send
+  elseif r == PREEMPT then -- a preemption point: yield first, then send
     preempt_yield()
     return chan.send(ch, v)
   end
-  if r == WOULDBLOCK or r == SHARED then
+  if r ~= CLOSED and r ~= RECVONLY then
     local ok, why = send_block(ch, v)
     if ok == true then return end
     if ok == ERR then raise(nil, why) end
@@ -75,14 +85,27 @@ function chan.send(ch, v)
   raise(r == RECVONLY and RECVONLY or CLOSED)
 end
 
+local recv_block_path
+
 local function recv(ch)
-  local r = C.chan_tryrecv(ch, num)
+  local r = C.chan_tryrecv(ch, num, 1)
   if r > 0 then
     local v = vals[r]
     vals[r] = nil
     return v, true
   end
   if r == VAL_NUM then return num[0], true end
+  if r == PARK then -- set to park: as in send
+    local v, ok, box = park()
+    if ok == nil then return recv_block_path(ch) end
+    if box then
+      v = vals[box]
+      vals[box] = nil
+    elseif v == ERR then
+      raise(nil, ok)
+    end
+    return v, ok
+  end
   if r == CLOSED then return nil, false end
   if r == DECODE then return take_pending(), true end
   if r == VAL_NIL then return nil, true end
@@ -92,6 +115,10 @@ local function recv(ch)
     preempt_yield()
     return recv(ch)
   end
+  return recv_block_path(ch)
+end
+
+function recv_block_path(ch)
   local box, ok = recv_block(ch)
   if box == ERR then raise(nil, ok) end
   if box == 0 then return nil, ok end
