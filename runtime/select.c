@@ -23,7 +23,6 @@
  *     and pass 3 takes off it (time.c).
  */
 #include <stdlib.h>
-#include <string.h>
 
 #include <lauxlib.h>
 
@@ -88,16 +87,20 @@ static int32_t selectgo_impl(p_t *pp, g_t *gp, select_case *cases, int32_t n, bo
   int32_t rc = RC_OK;
   res->copy.kind = COPY_NONE;
 
-  /* Random poll order over the cases that can fire (Fisher-Yates, inside out). */
+  /* Random poll order over the cases that can fire (Fisher-Yates, inside
+   * out). The lock order is sorted from the cases' own order, not the poll
+   * order: a select in a loop sorts the same input every time, and the
+   * sort's branches are predicted (from the random order, a select over
+   * two channels spent a fifth of its time on mispredicted ones). */
   int32_t norder = 0;
   for (int32_t i = 0; i < n; i++) {
     if (cases[i].kind == CASE_NIL || !cases[i].c) continue;
     int32_t j = (int32_t)(((uint64_t)fastrand(pp) * (uint32_t)(norder + 1)) >> 32);
     pollorder[norder] = pollorder[j];
     pollorder[j] = i;
+    lockorder[norder] = i;
     norder++;
   }
-  memcpy(lockorder, pollorder, (size_t)norder * sizeof *lockorder);
   sort_lockorder(cases, lockorder, norder);
 
   if (norder > 0) sellock(cases, lockorder, norder);
