@@ -103,6 +103,34 @@ func cpu(n int) {
 	}
 }
 
+// The concurrent prime sieve, as bench/lugo/multi.lua's: the first n primes.
+func sieve(n int) {
+	t := time.Now()
+	ch := make(chan int)
+	go func(out chan<- int) {
+		for i := 2; ; i++ {
+			out <- i
+		}
+	}(ch)
+	prime := 0
+	for i := 0; i < n; i++ {
+		prime = <-ch
+		out := make(chan int)
+		go func(in <-chan int, out chan<- int, p int) {
+			for {
+				if v := <-in; v%p != 0 {
+					out <- v
+				}
+			}
+		}(ch, out, prime)
+		ch = out
+	}
+	report("sieve", float64(time.Since(t).Nanoseconds())/1e6, "ms")
+	if prime <= n {
+		panic("no prime")
+	}
+}
+
 func main() {
 	n, _ := strconv.Atoi(os.Args[2])
 	switch os.Args[1] {
@@ -114,5 +142,7 @@ func main() {
 		fanout(n)
 	case "cpu":
 		cpu(n)
+	case "sieve":
+		sieve(n)
 	}
 }
