@@ -268,6 +268,7 @@ static g_t *inbox_get(p_t *pp) {
  * there are spawned ones not started yet: those are the only ones another
  * VM can run. Returns one and queues the rest on pp. */
 g_t *runqsteal(p_t *pp, p_t *victim) {
+  if (atomic_load_explicit(&victim->spawn_hold, memory_order_relaxed) > nanotime()) return NULL;
   for (;;) {
     uint32_t h = atomic_load_explicit(&victim->runqhead, memory_order_acquire);
     uint32_t t = atomic_load_explicit(&victim->runqtail, memory_order_acquire);
@@ -554,6 +555,9 @@ void goready(g_t *gp) {
   else inbox_put(gp->p, gp); /* its VM is another M's: let that M resume it */
 }
 
+/* How long thieves leave a spawner's new Gs to it (see newproc_spawn). */
+#define SPAWN_HOLD_NS 5000
+
 g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site) {
   g_t *gp = gfget(getp());
   gp->goid = atomic_fetch_add_explicit(&rt->goidgen, 1, memory_order_relaxed) + 1;
@@ -569,6 +573,21 @@ g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site) {
   casgstatus(gp, G_IDLE, G_RUNNABLE);
   atomic_fetch_add_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
   atomic_fetch_add(&rt->nunstarted, 1);
+  /* As Go's newproc puts a G on its creator's P: a spawner that blocks at
+   * once (a prime sieve's filters, a request handed to a worker) runs it
+   * itself, in the same VM as the Gs it talks to, instead of every hand-off
+   * crossing processors for good (a started G never moves). Thieves leave
+   * it alone for SPAWN_HOLD_NS, as Go's leave runnext for 3 us; a spawner
+   * that goes on running (a fan-out) has it taken by a spinning M then. */
+  p_t *self = getp();
+  if (self && atomic_load_explicit(&self->curg, memory_order_relaxed) && rt->gomaxprocs > 1 && runqlen(self) < RUNQ_SIZE / 2) {
+    int64_t hold = nanotime() + SPAWN_HOLD_NS;
+    atomic_store_explicit(&self->spawn_hold, hold, memory_order_relaxed);
+    atomic_store_explicit(&rt->spawn_hold, hold, memory_order_relaxed);
+    runqput(self, gp, false);
+    wakep(rt);
+    return gp;
+  }
   /* An idle P takes it at once: spawned goroutines started one after the
    * other land on different processors while some are free, instead of
    * the first P to wake taking them all (a started G never moves). */
@@ -1105,8 +1124,11 @@ static void report_deadlock(runtime *rt) {
   fflush(stderr);
 }
 
+static g_t *findshared(p_t *pp);
+
 /* Work for pp that needs no other P: timers due, its queues, its inbox,
- * and, with poll, its descriptors that became ready. */
+ * and, with poll, its descriptors that became ready (and, now and then,
+ * spawned Gs waiting on other Ps). */
 static g_t *findlocal(p_t *pp, bool *inherit_time, bool poll) {
   runtime *rt = pp->rt;
   if (pp->L && boxes_untidy(pp)) boxes_clean(pp);
@@ -1127,6 +1149,11 @@ static g_t *findlocal(p_t *pp, bool *inherit_time, bool poll) {
   /* Every 61st tick the queues behind the ring first, so they cannot starve. */
   if (atomic_load_explicit(&pp->schedtick, memory_order_relaxed) % 61 == 0) {
     if (atomic_load_explicit(&rt->runqsize, memory_order_relaxed) > 0 && (gp = globrunqget(pp, 1))) return gp;
+    /* Spawned Gs not started wait on their spawner's P (newproc_spawn):
+     * a busy P looks there too, as it looks at the global queue, so that
+     * one whose spawner never blocks starts while every P is busy. */
+    if (rt->gomaxprocs > 1 && atomic_load_explicit(&rt->nunstarted, memory_order_relaxed) && (gp = findshared(pp)))
+      return gp;
     if ((gp = overflowget(pp))) return gp;
   }
   if ((gp = runqget(pp, inherit_time))) return gp;
@@ -1218,7 +1245,10 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
         gp = findlocal(pp, inherit_time, (++round & 15) == 0);
         if (!gp && pp->spinning && (gp = findshared(pp))) stole = true;
         now = nanotime();
-        if (pp->spinning && now >= start + pp->spin_ns) {
+        /* A spawner's hold keeps its Gs from thieves for a while: spin
+         * past it, or they would wait for the spawner to block. */
+        if (pp->spinning && now >= start + pp->spin_ns &&
+            now >= atomic_load_explicit(&rt->spawn_hold, memory_order_relaxed)) {
           pp->spinning = false;
           atomic_fetch_sub(&rt->nmspinning, 1);
         }
@@ -1237,6 +1267,12 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
       }
       spun = true;
       continue; /* look once more now that we no longer count as spinning */
+    }
+    /* A spawner's Gs still held from thieves: look again once the hold is
+     * over rather than sleep through it (the spawner may never block). */
+    if (rt->gomaxprocs > 1 && atomic_load_explicit(&rt->spawn_hold, memory_order_relaxed) > nanotime()) {
+      spun = false;
+      continue;
     }
     /* Sleep in the P's epoll until a timer, I/O or another thread wakes it. */
     rt_lock(&rt->sched_lock);

@@ -454,6 +454,9 @@ struct p {
   _Atomic bool inbox_pending; /* set after a put, cleared by the owner's drain */
   int64_t inbox_wait_ns; /* proc.c: how long an idle M now waits for its inbox (adaptive); its own */
   int64_t spin_ns;       /* proc.c: how long it now spins for anyone's work (adaptive); its own */
+  /* proc.c: until when thieves leave the Gs this P spawned to it, so that
+   * a spawner that blocks at once runs them itself; written by the owner */
+  _Atomic int64_t spawn_hold;
 
   int epfd;        /* netpoll: the descriptors this P polls, edge-triggered */
   int wakefd;      /* netpoll: an eventfd in epfd that breaks the P's sleep */
@@ -528,6 +531,7 @@ struct runtime {
   _Atomic int32_t nmspinning;  /* Ms looking for work without sleeping */
   _Atomic int32_t nblocking;   /* calls in flight in the blocking pool */
   _Atomic int32_t nunstarted;  /* spawned Gs no P has started: all a P can take from others */
+  _Atomic int64_t spawn_hold;  /* the latest P spawn_hold: spinning Ms wait for it to pass */
 
   _Atomic int64_t goidgen;
   _Atomic uint64_t map_seed; /* map.c: the process's hash seed, 0 until the first map */
