@@ -215,13 +215,14 @@ static int l_go(lua_State *L) {
   return 0;
 }
 
-/* spawn(f, ...): f and its arguments, copied, start on any P. */
+/* spawn(f, ...): f and its arguments, copied, start on any P (upvalue 1:
+ * spread them over the idle Ps rather than start them on this one). */
 static int l_spawn(lua_State *L) {
   if (lua_type(L, 1) != LUA_TFUNCTION) return bad_function(L, "spawn");
   p_t *pp = vm_p(L);
   rt_blob *blob = value_encode_args(L, 1, lua_gettop(L));
   if (!blob) return raise_at_caller(L);
-  newproc_spawn(pp->rt, blob, tb_site(pp, L, 1));
+  newproc_spawn(pp->rt, blob, tb_site(pp, L, 1), lua_toboolean(L, lua_upvalueindex(1)));
   return 0;
 }
 
@@ -481,6 +482,9 @@ int luaopen_lugo_core(lua_State *L) {
       {"sleep", time_sleep_block}, {"park", chan_park_yield}, {NULL, NULL},
   };
   luaL_register(L, NULL, funcs);
+  lua_pushboolean(L, 1);
+  lua_pushcclosure(L, l_spawn, 1);
+  lua_setfield(L, -2, "spawn_spread"); /* net.serve's acceptors: one per processor */
   context_open(L);
   atomic_open(L);
   net_open(L);

@@ -558,7 +558,7 @@ void goready(g_t *gp) {
 /* How long thieves leave a spawner's new Gs to it (see newproc_spawn). */
 #define SPAWN_HOLD_NS 5000
 
-g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site) {
+g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site, bool spread) {
   g_t *gp = gfget(getp());
   gp->goid = atomic_fetch_add_explicit(&rt->goidgen, 1, memory_order_relaxed) + 1;
   atomic_store_explicit(&gp->p, NULL, memory_order_relaxed);
@@ -580,7 +580,7 @@ g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site) {
    * it alone for SPAWN_HOLD_NS, as Go's leave runnext for 3 us; a spawner
    * that goes on running (a fan-out) has it taken by a spinning M then. */
   p_t *self = getp();
-  if (self && atomic_load_explicit(&self->curg, memory_order_relaxed) && rt->gomaxprocs > 1 && runqlen(self) < RUNQ_SIZE / 2) {
+  if (!spread && self && atomic_load_explicit(&self->curg, memory_order_relaxed) && rt->gomaxprocs > 1 && runqlen(self) < RUNQ_SIZE / 2) {
     int64_t hold = nanotime() + SPAWN_HOLD_NS;
     atomic_store_explicit(&self->spawn_hold, hold, memory_order_relaxed);
     atomic_store_explicit(&rt->spawn_hold, hold, memory_order_relaxed);
@@ -588,9 +588,10 @@ g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site) {
     wakep(rt);
     return gp;
   }
-  /* An idle P takes it at once: spawned goroutines started one after the
-   * other land on different processors while some are free, instead of
-   * the first P to wake taking them all (a started G never moves). */
+  /* An idle P takes it at once (spread: a G per processor, as net.serve's
+   * acceptors): spawned goroutines started one after the other land on
+   * different processors while some are free, instead of the first P to
+   * wake taking them all (a started G never moves). */
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *pp = rt->allp[i];
     uint32_t idle = P_IDLE;

@@ -615,7 +615,7 @@ void rt_table_rehash(lua_State *L, int idx, uint32_t *seq);
 /* The P's VM, created the first time it is needed (on the P's thread). */
 void p_vm(p_t *pp);
 /* Start a spawned G: its body and arguments are in blob (n values). */
-g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site);
+g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site, bool spread);
 /* New work any P could run appeared: make sure an M is looking for it. */
 void wakep(runtime *rt);
 

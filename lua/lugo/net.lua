@@ -149,12 +149,13 @@ function net.serve(ln, handler, opts)
   if opts.on_stop ~= nil and type(opts.on_stop) ~= "function" then
     argerror(3, "serve", "function opts.on_stop", opts.on_stop)
   end
-  local lugo = require "lugo"
   local n = C.gomaxprocs()
   local wg = require("lugo.sync").waitgroup()
   wg:add(n)
   for _ = 1, n do
-    lugo.spawn(function(l, h, c, g, cs, st) require("lugo.net")._acceptor(l, h, c, g, cs, st) end,
+    -- spread over the idle processors (spawn would start each acceptor
+    -- here, where it blocks at once, unless a thief took it meanwhile)
+    I.core.spawn_spread(function(l, h, c, g, cs, st) require("lugo.net")._acceptor(l, h, c, g, cs, st) end,
       ln, handler, opts.ctx, wg, opts.conns, opts.on_stop)
   end
   wg:wait()
