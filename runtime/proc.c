@@ -5,12 +5,15 @@
  * Invariants:
  *   - A G's status changes only through casgstatus, which throws on a
  *     transition it does not expect. RUNNABLE Gs are in exactly one queue
- *     (runnext, the local ring, the inbox or the global queue); a WAITING G
- *     is in none and something (a sudog, a timer, a semaphore) will ready it.
+ *     (spawnnext, runnext, the local ring, the overflow list, the inbox or
+ *     the global queue); a WAITING G is in none and something (a sudog, a
+ *     timer, a semaphore) will ready it.
  *   - Only the thread holding a P resumes that P's Gs, touches its VM, its
  *     boxes, its caches and its G list. runq: the owner writes the tail and
  *     runnext (plain stores: runnext is never stolen, others only peek);
- *     anyone may advance the head with CAS (stealing).
+ *     anyone may advance the head with CAS (stealing). spawnnext (a spawned
+ *     G not started) is set by the owner with an exchange, and taken by the
+ *     owner with an exchange or by a thief with a CAS once spawn_hold passed.
  *   - The inbox is guarded by inbox_lock; the global queue by sched_lock.
  *   - A G parks by setting g->parking (gopark) and yielding PARK from its
  *     coroutine. The scheduler makes it WAITING only after the yield, then
@@ -177,6 +180,15 @@ void runqput(p_t *pp, g_t *gp, bool next) {
 }
 
 g_t *runqget(p_t *pp, bool *inherit_time) {
+  /* A spawned G first, as Go's newproc puts it in runnext: its spawner
+   * has just blocked. Thieves may race us for it, hence the exchange. */
+  if (atomic_load_explicit(&pp->spawnnext, memory_order_relaxed)) {
+    g_t *gp = atomic_exchange_explicit(&pp->spawnnext, NULL, memory_order_acquire);
+    if (gp) {
+      if (inherit_time) *inherit_time = false;
+      return gp;
+    }
+  }
   g_t *next = atomic_load_explicit(&pp->runnext, memory_order_relaxed);
   if (next) {
     atomic_store_explicit(&pp->runnext, NULL, memory_order_relaxed);
@@ -199,7 +211,8 @@ g_t *runqget(p_t *pp, bool *inherit_time) {
 uint32_t runqlen(p_t *pp) {
   uint32_t h = atomic_load_explicit(&pp->runqhead, memory_order_acquire);
   uint32_t t = atomic_load_explicit(&pp->runqtail, memory_order_acquire);
-  return t - h + (atomic_load_explicit(&pp->runnext, memory_order_acquire) ? 1 : 0);
+  return t - h + (atomic_load_explicit(&pp->runnext, memory_order_acquire) ? 1 : 0) +
+         (atomic_load_explicit(&pp->spawnnext, memory_order_acquire) ? 1 : 0);
 }
 
 bool runqempty(p_t *pp) { return runqlen(pp) == 0; }
@@ -264,17 +277,28 @@ static g_t *inbox_get(p_t *pp) {
   return first;
 }
 
+/* victim's spawned G in spawnnext, once its spawner had SPAWN_HOLD_NS to
+ * block and run it itself. */
+static g_t *runqsteal_spawnnext(p_t *victim) {
+  g_t *sg = atomic_load_explicit(&victim->spawnnext, memory_order_relaxed);
+  if (!sg || atomic_load_explicit(&victim->spawn_hold, memory_order_relaxed) > nanotime()) return NULL;
+  if (!atomic_compare_exchange_strong_explicit(&victim->spawnnext, &sg, NULL, memory_order_acquire,
+                                               memory_order_relaxed))
+    return NULL;
+  return sg;
+}
+
 /* Take up to half of victim's queue, from its head, as long as the Gs
  * there are spawned ones not started yet: those are the only ones another
- * VM can run. Returns one and queues the rest on pp. */
+ * VM can run. Returns one and queues the rest on pp. With none there, its
+ * spawnnext once the hold has passed. */
 g_t *runqsteal(p_t *pp, p_t *victim) {
-  if (atomic_load_explicit(&victim->spawn_hold, memory_order_relaxed) > nanotime()) return NULL;
   for (;;) {
     uint32_t h = atomic_load_explicit(&victim->runqhead, memory_order_acquire);
     uint32_t t = atomic_load_explicit(&victim->runqtail, memory_order_acquire);
     uint32_t n = t - h;
     n -= n / 2;
-    if (n == 0 || n > RUNQ_SIZE / 2) return NULL; /* empty, or a torn read */
+    if (n == 0 || n > RUNQ_SIZE / 2) return runqsteal_spawnnext(victim); /* empty, or a torn read */
     g_t *batch[RUNQ_SIZE / 2];
     uint32_t m = 0;
     for (; m < n; m++) {
@@ -282,7 +306,7 @@ g_t *runqsteal(p_t *pp, p_t *victim) {
       if (!slot_stealable(slot)) break;
       batch[m] = slot_g(slot);
     }
-    if (m == 0) return NULL;
+    if (m == 0) return runqsteal_spawnnext(victim);
     if (atomic_compare_exchange_strong_explicit(&victim->runqhead, &h, h + m, memory_order_acq_rel,
                                                 memory_order_relaxed)) {
       for (uint32_t i = 1; i < m; i++) runqput(pp, batch[i], false);
@@ -556,7 +580,7 @@ void goready(g_t *gp) {
 }
 
 /* How long thieves leave a spawner's new Gs to it (see newproc_spawn). */
-#define SPAWN_HOLD_NS 5000
+#define SPAWN_HOLD_NS 20000
 
 g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site, bool spread) {
   g_t *gp = gfget(getp());
@@ -573,18 +597,21 @@ g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site, bool spread) {
   casgstatus(gp, G_IDLE, G_RUNNABLE);
   atomic_fetch_add_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
   atomic_fetch_add(&rt->nunstarted, 1);
-  /* As Go's newproc puts a G on its creator's P: a spawner that blocks at
-   * once (a prime sieve's filters, a request handed to a worker) runs it
-   * itself, in the same VM as the Gs it talks to, instead of every hand-off
-   * crossing processors for good (a started G never moves). Thieves leave
-   * it alone for SPAWN_HOLD_NS, as Go's leave runnext for 3 us; a spawner
-   * that goes on running (a fan-out) has it taken by a spinning M then. */
+  /* As Go's newproc puts a G in its creator's runnext: a spawner that
+   * blocks at once (a prime sieve's filters, a request handed to a worker)
+   * runs it next, in the VM of the Gs it talks to, instead of every
+   * hand-off between them crossing processors for good (a started G never
+   * moves). Thieves leave it alone for SPAWN_HOLD_NS, as Go's leave
+   * runnext for 3 us; if the spawner goes on running (a fan-out), a
+   * spinning M takes it then, or a busy P at its next look at the queues.
+   * The G it displaces goes to the ring, where thieves may take it. */
   p_t *self = getp();
-  if (!spread && self && atomic_load_explicit(&self->curg, memory_order_relaxed) && rt->gomaxprocs > 1 && runqlen(self) < RUNQ_SIZE / 2) {
+  if (!spread && self && atomic_load_explicit(&self->curg, memory_order_relaxed) && rt->gomaxprocs > 1) {
     int64_t hold = nanotime() + SPAWN_HOLD_NS;
     atomic_store_explicit(&self->spawn_hold, hold, memory_order_relaxed);
     atomic_store_explicit(&rt->spawn_hold, hold, memory_order_relaxed);
-    runqput(self, gp, false);
+    g_t *old = atomic_exchange_explicit(&self->spawnnext, gp, memory_order_acq_rel);
+    if (old) runqput(self, old, false);
     wakep(rt);
     return gp;
   }

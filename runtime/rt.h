@@ -444,6 +444,10 @@ struct p {
   _Atomic uint32_t runqhead, runqtail;
   g_t *_Atomic runq[RUNQ_SIZE];
   g_t *_Atomic runnext;
+  /* A spawned G not started yet, to run as soon as its spawner blocks (as
+   * Go's newproc uses runnext); thieves may take it (exchange or CAS) once
+   * spawn_hold has passed */
+  g_t *_Atomic spawnnext;
   /* Where a full ring spills, and gosched goes: the owner's alone. Go
    * spills into the global queue, but these Gs are bound to this VM. */
   g_t *overflow_head, *overflow_tail;

@@ -1,5 +1,5 @@
-/* The run queues: runnext, the 256-slot local ring, overflow to the global
- * queue, and taking batches back from it. */
+/* The run queues: runnext, spawnnext, the 256-slot local ring, overflow to
+ * the global queue, and taking batches back from it. */
 #include <string.h>
 
 #include "check.h"
@@ -118,6 +118,34 @@ static void test_steal(runtime *rt) {
   rt_free(thief);
 }
 
+/* A spawned G waits in its spawner's spawnnext (newproc_spawn): the owner
+ * runs it before runnext; a thief takes it only once the hold has passed,
+ * and only when the ring has nothing for it. */
+static void test_spawnnext(runtime *rt) {
+  p_t *victim = rt->allp[0];
+  p_t *thief = rt_calloc(1, sizeof *thief);
+  thief->rt = rt;
+  g_t *spawned = rt_calloc(1, sizeof *spawned); /* p == NULL: not started */
+  atomic_store(&victim->spawnnext, spawned);
+  runqput(victim, &gs[5], true);
+  CHECK_EQ(runqlen(victim), 2);
+  bool inherit = true;
+  CHECK(runqget(victim, &inherit) == spawned);
+  CHECK(!inherit); /* a new G gets a time slice of its own */
+  CHECK(runqget(victim, &inherit) == &gs[5]);
+  CHECK(runqempty(victim));
+
+  atomic_store(&victim->spawnnext, spawned);
+  atomic_store(&victim->spawn_hold, nanotime() + 1000000000LL);
+  CHECK(runqsteal(thief, victim) == NULL); /* held for its spawner */
+  atomic_store(&victim->spawn_hold, nanotime() - 1);
+  CHECK(runqsteal(thief, victim) == spawned);
+  CHECK(atomic_load(&victim->spawnnext) == NULL);
+  CHECK(runqsteal(thief, victim) == NULL);
+  rt_free(spawned);
+  rt_free(thief);
+}
+
 int main(void) {
   runtime *rt = test_runtime();
   init_gs();
@@ -126,6 +154,7 @@ int main(void) {
   test_overflow(rt);
   test_global_batch(rt);
   test_steal(rt);
+  test_spawnnext(rt);
   test_runtime_free(rt);
   return check_done("test_runq");
 }
