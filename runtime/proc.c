@@ -579,7 +579,10 @@ void goready(g_t *gp) {
   else inbox_put(gp->p, gp); /* its VM is another M's: let that M resume it */
 }
 
-/* How long thieves leave a spawner's new Gs to it (see newproc_spawn). */
+/* How long thieves leave a spawner's new G to it (see newproc_spawn):
+ * longer than Go's 3 us, as a G placed wrong stays there for good (the
+ * first spawn of a sieve's chain took 13 us to be run by its blocked
+ * spawner). */
 #define SPAWN_HOLD_NS 20000
 
 g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site, bool spread) {
