@@ -244,6 +244,8 @@ static void hub_wake(p_t *pp, polldesc *hub) {
 
 /* Ready the Gs of the n events harvested from pp's epfd. */
 static void netpoll_ready(p_t *pp, struct epoll_event *evs, int n) {
+  /* a descriptor of ours is talking: findrunnable keeps polling a while */
+  if (n > 1 || evs[0].data.u64 != WAKE_TAG) pp->io_ns = nanotime();
   for (int i = 0; i < n; i++) {
     if (evs[i].data.u64 == WAKE_TAG) {
       uint64_t count;

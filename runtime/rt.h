@@ -461,6 +461,7 @@ struct p {
   /* proc.c: until when thieves leave the Gs this P spawned to it, so that
    * a spawner that blocks at once runs them itself; written by the owner */
   _Atomic int64_t spawn_hold;
+  int64_t io_ns; /* netpoll.c: when a poll last found one of its descriptors ready; its own */
 
   int epfd;        /* netpoll: the descriptors this P polls, edge-triggered */
   int wakefd;      /* netpoll: an eventfd in epfd that breaks the P's sleep */
