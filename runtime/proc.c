@@ -1012,11 +1012,15 @@ static void set_curg(p_t *pp, g_t *gp) {
 }
 
 static void execute(p_t *pp, g_t *gp, bool inherit_time) {
+  /* schedtick and nexec are the owner's to write (sysmon only reads them):
+   * a load and a store, not a locked add, which was a tenth of a
+   * same-processor hand-off. */
   if (!inherit_time) { /* a new time slice: a request about the last one is void */
-    atomic_fetch_add_explicit(&pp->schedtick, 1, memory_order_relaxed);
+    atomic_store_explicit(&pp->schedtick, atomic_load_explicit(&pp->schedtick, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     __atomic_store_n(&pp->preempt, false, __ATOMIC_RELAXED);
   }
-  atomic_fetch_add_explicit(&pp->nexec, 1, memory_order_relaxed);
+  atomic_store_explicit(&pp->nexec, atomic_load_explicit(&pp->nexec, memory_order_relaxed) + 1, memory_order_relaxed);
   casgstatus(gp, G_RUNNABLE, G_RUNNING);
   int nargs;
   lua_State *co;
