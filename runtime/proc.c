@@ -1192,8 +1192,7 @@ static g_t *findlocal(p_t *pp, bool *inherit_time, bool poll) {
     /* Spawned Gs not started wait on their spawner's P (newproc_spawn):
      * a busy P looks there too, as it looks at the global queue, so that
      * one whose spawner never blocks starts while every P is busy. */
-    if (rt->gomaxprocs > 1 && atomic_load_explicit(&rt->nunstarted, memory_order_relaxed) && (gp = findshared(pp)))
-      return gp;
+    if ((gp = findshared(pp))) return gp;
     if ((gp = overflowget(pp))) return gp;
   }
   if ((gp = runqget(pp, inherit_time))) return gp;
