@@ -258,7 +258,7 @@ static int l_memstats(lua_State *L) {
   lua_setfield(L, -2, "by_processor");
   lua_pushnumber(L, total);
   lua_setfield(L, -2, "alloc");
-  lua_pushinteger(L, atomic_load(&rt->ngoroutines));
+  lua_pushinteger(L, gcount(rt));
   lua_setfield(L, -2, "goroutines");
   return 1;
 }
@@ -330,7 +330,7 @@ static double rt_goid(void) {
 
 static int32_t rt_num_goroutine(void) {
   p_t *pp = getp();
-  return pp ? atomic_load(&pp->rt->ngoroutines) : 0;
+  return pp ? gcount(pp->rt) : 0;
 }
 
 static int32_t rt_gomaxprocs(void) {

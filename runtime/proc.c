@@ -544,11 +544,34 @@ static void copool_put(p_t *pp, lua_State *co) {
 /* ------------------------------------------------------------------ */
 /* Creating, parking, readying                                         */
 
+/* Goids come from the P's batch, as from Go's goidcache: making a G takes
+ * no locked add, and a creator's Gs still get larger ids in order. */
+#define GOID_BATCH 16
+
+static int64_t newgoid(p_t *pp) {
+  if (pp->goidcache == pp->goidcacheend) {
+    pp->goidcache = atomic_fetch_add_explicit(&pp->rt->goidgen, GOID_BATCH, memory_order_relaxed) + 1;
+    pp->goidcacheend = pp->goidcache + GOID_BATCH;
+  }
+  return pp->goidcache++;
+}
+
+/* The owner's count of its Gs: a load and a store, no locked add. */
+static inline void ngo_add(p_t *pp, int32_t d) {
+  atomic_store_explicit(&pp->ngo, atomic_load_explicit(&pp->ngo, memory_order_relaxed) + d, memory_order_relaxed);
+}
+
+int32_t gcount(runtime *rt) {
+  int32_t n = atomic_load_explicit(&rt->ngoroutines, memory_order_relaxed);
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) n += atomic_load_explicit(&rt->allp[i]->ngo, memory_order_relaxed);
+  return n;
+}
+
 g_t *newproc(p_t *pp, int32_t start_box, int32_t nargs) {
-  runtime *rt = pp->rt;
   g_t *gp = gfget(pp);
-  gp->goid = atomic_fetch_add_explicit(&rt->goidgen, 1, memory_order_relaxed) + 1;
-  gp->p = pp;
+  /* Relaxed: gp is nobody else's until runqput publishes it. */
+  atomic_store_explicit(&gp->goid, newgoid(pp), memory_order_relaxed);
+  atomic_store_explicit(&gp->p, pp, memory_order_relaxed);
   gp->live = NULL;
   gp->start_box = start_box;
   gp->nargs = nargs;
@@ -560,7 +583,7 @@ g_t *newproc(p_t *pp, int32_t start_box, int32_t nargs) {
   gp->parent = creator ? creator->goid : 0;
   casgstatus(gp, G_IDLE, G_RUNNABLE);
   allg_add(pp, gp);
-  atomic_fetch_add_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
+  ngo_add(pp, 1);
   runqput(pp, gp, true);
   return gp;
 }
@@ -586,8 +609,9 @@ void goready(g_t *gp) {
 #define SPAWN_HOLD_NS 20000
 
 g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site, bool spread) {
-  g_t *gp = gfget(getp());
-  gp->goid = atomic_fetch_add_explicit(&rt->goidgen, 1, memory_order_relaxed) + 1;
+  p_t *pp = getp();
+  g_t *gp = gfget(pp);
+  atomic_store_explicit(&gp->goid, newgoid(pp), memory_order_relaxed);
   atomic_store_explicit(&gp->p, NULL, memory_order_relaxed);
   gp->live = NULL;
   gp->start_blob = blob;
@@ -598,7 +622,7 @@ g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site, bool spread) {
   g_t *creator = getg();
   gp->parent = creator ? creator->goid : 0;
   casgstatus(gp, G_IDLE, G_RUNNABLE);
-  atomic_fetch_add_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
+  ngo_add(pp, 1);
   atomic_fetch_add(&rt->nunstarted, 1);
   /* As Go's newproc puts a G in its creator's runnext: a spawner that
    * blocks at once (a prime sieve's filters, a request handed to a worker)
@@ -745,7 +769,7 @@ static void goexit(p_t *pp, g_t *gp, bool reuse) {
     request_exit(rt, 0); /* when main returns, the program exits */
   }
   allg_remove(pp, gp);
-  atomic_fetch_sub_explicit(&rt->ngoroutines, 1, memory_order_relaxed);
+  ngo_add(pp, -1);
   if (reuse) copool_put(pp, gp->live->co);
   else co_drop(pp, gp->live->co);
   live_put(pp, gp->live);
@@ -1430,7 +1454,7 @@ int rt_sched_stats(lua_State *L) {
   lua_setfield(L, -2, "spinningthreads");
   lua_pushinteger(L, atomic_load(&rt->runqsize));
   lua_setfield(L, -2, "runqueue");
-  lua_pushinteger(L, (lua_Integer)atomic_load(&rt->ngoroutines));
+  lua_pushinteger(L, (lua_Integer)gcount(rt));
   lua_setfield(L, -2, "goroutines");
   lua_createtable(L, rt->gomaxprocs, 0);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {

@@ -481,6 +481,11 @@ struct p {
 
   g_t *gfree; /* caches */
   int32_t ngfree;
+  int64_t goidcache, goidcacheend; /* goids this P hands out before taking more from goidgen */
+  /* Gs made here minus Gs ended here (either may be negative: a spawned G
+   * may end on another P): only the owner writes it; the count of
+   * goroutines is rt->ngoroutines plus every P's */
+  _Atomic int32_t ngo;
   g_live *livefree;
   rt_timer *timerfree; /* time.sleep's timers */
   sudog *sudogcache;
@@ -546,7 +551,7 @@ struct runtime {
   struct smap *ttl_maps;        /* map.c: maps with ttls, a ring sysmon sweeps from here */
   _Atomic uint64_t qsbr_epoch;  /* qsbr.c: moved on by a P that waits to free */
   qsbr_list sysmon_qsl;         /* qsbr.c: what sysmon retired (its own) */
-  _Atomic int32_t ngoroutines; /* live Gs (created, not dead) */
+  _Atomic int32_t ngoroutines; /* live Gs less every P's ngo: what no P counted (teardown) */
   g_t *maing; /* the main goroutine, while it runs */
   bool main_done;
   _Atomic int32_t exiting; /* an exit was requested: stop scheduling */
@@ -581,6 +586,7 @@ static inline g_t *getg(void) {
 }
 
 void casgstatus(g_t *gp, enum gstatus from, enum gstatus to);
+int32_t gcount(runtime *rt); /* live goroutines, as runtime.NumGoroutine */
 uint32_t fastrand(p_t *pp);
 int64_t nanotime(void);
 double walltime(void);
