@@ -16,7 +16,11 @@
  * (sysmon reports it after 1 s).
  *
  * Invariants:
- *   - Only the P's thread touches its VM: the handler and the hook run there.
+ *   - Only the thread that runs the P touches its VM: the handler and the
+ *     hook run there. That is the P's own thread, or the one it is lent to
+ *     (proc.c, lend_run): requests go to p_runner_thread, and a handler
+ *     acts on its own P only while it holds it (a request that reaches the
+ *     other thread as the P changes hands is lost; sysmon asks again).
  *     The handler leaves the hook alone while the hook changes it itself
  *     (p->sethook_busy), so that no lua_sethook is interrupted halfway by
  *     another.
@@ -65,14 +69,31 @@ static void on_sigurg(int sig) {
   int saved = errno;
   m_t *m = rt_tls_m;
   p_t *pp = m ? m->p : NULL;
-  if (pp && atomic_load(&pp->freeze)) { /* SIGQUIT reads this P's VM from sysmon: stop here for good */
+  /* This thread's own P, and pp when it runs another's (lent: ours until
+   * we give it back). Our own P is ours to touch only while we hold it:
+   * between two looks of the idle wait another M may run it. */
+  p_t *home = rt_tls_lender ? rt_tls_lender : pp;
+  bool mine = pp && (pp != home || atomic_load(&pp->hold) == HOLD_OWN);
+  bool freeze = false;
+  if (pp && pp != home && atomic_load(&pp->freeze)) { /* SIGQUIT reads these VMs from sysmon */
     atomic_store(&pp->frozen, true);
+    freeze = true;
+  }
+  if (home && atomic_load(&home->freeze)) {
+    uint32_t idle = HOLD_IDLE;
+    if (home != pp || atomic_load(&home->hold) == HOLD_OWN ||
+        atomic_compare_exchange_strong(&home->hold, &idle, HOLD_OWN)) { /* no one takes it from here */
+      atomic_store(&home->frozen, true);
+      freeze = true;
+    }
+  }
+  if (freeze) { /* stop here for good */
     for (;;) {
       struct timespec ts = {1, 0};
       nanosleep(&ts, NULL);
     }
   }
-  if (pp && pp->L && !pp->sethook_busy && atomic_load_explicit(&pp->curg, memory_order_relaxed) &&
+  if (mine && pp->L && !pp->sethook_busy && atomic_load_explicit(&pp->curg, memory_order_relaxed) &&
       (__atomic_load_n(&pp->preempt, __ATOMIC_ACQUIRE) || atomic_load(&pp->dump) == DUMP_ASKED ||
        atomic_load(&pp->hog))) {
     /* Off, then on: each call rewrites the whole dispatch table when the
@@ -94,17 +115,17 @@ void preempt_install(void) { rt_handle_signal(SIGURG, on_sigurg); }
 
 void preempt_request(p_t *pp) {
   __atomic_store_n(&pp->preempt, true, __ATOMIC_RELEASE);
-  pthread_kill(pp->thread, SIGURG);
+  pthread_kill(p_runner_thread(pp), SIGURG);
 }
 
 void preempt_dump_request(p_t *pp) {
   atomic_store(&pp->dump, DUMP_ASKED);
-  pthread_kill(pp->thread, SIGURG);
+  pthread_kill(p_runner_thread(pp), SIGURG);
 }
 
 void preempt_freeze(p_t *pp) {
   atomic_store(&pp->freeze, true);
-  pthread_kill(pp->thread, SIGURG);
+  pthread_kill(p_runner_thread(pp), SIGURG);
 }
 
 /* lua_sethook on the VM's own thread, with the handler kept out of it: the

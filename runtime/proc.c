@@ -14,6 +14,11 @@
  *     anyone may advance the head with CAS (stealing). spawnnext (a spawned
  *     G not started) is set by the owner with an exchange, and taken by the
  *     owner with an exchange or by a thief with a CAS once spawn_hold passed.
+ *   - A P's thread holds it, except between two looks of its idle wait
+ *     (hold == HOLD_IDLE), when another idle M may take it (HOLD_LENT) to
+ *     run one of its Gs on its own thread (lend_run), with getp() switched
+ *     to it; the owner takes it back before it touches anything. Signals
+ *     for the P's running G go to whichever thread runs it.
  *   - The inbox is guarded by inbox_lock; the global queue by sched_lock.
  *   - A G parks by setting g->parking (gopark) and yielding PARK from its
  *     coroutine. The scheduler makes it WAITING only after the yield, then
@@ -40,6 +45,7 @@
 #include "rt.h"
 
 _Thread_local m_t *rt_tls_m;
+_Thread_local p_t *rt_tls_lender;
 
 /* Unique addresses: what a G's coroutine yields to tell the scheduler why. */
 const char rt_mark_park = 'P', rt_mark_exit = 'E', rt_mark_topyield = 'T', rt_mark_err = 'X';
@@ -1259,6 +1265,69 @@ static void stop_spinning(p_t *pp) {
   if (atomic_fetch_sub(&pp->rt->nmspinning, 1) == 1 && atomic_load(&pp->rt->runqsize) > 0) wakep(pp->rt);
 }
 
+/* A P whose M has not looked for LEND_STALE_NS while waiting idle (its
+ * thread is off the CPU: a busy machine, a descheduled vCPU) may be run by
+ * another idle M, one G at a time. Two Ps passing values back and forth
+ * then keep going on whichever thread is on a CPU, instead of waiting
+ * until both are (xpingpong with a CPU hog per core: each hand-off waited
+ * for the other thread's next time slice). Only the holder touches a P:
+ * the hold word passes it, and the VM changes thread only between two
+ * top-level resumes, as FACTS.md allows. */
+#define LEND_STALE_NS 20000
+
+/* The idle wait's P back from HOLD_IDLE: at once, or when the M it is lent
+ * to has run its G. */
+static void p_take_back(p_t *pp) {
+  for (;;) {
+    uint32_t idle = HOLD_IDLE;
+    if (atomic_compare_exchange_weak_explicit(&pp->hold, &idle, HOLD_OWN, memory_order_acquire,
+                                              memory_order_relaxed))
+      return;
+    cpu_relax();
+  }
+}
+
+static void execute(p_t *pp, g_t *gp, bool inherit_time);
+static g_t *findlocal(p_t *pp, bool *inherit_time, bool poll);
+
+/* From self's idle wait (self held): run one G of a P whose M is off the
+ * CPU. True if it ran one. */
+static bool lend_run(p_t *self, int64_t now) {
+  runtime *rt = self->rt;
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *q = rt->allp[i];
+    if (q == self || atomic_load_explicit(&q->hold, memory_order_relaxed) != HOLD_IDLE ||
+        now - atomic_load_explicit(&q->idle_beat, memory_order_relaxed) < rt->lend_stale_ns)
+      continue;
+    if (!atomic_load_explicit(&q->inbox_pending, memory_order_relaxed) && runqempty(q)) continue;
+    uint32_t idle = HOLD_IDLE;
+    if (!atomic_compare_exchange_strong_explicit(&q->hold, &idle, HOLD_LENT, memory_order_acquire,
+                                                 memory_order_relaxed))
+      continue;
+    bool ran = false;
+    if (q->L && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
+      atomic_store(&q->lent_to, self);
+      rt_tls_lender = self;
+      atomic_signal_fence(memory_order_seq_cst);
+      rt_tls_m = &q->m;
+      atomic_signal_fence(memory_order_seq_cst);
+      bool inherit_time;
+      g_t *gp = findlocal(q, &inherit_time, false);
+      if (gp) {
+        execute(q, gp, false);
+        ran = true;
+      }
+      rt_tls_m = &self->m;
+      atomic_signal_fence(memory_order_seq_cst);
+      rt_tls_lender = NULL;
+      atomic_store(&q->lent_to, NULL);
+    }
+    atomic_store_explicit(&q->hold, HOLD_IDLE, memory_order_release);
+    if (ran) return true;
+  }
+  return false;
+}
+
 /* Go's findrunnable: NULL when the program is exiting. */
 static g_t *findrunnable(p_t *pp, bool *inherit_time) {
   runtime *rt = pp->rt;
@@ -1307,8 +1376,13 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
                  atomic_load_explicit(&pp->nfds, memory_order_relaxed) <= IO_HOT_FDS;
       if (hot && wait < IO_SPIN_NS) wait = IO_SPIN_NS;
       while (!gp && now < start + wait && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
-        for (int i = 0; i < 50 && !atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed); i++)
+        /* Between two looks the P is anyone's (see lend_run). */
+        atomic_store_explicit(&pp->idle_beat, now, memory_order_relaxed);
+        atomic_store_explicit(&pp->hold, HOLD_IDLE, memory_order_release);
+        /* (Not while lending: the P lent to us is waiting on our own G.) */
+        for (int i = 0; i < 50 && !pp->lending && !atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed); i++)
           cpu_relax();
+        p_take_back(pp);
         if (atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed)) fed = true;
         /* The descriptors every 16th round only (some 20 us): a poll is a
          * system call, and a spinning P that polled every round made two
@@ -1317,6 +1391,10 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
         gp = findlocal(pp, inherit_time, (++round & (hot ? 1 : 15)) == 0);
         if (!gp && pp->spinning && (gp = findshared(pp))) stole = true;
         now = nanotime();
+        if (!gp) {
+          pp->lending = lend_run(pp, now);
+          if (pp->lending) now = nanotime();
+        }
         /* A spawner's hold keeps its Gs from thieves for a while: spin
          * past it, or they would wait for the spawner to block. */
         if (pp->spinning && now >= start + pp->spin_ns &&
@@ -1759,7 +1837,9 @@ void sysmon_stop(runtime *rt) {
 /* Processors and the runtime                                          */
 
 static p_t *p_new(runtime *rt, int32_t id) {
-  p_t *pp = rt_calloc(1, sizeof *pp);
+  p_t *pp; /* aligned as its fields ask: some have cache lines of their own */
+  if (posix_memalign((void **)&pp, _Alignof(p_t), sizeof *pp)) rt_throw("runtime: out of memory");
+  memset(pp, 0, sizeof *pp);
   pp->id = id;
   pp->rt = rt;
   pp->m.p = pp;
@@ -1858,6 +1938,10 @@ static runtime *runtime_new(int32_t nprocs) {
   const char *debug = getenv("LUGO_DEBUG");
   const char *st = debug ? strstr(debug, "schedtrace=") : NULL;
   if (st) rt->schedtrace_ns = (int64_t)atoll(st + strlen("schedtrace=")) * 1000000;
+  /* lendstale=US: how long an idle M must have been off the CPU before
+   * another runs its P (0: whenever it waits; the specs' stress of it). */
+  const char *ls = debug ? strstr(debug, "lendstale=") : NULL;
+  rt->lend_stale_ns = ls ? (int64_t)atoll(ls + strlen("lendstale=")) * 1000 : LEND_STALE_NS;
   rt->gomaxprocs = nprocs;
   rt->allp = rt_calloc((size_t)nprocs, sizeof *rt->allp);
   for (int32_t i = 0; i < nprocs; i++) rt->allp[i] = p_new(rt, i);

@@ -461,7 +461,16 @@ struct p {
   /* proc.c: until when thieves leave the Gs this P spawned to it, so that
    * a spawner that blocks at once runs them itself; written by the owner */
   _Atomic int64_t spawn_hold;
-  int64_t io_ns; /* netpoll.c: when a poll last found one of its descriptors ready; its own */
+  /* proc.c: who may run the P. HOLD_OWN: its own M (the rule). HOLD_IDLE:
+   * its M is between two looks of its idle wait, and another idle M may
+   * take the P (HOLD_LENT, lent_to = that M's P) to run one of its Gs, when
+   * idle_beat says its M has not been on a CPU for LEND_STALE_NS. The M
+   * takes it back (HOLD_IDLE -> HOLD_OWN) before touching anything. */
+  _Alignas(64) _Atomic uint32_t hold; /* a line of their own: idle Ms read them every look */
+  p_t *_Atomic lent_to;
+  _Atomic int64_t idle_beat;
+  bool lending; /* proc.c: its M's last look ran another P's G; its own */
+  _Alignas(64) int64_t io_ns; /* netpoll.c: when a poll last found one of its descriptors ready; its own */
 
   int epfd;        /* netpoll: the descriptors this P polls, edge-triggered */
   int wakefd;      /* netpoll: an eventfd in epfd that breaks the P's sleep */
@@ -564,6 +573,7 @@ struct runtime {
   pthread_t sysmon;
   bool sysmon_running;
   int64_t schedtrace_ns; /* LUGO_DEBUG=schedtrace=MS */
+  int64_t lend_stale_ns; /* proc.c, lend_run: LUGO_DEBUG=lendstale=US */
   syscall_pool pool;
   _Atomic int32_t npollwait; /* Gs parked in netpoll: the program is not deadlocked */
   rtlock pd_lock;            /* guards pd_free */
@@ -578,6 +588,16 @@ struct runtime {
 /* The M running on this thread, as Go's getg().m. The one piece of per-thread
  * state: FFI functions find their P and G through it. */
 extern _Thread_local m_t *rt_tls_m;
+/* While this thread runs another M's P (lend_run): its own P; else NULL. */
+extern _Thread_local p_t *rt_tls_lender;
+
+enum p_hold { HOLD_OWN, HOLD_IDLE, HOLD_LENT };
+
+/* The thread to signal about pp's running G: its M's, or the one it is lent to. */
+static inline pthread_t p_runner_thread(p_t *pp) {
+  p_t *lender = atomic_load(&pp->lent_to);
+  return lender ? lender->thread : pp->thread;
+}
 
 static inline p_t *getp(void) { return rt_tls_m ? rt_tls_m->p : NULL; }
 static inline g_t *getg(void) {

@@ -1622,3 +1622,96 @@ describe("sharing and copying corner cases", function()
     assert.are.equal("", r.stderr)
   end)
 end)
+
+-- An idle processor whose thread is off the CPU (a busy machine) may be run
+-- by another idle thread, one goroutine at a time (docs/api.md,
+-- "Processors"). LUGO_DEBUG=lendstale=0 makes that happen whenever a
+-- processor waits idle: the programs below hand values between two
+-- processors, so many of their goroutines run on the other's thread, and
+-- must mean exactly what they mean without it.
+describe("a processor run by another processor's thread", function()
+  local LEND = { flags = "-p 2", env = "LUGO_DEBUG=lendstale=0" }
+  -- The peer goroutine runs on processor 1: processor 0 stays busy until
+  -- it has started, so another processor took it.
+  local PEER = [[
+    local lugo = require "lugo"
+    local ping, pong, ready = lugo.chan(), lugo.chan(), lugo.chan(1)
+    local function start_peer(f, ...)
+      lugo.spawn(function(f, ping, pong, ready, ...)
+        ready:send(require("lugo.runtime").goid())
+        f(ping, pong, ...)
+      end, f, ping, pong, ready, ...)
+      while ready:len() == 0 do end
+      return ready:recv()
+    end
+  ]]
+
+  it("delivers every value, in order, between the two", function()
+    local r = helper.run(PEER .. [[
+      start_peer(function(ping, pong)
+        for v in ping:range() do pong:send({ v[1] * 2, tag = v.tag }) end
+        pong:close()
+      end)
+      local sum = 0
+      for i = 1, 20000 do
+        ping:send({ i, tag = "t" .. i })
+        local back = pong:recv()
+        assert(back[1] == 2 * i and back.tag == "t" .. i, "wrong reply to " .. i)
+        sum = sum + back[1]
+      end
+      ping:close()
+      assert(pong:recv() == nil)
+      print(sum)
+    ]], LEND)
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal(tostring(20000 * 20001) .. "\n", r.stdout)
+  end)
+
+  it("reports a panic of the peer goroutine with its own traceback", function()
+    local r = helper.run(PEER .. [[
+      local function fail_after(ping, pong, n)
+        for i = 1, n do pong:send(ping:recv()) end
+        error("peer gave up after " .. n)
+      end
+      start_peer(fail_after, 5000)
+      for i = 1, 5000 do ping:send(i); pong:recv() end
+      ping:send(0) -- never received: the peer panics
+    ]], LEND)
+    assert.are.equal(2, r.status)
+    assert_contains(r.stderr, "panic: ")
+    assert_contains(r.stderr, "peer gave up after 5000")
+    assert_contains(r.stderr, ":13: in function 'f'") -- error's line, in the peer's body
+    assert_contains(r.stderr, "created by function 'start_peer' in goroutine 1")
+  end)
+
+  it("preempts a peer goroutine that spins, so that both processors' goroutines go on", function()
+    local r = helper.run(PEER .. [[
+      local time = require "lugo.time"
+      local function spin_after(ping, pong, n)
+        for i = 1, n do pong:send(ping:recv()) end
+        local function spin(deadline) while time.now() < deadline do end end
+        jit.off(spin)
+        spin(time.now() + 0.3)
+        pong:send("spun")
+      end
+      start_peer(spin_after, 5000)
+      for i = 1, 5000 do ping:send(i); pong:recv() end
+      local ticks = 0
+      lugo.go(function() while true do time.sleep(0.01); ticks = ticks + 1 end end)
+      assert(pong:recv() == "spun")
+      print(ticks > 0)
+    ]], LEND)
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("true\n", r.stdout)
+  end)
+
+  it("exits with the main goroutine while the peer still waits", function()
+    local r = helper.run(PEER .. [[
+      start_peer(function(ping, pong) for v in ping:range() do pong:send(v) end end)
+      for i = 1, 5000 do ping:send(i); pong:recv() end
+      print("done")
+    ]], LEND)
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("done\n", r.stdout)
+  end)
+end)
