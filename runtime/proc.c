@@ -121,20 +121,12 @@ static void globrunqputbatch(runtime *rt, g_t *head, g_t *tail, int32_t n) {
 
 void globrunqput(runtime *rt, g_t *gp) { globrunqputbatch(rt, gp, gp, 1); }
 
-/* The P's holder alone writes noverflow (sysmon only reads it): a load and
- * a store, not a locked add, which was most of a spawn's time in the list
- * (a million Gs spilled from the ring). */
-static inline void noverflow_add(p_t *pp, int32_t d) {
-  atomic_store_explicit(&pp->noverflow, atomic_load_explicit(&pp->noverflow, memory_order_relaxed) + d,
-                        memory_order_relaxed);
-}
-
 void overflowput(p_t *pp, g_t *gp) {
   gp->schedlink = NULL;
   if (pp->overflow_tail) pp->overflow_tail->schedlink = gp;
   else pp->overflow_head = gp;
   pp->overflow_tail = gp;
-  noverflow_add(pp, 1);
+  owned_add(&pp->noverflow, 1); /* a locked add here was most of a spawn's time in the list */
 }
 
 g_t *overflowget(p_t *pp) {
@@ -142,7 +134,7 @@ g_t *overflowget(p_t *pp) {
   if (!gp) return NULL;
   pp->overflow_head = gp->schedlink;
   if (!pp->overflow_head) pp->overflow_tail = NULL;
-  noverflow_add(pp, -1);
+  owned_add(&pp->noverflow, -1);
   return gp;
 }
 
@@ -570,11 +562,6 @@ static int64_t newgoid(p_t *pp) {
   return pp->goidcache++;
 }
 
-/* The owner's count of its Gs: a load and a store, no locked add. */
-static inline void ngo_add(p_t *pp, int32_t d) {
-  atomic_store_explicit(&pp->ngo, atomic_load_explicit(&pp->ngo, memory_order_relaxed) + d, memory_order_relaxed);
-}
-
 int32_t gcount(runtime *rt) {
   int32_t n = atomic_load_explicit(&rt->ngoroutines, memory_order_relaxed);
   for (int32_t i = 0; i < rt->gomaxprocs; i++) n += atomic_load_explicit(&rt->allp[i]->ngo, memory_order_relaxed);
@@ -597,7 +584,7 @@ g_t *newproc(p_t *pp, int32_t start_box, int32_t nargs) {
   gp->parent = creator ? creator->goid : 0;
   casgstatus(gp, G_IDLE, G_RUNNABLE);
   allg_add(pp, gp);
-  ngo_add(pp, 1);
+  owned_add(&pp->ngo, 1);
   runqput(pp, gp, true);
   return gp;
 }
@@ -636,7 +623,7 @@ g_t *newproc_spawn(runtime *rt, rt_blob *blob, const gsite *site, bool spread) {
   g_t *creator = getg();
   gp->parent = creator ? creator->goid : 0;
   casgstatus(gp, G_IDLE, G_RUNNABLE);
-  ngo_add(pp, 1);
+  owned_add(&pp->ngo, 1);
   atomic_fetch_add(&rt->nunstarted, 1);
   /* As Go's newproc puts a G in its creator's runnext: a spawner that
    * blocks at once (a prime sieve's filters, a request handed to a worker)
@@ -783,7 +770,7 @@ static void goexit(p_t *pp, g_t *gp, bool reuse) {
     request_exit(rt, 0); /* when main returns, the program exits */
   }
   allg_remove(pp, gp);
-  ngo_add(pp, -1);
+  owned_add(&pp->ngo, -1);
   if (reuse) copool_put(pp, gp->live->co);
   else co_drop(pp, gp->live->co);
   live_put(pp, gp->live);

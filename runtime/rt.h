@@ -62,6 +62,12 @@ typedef struct rtlock {
   _Atomic uint32_t key; /* 0 unlocked, 1 locked, 2 locked with sleepers */
 } rtlock;
 
+/* Add d to a counter that one thread alone writes (a P's holder) and
+ * others only read: a load and a store, not a locked add. */
+static inline void owned_add(_Atomic int32_t *v, int32_t d) {
+  atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + d, memory_order_relaxed);
+}
+
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
