@@ -264,8 +264,7 @@ static int l_memstats(lua_State *L) {
 }
 
 static int l_numcpu(lua_State *L) {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  lua_pushinteger(L, n > 0 ? n : 1);
+  lua_pushinteger(L, rt_numcpu());
   return 1;
 }
 

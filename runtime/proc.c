@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -1906,11 +1907,19 @@ static void p_free(p_t *pp) {
   rt_free(pp);
 }
 
+/* The CPUs this process may run on, as Go's NumCPU counts them: its
+ * affinity mask (taskset, a container's cpuset), not every online CPU. */
+int32_t rt_numcpu(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int32_t)n : 1;
+}
+
 static int32_t default_procs(void) {
   const char *env = getenv("LUGO_MAXPROCS");
   if (env && atoi(env) > 0) return atoi(env);
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? (int32_t)n : 1;
+  return rt_numcpu();
 }
 
 /* As Go's runtime does at start: a broken connection must not kill the

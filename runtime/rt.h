@@ -613,6 +613,7 @@ static inline g_t *getg(void) {
 
 void casgstatus(g_t *gp, enum gstatus from, enum gstatus to);
 int32_t gcount(runtime *rt); /* live goroutines, as runtime.NumGoroutine */
+int32_t rt_numcpu(void);     /* CPUs in the affinity mask, as runtime.NumCPU */
 uint32_t fastrand(p_t *pp);
 int64_t nanotime(void);
 double walltime(void);
