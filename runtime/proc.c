@@ -18,7 +18,10 @@
  *     (hold == HOLD_IDLE), when another idle M may take it (HOLD_LENT) to
  *     run one of its Gs on its own thread (lend_run), with getp() switched
  *     to it; the owner takes it back before it touches anything. Signals
- *     for the P's running G go to whichever thread runs it.
+ *     for the P's running G go to whichever thread runs it. An idle M that
+ *     shares its CPU with the runner of a busy P yields that CPU rather
+ *     than spin (cpu_shared), its P left stale so that the other may lend
+ *     it at once.
  *   - The inbox is guarded by inbox_lock; the global queue by sched_lock.
  *   - A G parks by setting g->parking (gopark) and yielding PARK from its
  *     coroutine. The scheduler makes it WAITING only after the yield, then
@@ -1274,13 +1277,34 @@ static void stop_spinning(p_t *pp) {
 /* The idle wait's P back from HOLD_IDLE: at once, or when the M it is lent
  * to has run its G. */
 static void p_take_back(p_t *pp) {
-  for (;;) {
+  for (uint32_t spins = 1;; spins++) {
     uint32_t idle = HOLD_IDLE;
     if (atomic_compare_exchange_weak_explicit(&pp->hold, &idle, HOLD_OWN, memory_order_acquire,
                                               memory_order_relaxed))
       return;
-    cpu_relax();
+    /* A lender preempted on this very CPU finishes only if we let it. */
+    if (spins % 64 == 0 && atomic_load_explicit(&pp->cpu, memory_order_relaxed) == sched_getcpu()) sched_yield();
+    else cpu_relax();
   }
+}
+
+/* Another P in use (running a G, or scheduling) by a thread that was last
+ * seen on cpu: that thread is waiting for this CPU while we look for work.
+ * Two Ms end up on one CPU when the machine has no idle one (a CPU hog per
+ * core: the kernel wakes a sleeping M on the CPU of the M that woke it),
+ * or with more processors than CPUs; spinning there only delays the M that
+ * has the work we wait for until the next tick (4 ms). */
+static bool cpu_shared(p_t *self, int32_t cpu) {
+  runtime *rt = self->rt;
+  if (cpu < 0) return false;
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *q = rt->allp[i];
+    if (q != self && atomic_load_explicit(&q->cpu, memory_order_relaxed) == cpu &&
+        atomic_load_explicit(&q->hold, memory_order_relaxed) != HOLD_IDLE &&
+        atomic_load_explicit(&q->status, memory_order_relaxed) == P_RUNNING)
+      return true;
+  }
+  return false;
 }
 
 static void execute(p_t *pp, g_t *gp, bool inherit_time);
@@ -1302,6 +1326,7 @@ static bool lend_run(p_t *self, int64_t now) {
       continue;
     bool ran = false;
     if (q->L && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
+      atomic_store_explicit(&q->cpu, atomic_load_explicit(&self->cpu, memory_order_relaxed), memory_order_relaxed);
       atomic_store(&q->lent_to, self);
       rt_tls_lender = self;
       atomic_signal_fence(memory_order_seq_cst);
@@ -1372,13 +1397,24 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
                  atomic_load_explicit(&pp->nfds, memory_order_relaxed) <= IO_HOT_FDS;
       if (hot && wait < IO_SPIN_NS) wait = IO_SPIN_NS;
       while (!gp && now < start + wait && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
+        int32_t cpu = sched_getcpu();
+        atomic_store_explicit(&pp->cpu, cpu, memory_order_relaxed);
         /* Between two looks the P is anyone's (see lend_run). */
-        atomic_store_explicit(&pp->idle_beat, now, memory_order_relaxed);
-        atomic_store_explicit(&pp->hold, HOLD_IDLE, memory_order_release);
-        /* (Not while lending: the P lent to us is waiting on our own G.) */
-        for (int i = 0; i < 50 && !pp->lending && !atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed); i++)
-          cpu_relax();
+        if (!pp->lending && cpu_shared(pp, cpu)) {
+          /* Give the CPU to the M that waits for it, and our P with it:
+           * stale at once, so that it may run our Gs when it is idle. */
+          atomic_store_explicit(&pp->idle_beat, 0, memory_order_relaxed);
+          atomic_store_explicit(&pp->hold, HOLD_IDLE, memory_order_release);
+          sched_yield();
+        } else {
+          atomic_store_explicit(&pp->idle_beat, now, memory_order_relaxed);
+          atomic_store_explicit(&pp->hold, HOLD_IDLE, memory_order_release);
+          /* (Not while lending: the P lent to us is waiting on our own G.) */
+          for (int i = 0; i < 50 && !pp->lending && !atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed); i++)
+            cpu_relax();
+        }
         p_take_back(pp);
+        atomic_store_explicit(&pp->cpu, sched_getcpu(), memory_order_relaxed); /* a lender wrote its own */
         if (atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed)) fed = true;
         /* The descriptors every 16th round only (some 20 us): a poll is a
          * system call, and a spinning P that polled every round made two
@@ -1442,6 +1478,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
       netpoll_block(pp);
       qsbr_wake(pp);
     }
+    atomic_store_explicit(&pp->cpu, sched_getcpu(), memory_order_relaxed);
     /* Leave the idle Ps under sched_lock: a deadlock check holding it sees
      * every idle P stay idle, and so no work appear, while it looks. */
     rt_lock(&rt->sched_lock);
@@ -1840,6 +1877,7 @@ static p_t *p_new(runtime *rt, int32_t id) {
   pp->rt = rt;
   pp->m.p = pp;
   pp->m.id = id;
+  atomic_init(&pp->cpu, -1);
   atomic_init(&pp->schedtick, 1); /* the first findrunnable need not start with the global queue */
   pp->rand = (uint64_t)nanotime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)pp;
   netpoll_p_init(pp);

@@ -1714,4 +1714,55 @@ describe("a processor run by another processor's thread", function()
     assert.are.equal(0, r.status, r.stderr)
     assert.are.equal("done\n", r.stdout)
   end)
+
+  -- Two processors' threads on one CPU (taskset): an idle one gives the CPU
+  -- and its processor to the other instead of spinning (findrunnable's
+  -- cpu_shared), so most goroutines run on the other's thread, and after
+  -- a yield, not a pause.
+  local status = io.open("/proc/self/status")
+  local first_cpu = status and status:read("*a"):match("Cpus_allowed_list:%s*(%d+)")
+  if status then status:close() end
+  local ONE_CPU = { flags = "-p 2", env = "taskset -c " .. (first_cpu or "0") }
+
+  it("delivers every value, in order, when both processors share one CPU", function()
+    local r = helper.run(PEER .. [[
+      start_peer(function(ping, pong)
+        for v in ping:range() do pong:send(v * 3) end
+        pong:close()
+      end)
+      local sum = 0
+      for i = 1, 20000 do
+        ping:send(i)
+        local back = pong:recv()
+        assert(back == 3 * i, "wrong reply to " .. i)
+        sum = sum + back
+      end
+      ping:close()
+      assert(pong:recv() == nil)
+      print(sum, require("lugo.runtime").numcpu())
+    ]], ONE_CPU)
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal(tostring(3 * 20000 * 20001 / 2) .. "\t1\n", r.stdout)
+  end)
+
+  it("preempts a spinning goroutine when both processors share one CPU", function()
+    local r = helper.run(PEER .. [[
+      local time = require "lugo.time"
+      local function spin_after(ping, pong, n)
+        for i = 1, n do pong:send(ping:recv()) end
+        local function spin(deadline) while time.now() < deadline do end end
+        jit.off(spin)
+        spin(time.now() + 0.3)
+        pong:send("spun")
+      end
+      start_peer(spin_after, 5000)
+      for i = 1, 5000 do ping:send(i); pong:recv() end
+      local ticks = 0
+      lugo.go(function() while true do time.sleep(0.01); ticks = ticks + 1 end end)
+      assert(pong:recv() == "spun")
+      print(ticks > 0)
+    ]], ONE_CPU)
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("true\n", r.stdout)
+  end)
 end)
