@@ -1715,6 +1715,38 @@ describe("a processor run by another processor's thread", function()
     assert.are.equal("done\n", r.stdout)
   end)
 
+  -- A processor asleep in its epoll set may be run by another thread too
+  -- (docs/api.md, "Processors"). Here the peer's processor sleeps with a
+  -- descriptor for over 10 ms each round (so sysmon asks it to poll), is
+  -- woken by a value, and is run meanwhile by the main processor's idle
+  -- thread; its goroutine arms a timer there, which its own thread must
+  -- still wait for and fire. A wake-up the other thread took from it would
+  -- leave it asleep for good: the guard ends the program instead.
+  it("wakes a processor whose goroutines another thread ran while it slept", function()
+    local r = helper.run(PEER .. [[
+      local net = require "lugo.net"
+      local time = require "lugo.time"
+      start_peer(function(ping, pong)
+        local ln = assert(net.listen("tcp", "127.0.0.1:0"))
+        for v in ping:range() do
+          time.sleep(0.002)
+          pong:send(v)
+        end
+        ln:close()
+      end)
+      for i = 1, 40 do
+        time.sleep(0.015)
+        ping:send(i)
+        local which, v = lugo.select(lugo.case.recv(pong), lugo.case.recv(time.after(10)))
+        assert(which == 1, "the peer's processor slept through its wake-up")
+        assert(v == i, "wrong reply to " .. i)
+      end
+      print("ok")
+    ]], { flags = "-p 2" })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("ok\n", r.stdout)
+  end)
+
   -- Two processors' threads on one CPU (taskset): an idle one gives the CPU
   -- and its processor to the other instead of spinning (findrunnable's
   -- cpu_shared), so most goroutines run on the other's thread, and after
