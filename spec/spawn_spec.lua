@@ -1684,25 +1684,32 @@ describe("a processor run by another processor's thread", function()
     assert_contains(r.stderr, "created by function 'start_peer' in goroutine 1")
   end)
 
-  it("preempts a peer goroutine that spins, so that both processors' goroutines go on", function()
-    local r = helper.run(PEER .. [[
-      local time = require "lugo.time"
-      local function spin_after(ping, pong, n)
-        for i = 1, n do pong:send(ping:recv()) end
-        local function spin(deadline) while time.now() < deadline do end end
-        jit.off(spin)
-        spin(time.now() + 0.3)
-        pong:send("spun")
-      end
-      start_peer(spin_after, 5000)
-      for i = 1, 5000 do ping:send(i); pong:recv() end
-      local ticks = 0
-      lugo.go(function() while true do time.sleep(0.01); ticks = ticks + 1 end end)
-      assert(pong:recv() == "spun")
-      print(ticks > 0)
-    ]], LEND)
+  -- The peer spins in interpreted code after 5,000 hand-offs: preempted,
+  -- it lets the main processor's goroutines (a ticker) go on meanwhile.
+  local SPINNING_PEER = PEER .. [[
+    local time = require "lugo.time"
+    local function spin_after(ping, pong, n)
+      for i = 1, n do pong:send(ping:recv()) end
+      local function spin(deadline) while time.now() < deadline do end end
+      jit.off(spin)
+      spin(time.now() + 0.3)
+      pong:send("spun")
+    end
+    start_peer(spin_after, 5000)
+    for i = 1, 5000 do ping:send(i); pong:recv() end
+    local ticks = 0
+    lugo.go(function() while true do time.sleep(0.01); ticks = ticks + 1 end end)
+    assert(pong:recv() == "spun")
+    print(ticks > 0)
+  ]]
+  local function expect_spinning_peer_preempted(opts)
+    local r = helper.run(SPINNING_PEER, opts)
     assert.are.equal(0, r.status, r.stderr)
     assert.are.equal("true\n", r.stdout)
+  end
+
+  it("preempts a peer goroutine that spins, so that both processors' goroutines go on", function()
+    expect_spinning_peer_preempted(LEND)
   end)
 
   it("exits with the main goroutine while the peer still waits", function()
@@ -1778,23 +1785,6 @@ describe("a processor run by another processor's thread", function()
   end)
 
   it("preempts a spinning goroutine when both processors share one CPU", function()
-    local r = helper.run(PEER .. [[
-      local time = require "lugo.time"
-      local function spin_after(ping, pong, n)
-        for i = 1, n do pong:send(ping:recv()) end
-        local function spin(deadline) while time.now() < deadline do end end
-        jit.off(spin)
-        spin(time.now() + 0.3)
-        pong:send("spun")
-      end
-      start_peer(spin_after, 5000)
-      for i = 1, 5000 do ping:send(i); pong:recv() end
-      local ticks = 0
-      lugo.go(function() while true do time.sleep(0.01); ticks = ticks + 1 end end)
-      assert(pong:recv() == "spun")
-      print(ticks > 0)
-    ]], ONE_CPU)
-    assert.are.equal(0, r.status, r.stderr)
-    assert.are.equal("true\n", r.stdout)
+    expect_spinning_peer_preempted(ONE_CPU)
   end)
 end)
