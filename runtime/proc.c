@@ -14,15 +14,14 @@
  *     anyone may advance the head with CAS (stealing). spawnnext (a spawned
  *     G not started) is set by the owner with an exchange, and taken by the
  *     owner with an exchange or by a thief with a CAS once spawn_hold passed.
- *   - A P's thread holds it, except between two looks of its idle wait and
- *     while it sleeps in its epoll set (hold == HOLD_IDLE), when another
- *     idle M may take it (HOLD_LENT) to run one of its Gs on its own thread
- *     (lend_run), with getp() switched to it, never polling it (the wake-up
- *     is the sleeper's); the owner takes it back before it touches
- *     anything. Signals for the P's running G go to whichever thread runs
- *     it. An idle M that shares its CPU with the runner of a busy P yields
- *     that CPU rather than spin (cpu_shared), its P left stale so that the
- *     other may lend it at once.
+ *   - A P's thread holds it, except between two looks of its idle wait
+ *     (hold == HOLD_IDLE), when another idle M may take it (HOLD_LENT) to
+ *     run one of its Gs on its own thread (lend_run), with getp() switched
+ *     to it; the owner takes it back before it touches anything. Signals
+ *     for the P's running G go to whichever thread runs it. An idle M that
+ *     shares its CPU with the runner of a busy P yields that CPU rather
+ *     than spin (cpu_shared), its P left stale so that the other may lend
+ *     it at once.
  *   - The inbox is guarded by inbox_lock; the global queue by sched_lock.
  *   - A G parks by setting g->parking (gopark) and yielding PARK from its
  *     coroutine. The scheduler makes it WAITING only after the yield, then
@@ -1206,8 +1205,8 @@ static g_t *findlocal(p_t *pp, bool *inherit_time, bool poll) {
   if (when && nanotime() >= when) timers_run(pp, nanotime());
   /* A P that always has Gs to run polls its descriptors when sysmon finds
    * its last poll older than a time slice, so that they are not starved.
-   * (Not without poll: a lender must not take the wake-up of a P whose M
-   * sleeps in that epoll set, or it sleeps through it; see lend_run.) */
+   * (Only with poll: lend_run runs another M's P, whose epoll set and its
+   * eventfd's wake-ups are that M's to harvest.) */
   if (poll && atomic_load_explicit(&pp->pollreq, memory_order_relaxed)) netpoll(pp);
   *inherit_time = false;
   g_t *gp;
@@ -1274,14 +1273,12 @@ static void stop_spinning(p_t *pp) {
  * until both are (xpingpong with a CPU hog per core: each hand-off waited
  * for the other thread's next time slice). Only the holder touches a P:
  * the hold word passes it, and the VM changes thread only between two
- * top-level resumes, as FACTS.md allows. A P whose M sleeps (netpoll_block)
- * is stale at once: a G readied there runs on the readier's thread as soon
- * as it is idle, instead of after the sleeper wakes (some 20 us here). */
+ * top-level resumes, as FACTS.md allows. */
 #define LEND_STALE_NS 20000
 
-/* A P back from HOLD_IDLE (its idle wait, its sleep): at once, or when the
- * M it is lent to has run its G. */
-void p_take_back(p_t *pp) {
+/* The idle wait's P back from HOLD_IDLE: at once, or when the M it is lent
+ * to has run its G. */
+static void p_take_back(p_t *pp) {
   for (uint32_t spins = 1;; spins++) {
     uint32_t idle = HOLD_IDLE;
     if (atomic_compare_exchange_weak_explicit(&pp->hold, &idle, HOLD_OWN, memory_order_acquire,
@@ -1291,11 +1288,6 @@ void p_take_back(p_t *pp) {
     if (spins % 64 == 0 && atomic_load_explicit(&pp->cpu, memory_order_relaxed) == sched_getcpu()) sched_yield();
     else cpu_relax();
   }
-}
-
-void p_lend_open(p_t *pp, bool asleep) {
-  atomic_store_explicit(&pp->idle_beat, asleep ? 0 : nanotime(), memory_order_relaxed);
-  atomic_store_explicit(&pp->hold, HOLD_IDLE, memory_order_release);
 }
 
 /* Another P in use (running a G, or scheduling) by a thread that was last
@@ -1342,21 +1334,11 @@ static bool lend_run(p_t *self, int64_t now) {
       atomic_signal_fence(memory_order_seq_cst);
       rt_tls_m = &q->m;
       atomic_signal_fence(memory_order_seq_cst);
-      /* A P asleep is quiescent (qsbr.c) and sleeps until its earliest
-       * timer: while we run it, it reads under seqlocks like any P, and a
-       * timer its G arms earlier than that must end its sleep. */
-      bool asleep = qsbr_is_idle(q);
-      if (asleep) qsbr_wake(q);
-      int64_t timer0 = atomic_load_explicit(&q->timer0when, memory_order_relaxed);
       bool inherit_time;
       g_t *gp = findlocal(q, &inherit_time, false);
       if (gp) {
         execute(q, gp, false);
         ran = true;
-      }
-      if (asleep) {
-        if (atomic_load_explicit(&q->timer0when, memory_order_relaxed) != timer0) netpoll_break(q);
-        qsbr_idle(q);
       }
       rt_tls_m = &self->m;
       atomic_signal_fence(memory_order_seq_cst);
@@ -1423,7 +1405,8 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
         if (!pp->lending && cpu_shared(pp, cpu)) {
           /* Give the CPU to the M that waits for it, and our P with it:
            * stale at once, so that it may run our Gs when it is idle. */
-          p_lend_open(pp, true);
+          atomic_store_explicit(&pp->idle_beat, 0, memory_order_relaxed);
+          atomic_store_explicit(&pp->hold, HOLD_IDLE, memory_order_release);
           sched_yield();
         } else {
           atomic_store_explicit(&pp->idle_beat, now, memory_order_relaxed);

@@ -980,10 +980,6 @@ int netpoll(p_t *pp); /* non-blocking: ready the Gs whose descriptors are ready 
 /* Sleep until a descriptor is ready, the heap's earliest timer is due, or
  * netpoll_break; then ready the Gs as netpoll does. */
 void netpoll_block(p_t *pp);
-/* proc.c: pp is anyone's to run until p_take_back (its M sleeps, or pauses
- * in its idle wait): stale at once when its M is off the CPU for good. */
-void p_lend_open(p_t *pp, bool asleep);
-void p_take_back(p_t *pp);
 void netpoll_break(p_t *pp); /* from any thread: end pp's netpoll_block, or the next one */
 void netpoll_p_init(p_t *pp);
 void netpoll_p_close(p_t *pp);

@@ -1722,14 +1722,13 @@ describe("a processor run by another processor's thread", function()
     assert.are.equal("done\n", r.stdout)
   end)
 
-  -- A processor asleep in its epoll set may be run by another thread too
-  -- (docs/api.md, "Processors"). Here the peer's processor sleeps with a
-  -- descriptor for over 10 ms each round (so sysmon asks it to poll), is
-  -- woken by a value, and is run meanwhile by the main processor's idle
-  -- thread; its goroutine arms a timer there, which its own thread must
-  -- still wait for and fire. A wake-up the other thread took from it would
-  -- leave it asleep for good: the guard ends the program instead.
-  it("wakes a processor whose goroutines another thread ran while it slept", function()
+  -- The peer's processor sleeps with a descriptor for over 10 ms each
+  -- round (so sysmon asks it to poll), is woken by a value, and its
+  -- goroutine arms a timer there, which its own thread must wait for and
+  -- fire; the main processor's idle thread looks at it meanwhile. A
+  -- wake-up taken from it would leave it asleep for good: the guard ends
+  -- the program instead.
+  it("wakes a sleeping processor for a value, then for the timer its goroutine arms", function()
     local r = helper.run(PEER .. [[
       local net = require "lugo.net"
       local time = require "lugo.time"
