@@ -1285,13 +1285,15 @@ static void p_take_back(p_t *pp) {
                                               memory_order_relaxed))
       return;
     /* A lender preempted on this very CPU finishes only if we let it. */
-    if (spins % 64 == 0 && atomic_load_explicit(&pp->cpu, memory_order_relaxed) == sched_getcpu()) sched_yield();
+    p_t *lender = spins % 64 == 0 ? atomic_load(&pp->lent_to) : NULL;
+    if (lender && atomic_load_explicit(&lender->cpu, memory_order_relaxed) == sched_getcpu()) sched_yield();
     else cpu_relax();
   }
 }
 
 /* Another P in use (running a G, or scheduling) by a thread that was last
- * seen on cpu: that thread is waiting for this CPU while we look for work.
+ * seen on cpu (its M, or the M it is lent to): that thread is waiting for
+ * this CPU while we look for work.
  * Two Ms end up on one CPU when the machine has no idle one (a CPU hog per
  * core: the kernel wakes a sleeping M on the CPU of the M that woke it),
  * or with more processors than CPUs; spinning there only delays the M that
@@ -1301,10 +1303,11 @@ static bool cpu_shared(p_t *self, int32_t cpu) {
   if (cpu < 0) return false;
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *q = rt->allp[i];
-    if (q != self && atomic_load_explicit(&q->cpu, memory_order_relaxed) == cpu &&
-        atomic_load_explicit(&q->hold, memory_order_relaxed) != HOLD_IDLE &&
-        atomic_load_explicit(&q->status, memory_order_relaxed) == P_RUNNING)
-      return true;
+    uint32_t hold = atomic_load_explicit(&q->hold, memory_order_relaxed);
+    if (q == self || hold == HOLD_IDLE || atomic_load_explicit(&q->status, memory_order_relaxed) != P_RUNNING)
+      continue;
+    p_t *runner = hold == HOLD_LENT ? atomic_load(&q->lent_to) : q;
+    if (runner && atomic_load_explicit(&runner->cpu, memory_order_relaxed) == cpu) return true;
   }
   return false;
 }
@@ -1328,7 +1331,6 @@ static bool lend_run(p_t *self, int64_t now) {
       continue;
     bool ran = false;
     if (q->L && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
-      atomic_store_explicit(&q->cpu, atomic_load_explicit(&self->cpu, memory_order_relaxed), memory_order_relaxed);
       atomic_store(&q->lent_to, self);
       rt_tls_lender = self;
       atomic_signal_fence(memory_order_seq_cst);
@@ -1401,22 +1403,19 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
       while (!gp && now < start + wait && !atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
         int32_t cpu = sched_getcpu();
         atomic_store_explicit(&pp->cpu, cpu, memory_order_relaxed);
-        /* Between two looks the P is anyone's (see lend_run). */
-        if (!pp->lending && cpu_shared(pp, cpu)) {
-          /* Give the CPU to the M that waits for it, and our P with it:
-           * stale at once, so that it may run our Gs when it is idle. */
-          atomic_store_explicit(&pp->idle_beat, 0, memory_order_relaxed);
-          atomic_store_explicit(&pp->hold, HOLD_IDLE, memory_order_release);
+        /* Between two looks the P is anyone's (see lend_run). An M that
+         * waits for this CPU gets it, and our P with it: stale at once, so
+         * that it may run our Gs when it is idle. */
+        bool yield = !pp->lending && cpu_shared(pp, cpu);
+        atomic_store_explicit(&pp->idle_beat, yield ? 0 : now, memory_order_relaxed);
+        atomic_store_explicit(&pp->hold, HOLD_IDLE, memory_order_release);
+        if (yield) {
           sched_yield();
-        } else {
-          atomic_store_explicit(&pp->idle_beat, now, memory_order_relaxed);
-          atomic_store_explicit(&pp->hold, HOLD_IDLE, memory_order_release);
-          /* (Not while lending: the P lent to us is waiting on our own G.) */
+        } else { /* (not while lending: the P lent to us is waiting on our own G) */
           for (int i = 0; i < 50 && !pp->lending && !atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed); i++)
             cpu_relax();
         }
         p_take_back(pp);
-        atomic_store_explicit(&pp->cpu, sched_getcpu(), memory_order_relaxed); /* a lender wrote its own */
         if (atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed)) fed = true;
         /* The descriptors every 16th round only (some 20 us): a poll is a
          * system call, and a spinning P that polled every round made two

@@ -475,8 +475,8 @@ struct p {
   _Alignas(64) _Atomic uint32_t hold; /* a line of their own: idle Ms read them every look */
   p_t *_Atomic lent_to;
   _Atomic int64_t idle_beat;
-  /* The CPU its runner was on at its last look (idle wait, wake-up, a
-   * lend): an idle M on the same CPU yields to it (see findrunnable). */
+  /* The CPU its M was on at its last look (idle wait, wake-up): an idle M
+   * on the same CPU as the runner of a busy P yields to it (cpu_shared). */
   _Atomic int32_t cpu;
   bool lending; /* proc.c: its M's last look ran another P's G; its own */
   _Alignas(64) int64_t io_ns; /* netpoll.c: when a poll last found one of its descriptors ready; its own */
