@@ -248,7 +248,8 @@ static int l_memstats(lua_State *L) {
   double total = 0;
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *p = rt->allp[i];
-    double bytes = p->arena ? (double)rt_vm_arena_allocated(p->arena)
+    void *arena = atomic_load_explicit(&p->arena, memory_order_acquire); /* its P may be making it now */
+    double bytes = arena ? (double)rt_vm_arena_allocated(arena)
                  : p == pp ? (double)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0)
                  : 0;
     total += bytes;

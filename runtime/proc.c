@@ -1144,8 +1144,9 @@ static int vm_panic(lua_State *L) {
 /* A new VM of pp's own (closed at exit), on its arena, with the standard
  * libraries and lugo's embedded modules, bound to pp. */
 static lua_State *vm_new(p_t *pp) {
-  pp->arena = rt_vm_arena_new();
-  lua_State *L = lua_newstate(rt_vm_alloc, pp->arena);
+  void *arena = rt_vm_arena_new();
+  atomic_store_explicit(&pp->arena, arena, memory_order_release); /* memstats on other Ps reads it */
+  lua_State *L = lua_newstate(rt_vm_alloc, arena);
   if (!L) rt_throw("runtime: cannot create a Lua state");
   lua_atpanic(L, vm_panic);
   pp->own_vm = true;

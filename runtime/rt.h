@@ -422,7 +422,7 @@ struct p {
   bool spinning;    /* counted in rt->nmspinning */
   lua_State *L;    /* the VM's main thread: the scheduler's own stack */
   bool own_vm;     /* L was made by us, to be closed at exit */
-  void *arena;     /* the VM's allocator */
+  void *_Atomic arena; /* the VM's allocator: set when the VM is made, read by memstats from any P */
   int vals_ref;    /* registry refs of the VM's tables */
   int cos_ref;     /* {[1] = cos}, cos[thread] = true: anchors every pooled coroutine */
   int32_t ncos, cos_peak; /* coroutines in cos; the most since cos was made */
