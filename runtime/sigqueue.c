@@ -11,10 +11,11 @@
  *     file's one global: the handler cannot find a runtime. A signal that
  *     comes again before its bit is taken counts once, as in Go.
  *   - sysmon, a plain thread that holds no P, takes the bits every tick
- *     (sigqueue_deliver, 2 ms) and relays each signal to every channel that
- *     wants it: a send that never blocks (chan_offer, under the channel's
- *     lock) of the signal's name, a copy made here with no VM (a string
- *     blob), as any value on a shared channel is. A full channel, or an
+ *     (sigqueue_deliver, 2 ms) and relays each signal, lowest number first,
+ *     to every channel that wants it before the next signal (Go's order):
+ *     a send that never blocks (chan_offer, under the channel's lock) of
+ *     the signal's name, a copy made here with no VM (a string blob), as
+ *     any value on a shared channel is. A full channel, or an
  *     unbuffered one without a receiver waiting, drops the signal (Go's
  *     rule: use a buffered channel). A receiver is readied through its P's
  *     inbox, so no VM is touched off its thread.
@@ -205,17 +206,20 @@ void sigqueue_deliver(runtime *rt) {
   uint64_t pending = atomic_exchange_explicit(&sig_pending, 0, memory_order_relaxed);
   rt_lock(&rt->sig_lock);
   struct sigtab *t = rt->sig;
-  for (sigreg *r = t ? t->regs : NULL; r; r = r->next) {
-    uint64_t m = r->mask & pending;
-    for (int sig = 1; m && sig <= SIG_MAX; sig++) {
-      if (!(m & sigbit(sig))) continue;
-      m &= ~sigbit(sig);
-      char buf[32];
-      const char *name = sig_name(sig);
-      if (!name) { /* a real-time signal: Go's syscall.Signal.String */
-        snprintf(buf, sizeof buf, "signal %d", sig);
-        name = buf;
-      }
+  /* One signal to every channel before the next, lowest number first, as
+   * Go's signal_recv hands them out: a program that sees the later signal
+   * on one channel has seen (or lost, if full) the earlier one on another. */
+  for (int sig = 1; t && pending && sig <= SIG_MAX; sig++) {
+    if (!(pending & sigbit(sig))) continue;
+    pending &= ~sigbit(sig);
+    char buf[32];
+    const char *name = sig_name(sig);
+    if (!name) { /* a real-time signal: Go's syscall.Signal.String */
+      snprintf(buf, sizeof buf, "signal %d", sig);
+      name = buf;
+    }
+    for (sigreg *r = t->regs; r; r = r->next) {
+      if (!(r->mask & sigbit(sig))) continue;
       val v = {{COPY_BLOB, {.blob = blob_string(name, strlen(name))}}, 0, 0};
       chan_lock(r->c);
       bool sent = chan_offer(r->c, v);

@@ -159,6 +159,43 @@ describe("os.signal", function()
     c.finish_ok()
   end)
 
+  -- The relay hands out one signal to every channel before the next, lowest
+  -- number first (Go's order). Relaying per channel instead, USR2's channel
+  -- first (registered last), readied main, which drained `ch` before USR1's
+  -- turn came: the signal that should have been dropped arrived late.
+  -- A SIGHUP fence after the drain shows any late one: `ch` must be empty.
+  it("relays two signals in number order, so one dropped for a full channel never arrives after the other", function()
+    local c = start([[
+      local ch, mark, fence = lugo.chan(1), lugo.chan(1), lugo.chan(1)
+      signal.notify(ch, "SIGUSR1")
+      signal.notify(mark, "SIGUSR2")
+      signal.notify(fence, "SIGHUP")
+      say("ready")
+      for _ = 1, 20 do
+        for _ = 1, 4000 do
+          if ch:len() == 1 then break end
+          time.sleep(0.001)
+        end
+        say("full", ch:len())
+        say(recv(mark))
+        say((ch:recv()))
+        say(recv(fence), ch:len())
+      end
+    ]])
+    c.expect("ready")
+    for _ = 1, 20 do
+      c.kill("USR1")
+      c.expect("full\t1")
+      c.kill("USR1")
+      c.kill("USR2")
+      c.expect("SIGUSR2")
+      c.expect("SIGUSR1")
+      c.kill("HUP")
+      c.expect("SIGHUP\t0")
+    end
+    c.finish_ok()
+  end)
+
   it("stops relaying to a stopped channel; SIGTERM kills again once no channel wants it", function()
     local c = start([[
       local a, b = lugo.chan(1), lugo.chan(1)
