@@ -7,8 +7,12 @@
  *     (netpoll_block, Go's netpoll(delay)): a sleeping P wakes when one of
  *     its descriptors is ready, when its earliest timer is due (the
  *     timeout), or when another thread writes its eventfd (netpoll_break).
- *     Descriptors are registered once, edge-triggered; only the P that
- *     owns an epfd harvests it, any thread may add to or delete from it.
+ *     Descriptors are registered once, edge-triggered; only the P's holder
+ *     harvests its epfd, any thread may add to or delete from it. While
+ *     the P sleeps lendable (proc.c's busy mode) another M may hold it
+ *     (lend_run), and never harvests it then: the eventfd's wake-up must
+ *     reach the sleeper, or wake_pending stays set and no later break is
+ *     written.
  *   - netpoll_break writes the eventfd only while the P polls (polling),
  *     and only the first since the P last woke (wake_pending): a P that
  *     is awake looks for work anyway. polling and wake_pending pair as a
@@ -298,7 +302,7 @@ int netpoll(p_t *pp) {
   return n;
 }
 
-void netpoll_block(p_t *pp) {
+void netpoll_block(p_t *pp, bool lendable) {
   struct epoll_event evs[128];
   int n = 0;
   atomic_store(&pp->polling, true);
@@ -318,6 +322,11 @@ void netpoll_block(p_t *pp) {
       ts.tv_nsec = (long)(d % 1000000000);
       tsp = &ts;
     }
+    /* Lendable, the sleeping P is anyone's (proc.c's lend_run): a G
+     * readied here runs on the thread of an idle M at once, instead of
+     * waiting for this one to get a CPU back (on a busy machine,
+     * milliseconds). Nothing below touches the P until it is ours again. */
+    if (lendable) p_lend_open(pp);
 #ifdef __SANITIZE_THREAD__
     /* ThreadSanitizer (GCC 12) intercepts epoll_wait but not epoll_pwait2,
      * so it would miss the ordering epoll_ctl -> wait gives a new
@@ -331,6 +340,7 @@ void netpoll_block(p_t *pp) {
       int64_t ms = tsp ? ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + 999999) / 1000000 : -1;
       n = epoll_wait(pp->epfd, evs, 128, ms > INT32_MAX ? INT32_MAX : (int)ms);
     }
+    if (lendable) p_take_back(pp);
   }
   atomic_store(&pp->polling, false);
   atomic_store(&pp->wake_pending, false); /* the caller looks for work from here on */

@@ -14,14 +14,16 @@
  *     anyone may advance the head with CAS (stealing). spawnnext (a spawned
  *     G not started) is set by the owner with an exchange, and taken by the
  *     owner with an exchange or by a thief with a CAS once spawn_hold passed.
- *   - A P's thread holds it, except between two looks of its idle wait
- *     (hold == HOLD_IDLE), when another idle M may take it (HOLD_LENT) to
- *     run one of its Gs on its own thread (lend_run), with getp() switched
- *     to it; the owner takes it back before it touches anything. Signals
- *     for the P's running G go to whichever thread runs it. An idle M that
- *     shares its CPU with the runner of a busy P yields that CPU rather
- *     than spin (cpu_shared), its P left stale so that the other may lend
- *     it at once.
+ *   - A P's thread holds it, except between two looks of its idle wait and,
+ *     in busy mode, while it sleeps in its epoll set (hold == HOLD_IDLE),
+ *     when another idle M may take it (HOLD_LENT) to run one of its Gs on
+ *     its own thread (lend_run), with getp() switched to it, never polling
+ *     it (the wake-up is the sleeper's); the owner takes it back before it
+ *     touches anything. A sleeping P whose Gs another M has run (carried)
+ *     has its wake-ups deferred to the Ms that run (defer_wake). Signals for the P's running G go to whichever thread runs
+ *     it. An idle M that shares its CPU with the runner of a busy P yields
+ *     that CPU rather than spin (cpu_shared), its P left stale so that the
+ *     other may lend it at once.
  *   - The inbox is guarded by inbox_lock; the global queue by sched_lock.
  *   - A G parks by setting g->parking (gopark) and yielding PARK from its
  *     coroutine. The scheduler makes it WAITING only after the yield, then
@@ -255,6 +257,54 @@ g_t *globrunqget(p_t *pp, int32_t max) {
 /* Wake the M of an idle P (from any thread; netpoll_break coalesces). */
 static void p_wake(p_t *pp) { netpoll_break(pp); }
 
+/* Gs waiting to run on pp, as seen from another thread: its queues, its
+ * inbox, its overflow list (where a preempted G goes). */
+static bool p_has_work(p_t *pp) {
+  return atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed) || !runqempty(pp) ||
+         atomic_load_explicit(&pp->noverflow, memory_order_relaxed) > 0;
+}
+
+/* A P whose M sleeps while another M carries it (busy mode: lend_run ran
+ * one of its Gs since it fell asleep): a G readied there is left to that
+ * M, which runs it as soon as it is idle, instead of waking the sleeper
+ * for every hand-off.
+ * With a CPU hog per core, one M then carries both sides of a hand-off
+ * while the other sleeps, as Go's one M carries both goroutines of its
+ * same-P ping-pong, instead of two runnable Ms each getting half a CPU.
+ * The wake-up is only deferred: the readier's M, before it sleeps, and
+ * any M at its next schedule or sysmon at its next tick, once DEFER_NS
+ * passed, wake a sleeper whose Gs still wait (deferred_wakes). */
+#define DEFER_NS 1000000
+
+static bool wake_deferrable(p_t *pp) {
+  p_t *self = getp();
+  /* (Not a P being woken as a spinning M, P_WAKING: it is counted.) */
+  return self && self != pp && atomic_load_explicit(&pp->carried, memory_order_relaxed) &&
+         atomic_load_explicit(&pp->hold, memory_order_relaxed) == HOLD_IDLE &&
+         atomic_load_explicit(&pp->status, memory_order_relaxed) == P_IDLE;
+}
+
+static void defer_wake(p_t *pp) {
+  if (atomic_load_explicit(&pp->wake_deferred, memory_order_relaxed)) return;
+  atomic_store_explicit(&pp->deferred_ns, nanotime(), memory_order_relaxed);
+  if (!atomic_exchange(&pp->wake_deferred, true)) atomic_fetch_add(&pp->rt->ndeferred, 1);
+}
+
+/* Wake the sleepers whose deferred Gs still wait: all of them (an M about
+ * to sleep itself), or those deferred before `before`. */
+static void deferred_wakes(runtime *rt, int64_t before) {
+  if (!atomic_load_explicit(&rt->ndeferred, memory_order_relaxed)) return;
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *q = rt->allp[i];
+    if (!atomic_load_explicit(&q->wake_deferred, memory_order_relaxed)) continue;
+    bool work = p_has_work(q);
+    if (work && before && atomic_load_explicit(&q->deferred_ns, memory_order_relaxed) >= before) continue;
+    if (!atomic_exchange(&q->wake_deferred, false)) continue;
+    atomic_fetch_sub(&rt->ndeferred, 1);
+    if (work) p_wake(q);
+  }
+}
+
 /* Inbox: Gs readied by other threads, resumed only by the owner. The
  * putter publishes inbox_pending, then reads the owner's status; the owner
  * publishes P_IDLE, then reads inbox_pending (both sequentially
@@ -267,7 +317,10 @@ static void inbox_put(p_t *pp, g_t *gp) {
   pp->inbox_tail = gp;
   rt_unlock(&pp->inbox_lock);
   atomic_store(&pp->inbox_pending, true);
-  if (atomic_load(&pp->status) != P_RUNNING) p_wake(pp);
+  if (atomic_load(&pp->status) != P_RUNNING) {
+    if (wake_deferrable(pp)) defer_wake(pp);
+    else p_wake(pp);
+  }
 }
 
 static g_t *inbox_get(p_t *pp) {
@@ -1274,22 +1327,69 @@ static void stop_spinning(p_t *pp) {
  * until both are (xpingpong with a CPU hog per core: each hand-off waited
  * for the other thread's next time slice). Only the holder touches a P:
  * the hold word passes it, and the VM changes thread only between two
- * top-level resumes, as FACTS.md allows. */
+ * top-level resumes, as FACTS.md allows. A P whose M sleeps lendable (busy
+ * mode) is stale at once: a G readied there runs on the readier's thread
+ * as soon as it is idle, instead of after the sleeper wakes. */
 #define LEND_STALE_NS 20000
 
-/* The idle wait's P back from HOLD_IDLE: at once, or when the M it is lent
- * to has run its G. */
-static void p_take_back(p_t *pp) {
+/* Busy mode: the machine has no idle CPU for lugo's Ms (a look of an idle
+ * M's wait took BUSY_GAP_NS: its thread was off the CPU), within the last
+ * BUSY_NS. Two runnable Ms then each get a share of a CPU, and a hand-off
+ * between their Ps waits until both are on a CPU at once, or for the one
+ * descheduled in the middle of a G (milliseconds). So in busy mode an M
+ * does not spin, as Go's do not while no P is idle: with nothing of its
+ * own to run it runs a G of a P whose M is off the CPU (lend_run) or
+ * sleeps, its P lendable while it sleeps, and the wake-ups for it are
+ * deferred to the M that carries it. One M then carries the Ps that talk
+ * to each other, as Go's one M carries both goroutines of a same-P
+ * hand-off. Not on a quiet machine: there a lender's own P waits while it
+ * runs a lent G (a 1 ms timer was 3 ms late behind a G computing 5 ms). */
+#define BUSY_GAP_NS 1000000
+#define BUSY_GAPS 3 /* gaps within BUSY_NS: one is a hiccup (a vCPU stolen) */
+#define BUSY_NS 100000000
+
+static bool busy_mode(runtime *rt) { return atomic_load_explicit(&rt->busy, memory_order_relaxed); }
+
+/* A look took a gap: count it (racy counts between Ms only blur it). */
+static void busy_gap(runtime *rt, int64_t now) {
+  if (now - atomic_load_explicit(&rt->busy_gap0, memory_order_relaxed) > BUSY_NS) {
+    atomic_store_explicit(&rt->busy_gap0, now, memory_order_relaxed);
+    atomic_store_explicit(&rt->busy_gaps, 0, memory_order_relaxed);
+  }
+  if (atomic_fetch_add_explicit(&rt->busy_gaps, 1, memory_order_relaxed) + 1 < BUSY_GAPS && !busy_mode(rt)) return;
+  atomic_store_explicit(&rt->busy_until, now + BUSY_NS, memory_order_relaxed);
+  if (!busy_mode(rt)) atomic_store_explicit(&rt->busy, true, memory_order_relaxed);
+}
+
+/* sysmon: busy mode over. The Ps asleep lendable wake, to sleep as their
+ * own again. */
+static void busy_leave(runtime *rt) {
+  atomic_store_explicit(&rt->busy, false, memory_order_relaxed);
+  for (int32_t i = 0; i < rt->gomaxprocs; i++) {
+    p_t *q = rt->allp[i];
+    if (atomic_load_explicit(&q->carried, memory_order_relaxed)) atomic_store(&q->carried, false);
+    if (atomic_load(&q->status) == P_IDLE && atomic_load(&q->hold) == HOLD_IDLE) p_wake(q);
+  }
+}
+
+/* A P back from HOLD_IDLE (its idle wait, its sleep): at once, or when the
+ * M it is lent to has run its G. True if it had to wait for that. */
+bool p_take_back(p_t *pp) {
   for (uint32_t spins = 1;; spins++) {
     uint32_t idle = HOLD_IDLE;
     if (atomic_compare_exchange_weak_explicit(&pp->hold, &idle, HOLD_OWN, memory_order_acquire,
                                               memory_order_relaxed))
-      return;
+      return spins > 1;
     /* A lender preempted on this very CPU finishes only if we let it. */
     p_t *lender = spins % 64 == 0 ? atomic_load(&pp->lent_to) : NULL;
     if (lender && atomic_load_explicit(&lender->cpu, memory_order_relaxed) == sched_getcpu()) sched_yield();
     else cpu_relax();
   }
+}
+
+void p_lend_open(p_t *pp) {
+  atomic_store_explicit(&pp->idle_beat, 0, memory_order_relaxed);
+  atomic_store_explicit(&pp->hold, HOLD_IDLE, memory_order_release);
 }
 
 /* Another P in use (running a G, or scheduling) by a thread that was last
@@ -1325,7 +1425,7 @@ static bool lend_run(p_t *self, int64_t now) {
     if (q == self || atomic_load_explicit(&q->hold, memory_order_relaxed) != HOLD_IDLE ||
         now - atomic_load_explicit(&q->idle_beat, memory_order_relaxed) < rt->lend_stale_ns)
       continue;
-    if (!atomic_load_explicit(&q->inbox_pending, memory_order_relaxed) && runqempty(q)) continue;
+    if (!p_has_work(q)) continue;
     uint32_t idle = HOLD_IDLE;
     if (!atomic_compare_exchange_strong_explicit(&q->hold, &idle, HOLD_LENT, memory_order_acquire,
                                                  memory_order_relaxed))
@@ -1337,11 +1437,29 @@ static bool lend_run(p_t *self, int64_t now) {
       atomic_signal_fence(memory_order_seq_cst);
       rt_tls_m = &q->m;
       atomic_signal_fence(memory_order_seq_cst);
+      /* A P asleep is quiescent (qsbr.c) and sleeps until its earliest
+       * timer: while we run it, it reads under seqlocks like any P, and a
+       * timer its G arms earlier than that must end its sleep. */
+      bool asleep = qsbr_is_idle(q);
+      if (asleep) qsbr_wake(q);
+      int64_t timer0 = atomic_load_explicit(&q->timer0when, memory_order_relaxed);
       bool inherit_time;
       g_t *gp = findlocal(q, &inherit_time, false);
       if (gp) {
+        if (asleep) atomic_store_explicit(&q->carried, true, memory_order_relaxed);
+        /* The wake-up deferred for this G is served (defer_wake). */
+        if (atomic_load_explicit(&q->wake_deferred, memory_order_relaxed) && atomic_exchange(&q->wake_deferred, false))
+          atomic_fetch_sub(&rt->ndeferred, 1);
         execute(q, gp, false);
         ran = true;
+      }
+      if (asleep) {
+        /* More work there (a G preempted after its lent slice, one it
+         * readied): its own M takes over, and we go back to ours. */
+        bool more = p_has_work(q);
+        if (more && atomic_load_explicit(&q->carried, memory_order_relaxed)) atomic_store(&q->carried, false);
+        if (more || atomic_load_explicit(&q->timer0when, memory_order_relaxed) != timer0) netpoll_break(q);
+        qsbr_idle(q);
       }
       rt_tls_m = &self->m;
       atomic_signal_fence(memory_order_seq_cst);
@@ -1373,6 +1491,19 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
     if (gp) {
       stop_spinning(pp);
       return gp;
+    }
+    /* Busy mode: one look at the Ps whose Ms are off the CPU, no spinning
+     * (unless spawned Gs wait to start: the spin below waits out their
+     * spawner's hold, and takes them). */
+    if (rt->gomaxprocs > 1 && busy_mode(rt)) {
+      if (lend_run(pp, nanotime())) continue;
+      if (!atomic_load_explicit(&rt->nunstarted, memory_order_relaxed)) {
+        if (pp->spinning) { /* woken by wakep, which counted us */
+          pp->spinning = false;
+          atomic_fetch_sub(&rt->nmspinning, 1);
+        }
+        spun = true;
+      }
     }
     /* Before sleeping, look for work for a while. For SPIN_NS, as Go's
      * spinning Ms do (at most half of the busy Ps), anyone's: the global
@@ -1416,7 +1547,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
           for (int i = 0; i < 50 && !pp->lending && !atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed); i++)
             cpu_relax();
         }
-        p_take_back(pp);
+        bool waited = p_take_back(pp);
         if (atomic_load_explicit(&pp->inbox_pending, memory_order_relaxed)) fed = true;
         /* The descriptors every 16th round only (some 20 us): a poll is a
          * system call, and a spinning P that polled every round made two
@@ -1424,10 +1555,16 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
          * for. */
         gp = findlocal(pp, inherit_time, (++round & (hot ? 1 : 15)) == 0);
         if (!gp && pp->spinning && (gp = findshared(pp))) stole = true;
+        int64_t looked = now;
         now = nanotime();
+        /* A look that took a millisecond: this thread was off its CPU (not
+         * given away by a yield, nor waiting for a lent G to park). */
+        if (now - looked >= rt->busy_gap_ns && !yield && !waited) busy_gap(rt, now);
         if (!gp) {
           pp->lending = lend_run(pp, now);
           if (pp->lending) now = nanotime();
+          else if (busy_mode(rt) && !atomic_load_explicit(&rt->nunstarted, memory_order_relaxed))
+            break; /* see the busy look above */
         }
         /* A spawner's hold keeps its Gs from thieves for a while: spin
          * past it, or they would wait for the spawner to block. */
@@ -1458,7 +1595,10 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
       spun = false;
       continue;
     }
-    /* Sleep in the P's epoll until a timer, I/O or another thread wakes it. */
+    /* Sleep in the P's epoll until a timer, I/O or another thread wakes it;
+     * first wake those whose Gs we were to run (defer_wake). */
+    deferred_wakes(rt, 0);
+    bool lendable = rt->gomaxprocs > 1 && busy_mode(rt);
     rt_lock(&rt->sched_lock);
     if (atomic_load(&rt->runqsize) > 0) {
       rt_unlock(&rt->sched_lock);
@@ -1477,7 +1617,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
     rt_unlock(&rt->sched_lock);
     if (!atomic_load(&pp->inbox_pending) && !atomic_load(&rt->exiting)) {
       qsbr_idle(pp);
-      netpoll_block(pp);
+      netpoll_block(pp, lendable);
       qsbr_wake(pp);
     }
     atomic_store_explicit(&pp->cpu, sched_getcpu(), memory_order_relaxed);
@@ -1496,9 +1636,13 @@ static void schedule(p_t *pp) {
   runtime *rt = pp->rt;
   pp->scheduling = true;
   while (!atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
+    if (atomic_load_explicit(&rt->ndeferred, memory_order_relaxed)) deferred_wakes(rt, nanotime() - DEFER_NS);
     bool inherit_time;
     g_t *gp = findrunnable(pp, &inherit_time);
     if (!gp) break;
+    /* Its M runs it again: wake it for its Gs (wake_deferrable). */
+    if (atomic_load_explicit(&pp->carried, memory_order_relaxed))
+      atomic_store_explicit(&pp->carried, false, memory_order_relaxed);
     execute(pp, gp, inherit_time);
   }
   pp->scheduling = false;
@@ -1524,6 +1668,7 @@ static void *mstart(void *arg) {
 
 #define SYSMON_TICK_NS 2000000   /* how often it looks */
 #define PREEMPT_NS 10000000      /* a time slice */
+#define LENT_PREEMPT_NS 1000000  /* a lent G's (lend_run): a sysmon tick, in effect */
 #define HOG_NS 1000000000        /* running this long without yielding is reported */
 #define NETPOLL_MAX_AGE_NS 10000000 /* a busy P polls its descriptors at least this often (Go's sysmon) */
 
@@ -1792,6 +1937,9 @@ static void *sysmon(void *arg) {
     }
     if (sigquit_pending) sigquit_dump(rt);
     sigqueue_deliver(rt);
+    deferred_wakes(rt, now - DEFER_NS);
+    if (busy_mode(rt) && rt->busy_gap_ns && now >= atomic_load_explicit(&rt->busy_until, memory_order_relaxed))
+      busy_leave(rt);
     map_sweep_expired(rt, now);
     qsbr_sysmon_tick(rt);
     map_unmap_retired(rt);
@@ -1807,7 +1955,9 @@ static void *sysmon(void *arg) {
       if (!gp || tick != lasttick[i]) {
         lasttick[i] = tick;
         tickwhen[i] = asked[i] = now;
-      } else if (now - asked[i] >= PREEMPT_NS) { /* its time slice is over */
+      } else if (now - asked[i] >= (atomic_load_explicit(&pp->hold, memory_order_relaxed) == HOLD_LENT
+                                         ? LENT_PREEMPT_NS /* its lender's own P waits */
+                                         : PREEMPT_NS)) { /* its time slice is over */
         asked[i] = now;
         signal_m(rt, pp, preempt_request);
       }
@@ -1986,6 +2136,11 @@ static runtime *runtime_new(int32_t nprocs) {
    * another runs its P (0: whenever it waits; the specs' stress of it). */
   const char *ls = debug ? strstr(debug, "lendstale=") : NULL;
   rt->lend_stale_ns = ls ? (int64_t)atoll(ls + strlen("lendstale=")) * 1000 : LEND_STALE_NS;
+  /* busygap=US: how long a look of the idle wait must take to count as
+   * the thread off its CPU (0: busy mode always; the specs' stress of it). */
+  const char *bg = debug ? strstr(debug, "busygap=") : NULL;
+  rt->busy_gap_ns = bg ? (int64_t)atoll(bg + strlen("busygap=")) * 1000 : BUSY_GAP_NS;
+  if (!rt->busy_gap_ns) atomic_store(&rt->busy, true);
   rt->gomaxprocs = nprocs;
   rt->allp = rt_calloc((size_t)nprocs, sizeof *rt->allp);
   for (int32_t i = 0; i < nprocs; i++) rt->allp[i] = p_new(rt, i);

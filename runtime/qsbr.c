@@ -163,6 +163,8 @@ void qsbr_wake(p_t *pp) {
 
 bool qsbr_waiting(const p_t *pp) { return pp->qsl.head != NULL; }
 
+bool qsbr_is_idle(const p_t *pp) { return atomic_load_explicit(&pp->qs, memory_order_relaxed) == QS_IDLE; }
+
 static void run_list(struct qsbr_batch *b) {
   while (b) {
     struct qsbr_batch *next = b->next;

@@ -19,6 +19,9 @@ void qsbr_report(p_t *pp);
 /* Before and after the P sleeps: an idle P holds nothing. */
 void qsbr_idle(p_t *pp);
 void qsbr_wake(p_t *pp);
+/* Whether the P sleeps (between qsbr_idle and qsbr_wake): a thread that
+ * runs it meanwhile (proc.c's lend_run) wakes it for that time. */
+bool qsbr_is_idle(const p_t *pp);
 /* Whether the P waits for others to pass before freeing (it then sleeps
  * at most a millisecond, to come back and free). */
 bool qsbr_waiting(const p_t *pp);

@@ -468,16 +468,24 @@ struct p {
    * a spawner that blocks at once runs them itself; written by the owner */
   _Atomic int64_t spawn_hold;
   /* proc.c: who may run the P. HOLD_OWN: its own M (the rule). HOLD_IDLE:
-   * its M is between two looks of its idle wait, and another idle M may
-   * take the P (HOLD_LENT, lent_to = that M's P) to run one of its Gs, when
-   * idle_beat says its M has not been on a CPU for LEND_STALE_NS. The M
-   * takes it back (HOLD_IDLE -> HOLD_OWN) before touching anything. */
+   * its M is between two looks of its idle wait, or asleep lendable (busy
+   * mode), and another idle M may take the P (HOLD_LENT, lent_to = that
+   * M's P) to run one of its Gs, when idle_beat says its M has not been on
+   * a CPU for LEND_STALE_NS (0: at once). The M takes it back (HOLD_IDLE ->
+   * HOLD_OWN) before touching anything. */
   _Alignas(64) _Atomic uint32_t hold; /* a line of their own: idle Ms read them every look */
   p_t *_Atomic lent_to;
   _Atomic int64_t idle_beat;
   /* The CPU its M was on at its last look (idle wait, wake-up): an idle M
    * on the same CPU as the runner of a busy P yields to it (cpu_shared). */
   _Atomic int32_t cpu;
+  /* Another M has run one of its Gs (lend_run) since its M fell asleep,
+   * lendable (busy mode): a G readied here defers the wake-up
+   * (wake_deferred, since deferred_ns) to an M that runs it instead; the
+   * sleeper is woken only if no one did within DEFER_NS (proc.c). */
+  _Atomic bool carried;
+  _Atomic bool wake_deferred;
+  _Atomic int64_t deferred_ns;
   bool lending; /* proc.c: its M's last look ran another P's G; its own */
   _Alignas(64) int64_t io_ns; /* netpoll.c: when a poll last found one of its descriptors ready; its own */
 
@@ -556,6 +564,11 @@ struct runtime {
   g_t *runq_head, *runq_tail;
   _Atomic int32_t runqsize; /* written under sched_lock, peeked without */
   _Atomic int32_t npidle;      /* Ps whose M sleeps */
+  _Atomic int32_t ndeferred;   /* Ps with wake_deferred set (proc.c) */
+  _Atomic bool busy;           /* proc.c: busy mode (Ms off their CPUs) ... */
+  _Atomic int64_t busy_until;  /* ... until then (sysmon ends it) */
+  _Atomic int64_t busy_gap0;   /* proc.c, busy_gap: the window of gaps counted */
+  _Atomic int32_t busy_gaps;
   _Atomic int32_t nmspinning;  /* Ms looking for work without sleeping */
   _Atomic int32_t nblocking;   /* calls in flight in the blocking pool */
   _Atomic int32_t nunstarted;  /* spawned Gs no P has started: all a P can take from others */
@@ -583,6 +596,7 @@ struct runtime {
   bool sysmon_running;
   int64_t schedtrace_ns; /* LUGO_DEBUG=schedtrace=MS */
   int64_t lend_stale_ns; /* proc.c, lend_run: LUGO_DEBUG=lendstale=US */
+  int64_t busy_gap_ns;   /* proc.c, busy_mode: LUGO_DEBUG=busygap=US */
   syscall_pool pool;
   _Atomic int32_t npollwait; /* Gs parked in netpoll: the program is not deadlocked */
   rtlock pd_lock;            /* guards pd_free */
@@ -978,8 +992,13 @@ bool pd_close(polldesc *pd);
 void pd_set_deadline(polldesc *pd, int mode, int64_t when);
 int netpoll(p_t *pp); /* non-blocking: ready the Gs whose descriptors are ready */
 /* Sleep until a descriptor is ready, the heap's earliest timer is due, or
- * netpoll_break; then ready the Gs as netpoll does. */
-void netpoll_block(p_t *pp);
+ * netpoll_break; then ready the Gs as netpoll does. lendable: another M
+ * may run the P's Gs meanwhile (proc.c's busy mode). */
+void netpoll_block(p_t *pp, bool lendable);
+/* proc.c: pp is anyone's to run, stale at once, until p_take_back (its M
+ * sleeps, lendable). */
+void p_lend_open(p_t *pp);
+bool p_take_back(p_t *pp);
 void netpoll_break(p_t *pp); /* from any thread: end pp's netpoll_block, or the next one */
 void netpoll_p_init(p_t *pp);
 void netpoll_p_close(p_t *pp);

@@ -1628,9 +1628,14 @@ end)
 -- "Processors"). LUGO_DEBUG=lendstale=0 makes that happen whenever a
 -- processor waits idle: the programs below hand values between two
 -- processors, so many of their goroutines run on the other's thread, and
--- must mean exactly what they mean without it.
+-- must mean exactly what they mean without it. LUGO_DEBUG=busygap=0 forces
+-- busy mode (proc.c), which a machine with no idle CPU sets: there an idle
+-- thread sleeps at once, its processor lendable while it sleeps, and the
+-- wake-ups for it are left to the thread that carries it.
 describe("a processor run by another processor's thread", function()
   local LEND = { flags = "-p 2", env = "LUGO_DEBUG=lendstale=0" }
+  local BUSY = { flags = "-p 2", env = "LUGO_DEBUG=busygap=0" }
+  local modes = { { "", LEND }, { " (busy mode)", BUSY } }
   -- The peer goroutine runs on processor 1: processor 0 stays busy until
   -- it has started, so another processor took it.
   local PEER = [[
@@ -1646,7 +1651,8 @@ describe("a processor run by another processor's thread", function()
     end
   ]]
 
-  it("delivers every value, in order, between the two", function()
+  for _, mode in ipairs(modes) do
+  it("delivers every value, in order, between the two" .. mode[1], function()
     local r = helper.run(PEER .. [[
       start_peer(function(ping, pong)
         for v in ping:range() do pong:send({ v[1] * 2, tag = v.tag }) end
@@ -1662,12 +1668,12 @@ describe("a processor run by another processor's thread", function()
       ping:close()
       assert(pong:recv() == nil)
       print(sum)
-    ]], LEND)
+    ]], mode[2])
     assert.are.equal(0, r.status, r.stderr)
     assert.are.equal(tostring(20000 * 20001) .. "\n", r.stdout)
   end)
 
-  it("reports a panic of the peer goroutine with its own traceback", function()
+  it("reports a panic of the peer goroutine with its own traceback" .. mode[1], function()
     local r = helper.run(PEER .. [[
       local function fail_after(ping, pong, n)
         for i = 1, n do pong:send(ping:recv()) end
@@ -1676,13 +1682,14 @@ describe("a processor run by another processor's thread", function()
       start_peer(fail_after, 5000)
       for i = 1, 5000 do ping:send(i); pong:recv() end
       ping:send(0) -- never received: the peer panics
-    ]], LEND)
+    ]], mode[2])
     assert.are.equal(2, r.status)
     assert_contains(r.stderr, "panic: ")
     assert_contains(r.stderr, "peer gave up after 5000")
     assert_contains(r.stderr, ":13: in function 'f'") -- error's line, in the peer's body
     assert_contains(r.stderr, "created by function 'start_peer' in goroutine 1")
   end)
+  end
 
   -- The peer spins in interpreted code after 5,000 hand-offs: preempted,
   -- it lets the main processor's goroutines (a ticker) go on meanwhile.
@@ -1708,19 +1715,21 @@ describe("a processor run by another processor's thread", function()
     assert.are.equal("true\n", r.stdout)
   end
 
-  it("preempts a peer goroutine that spins, so that both processors' goroutines go on", function()
-    expect_spinning_peer_preempted(LEND)
+  for _, mode in ipairs(modes) do
+  it("preempts a peer goroutine that spins, so that both processors' goroutines go on" .. mode[1], function()
+    expect_spinning_peer_preempted(mode[2])
   end)
 
-  it("exits with the main goroutine while the peer still waits", function()
+  it("exits with the main goroutine while the peer still waits" .. mode[1], function()
     local r = helper.run(PEER .. [[
       start_peer(function(ping, pong) for v in ping:range() do pong:send(v) end end)
       for i = 1, 5000 do ping:send(i); pong:recv() end
       print("done")
-    ]], LEND)
+    ]], mode[2])
     assert.are.equal(0, r.status, r.stderr)
     assert.are.equal("done\n", r.stdout)
   end)
+  end
 
   -- The peer's processor sleeps with a descriptor for over 10 ms each
   -- round (so sysmon asks it to poll), is woken by a value, and its
@@ -1728,7 +1737,8 @@ describe("a processor run by another processor's thread", function()
   -- fire; the main processor's idle thread looks at it meanwhile. A
   -- wake-up taken from it would leave it asleep for good: the guard ends
   -- the program instead.
-  it("wakes a sleeping processor for a value, then for the timer its goroutine arms", function()
+  for _, mode in ipairs { { "", { flags = "-p 2" } }, { " (busy mode)", BUSY } } do
+  it("wakes a sleeping processor for a value, then for the timer its goroutine arms" .. mode[1], function()
     local r = helper.run(PEER .. [[
       local net = require "lugo.net"
       local time = require "lugo.time"
@@ -1748,10 +1758,11 @@ describe("a processor run by another processor's thread", function()
         assert(v == i, "wrong reply to " .. i)
       end
       print("ok")
-    ]], { flags = "-p 2" })
+    ]], mode[2])
     assert.are.equal(0, r.status, r.stderr)
     assert.are.equal("ok\n", r.stdout)
   end)
+  end
 
   -- Two processors' threads on one CPU (taskset): an idle one gives the CPU
   -- and its processor to the other instead of spinning (findrunnable's
