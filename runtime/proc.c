@@ -272,9 +272,9 @@ static bool p_has_work(p_t *pp) {
  * while the other sleeps, as Go's one M carries both goroutines of its
  * same-P ping-pong, instead of two runnable Ms each getting half a CPU.
  * The wake-up is only deferred: the readier's M, before it sleeps, and
- * any M at its next schedule or sysmon at its next tick, once DEFER_NS
- * passed, wake a sleeper whose Gs still wait (deferred_wakes). */
-#define DEFER_NS 1000000
+ * any M at its next schedule or sysmon, once it has waited a whole sysmon
+ * tick (2-4 ms; ticks, not a clock, cost nothing to read), wake a sleeper
+ * whose Gs still wait (deferred_wakes). */
 
 static bool wake_deferrable(p_t *pp) {
   p_t *self = getp();
@@ -286,19 +286,23 @@ static bool wake_deferrable(p_t *pp) {
 
 static void defer_wake(p_t *pp) {
   if (atomic_load_explicit(&pp->wake_deferred, memory_order_relaxed)) return;
-  atomic_store_explicit(&pp->deferred_ns, nanotime(), memory_order_relaxed);
+  atomic_store_explicit(&pp->deferred_tick, atomic_load_explicit(&pp->rt->sysmon_tick, memory_order_relaxed),
+                        memory_order_relaxed);
   if (!atomic_exchange(&pp->wake_deferred, true)) atomic_fetch_add(&pp->rt->ndeferred, 1);
 }
 
 /* Wake the sleepers whose deferred Gs still wait: all of them (an M about
- * to sleep itself), or those deferred before `before`. */
-static void deferred_wakes(runtime *rt, int64_t before) {
+ * to sleep itself), or those deferred a whole sysmon tick ago. */
+static void deferred_wakes(runtime *rt, bool all) {
   if (!atomic_load_explicit(&rt->ndeferred, memory_order_relaxed)) return;
   for (int32_t i = 0; i < rt->gomaxprocs; i++) {
     p_t *q = rt->allp[i];
     if (!atomic_load_explicit(&q->wake_deferred, memory_order_relaxed)) continue;
     bool work = p_has_work(q);
-    if (work && before && atomic_load_explicit(&q->deferred_ns, memory_order_relaxed) >= before) continue;
+    if (work && !all &&
+        atomic_load_explicit(&rt->sysmon_tick, memory_order_relaxed) -
+                atomic_load_explicit(&q->deferred_tick, memory_order_relaxed) < 2)
+      continue;
     if (!atomic_exchange(&q->wake_deferred, false)) continue;
     atomic_fetch_sub(&rt->ndeferred, 1);
     if (work) p_wake(q);
@@ -1496,7 +1500,9 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
      * (unless spawned Gs wait to start: the spin below waits out their
      * spawner's hold, and takes them). */
     if (rt->gomaxprocs > 1 && busy_mode(rt)) {
-      if (lend_run(pp, nanotime())) continue;
+      /* (Any HOLD_IDLE P counts as stale: in busy mode the Ms that wait
+       * awake are few, and lending one of theirs is safe, if early.) */
+      if (lend_run(pp, INT64_MAX)) continue;
       if (!atomic_load_explicit(&rt->nunstarted, memory_order_relaxed)) {
         if (pp->spinning) { /* woken by wakep, which counted us */
           pp->spinning = false;
@@ -1597,7 +1603,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
     }
     /* Sleep in the P's epoll until a timer, I/O or another thread wakes it;
      * first wake those whose Gs we were to run (defer_wake). */
-    deferred_wakes(rt, 0);
+    deferred_wakes(rt, true);
     bool lendable = rt->gomaxprocs > 1 && busy_mode(rt);
     rt_lock(&rt->sched_lock);
     if (atomic_load(&rt->runqsize) > 0) {
@@ -1636,7 +1642,7 @@ static void schedule(p_t *pp) {
   runtime *rt = pp->rt;
   pp->scheduling = true;
   while (!atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
-    if (atomic_load_explicit(&rt->ndeferred, memory_order_relaxed)) deferred_wakes(rt, nanotime() - DEFER_NS);
+    if (atomic_load_explicit(&rt->ndeferred, memory_order_relaxed)) deferred_wakes(rt, false);
     bool inherit_time;
     g_t *gp = findrunnable(pp, &inherit_time);
     if (!gp) break;
@@ -1937,7 +1943,8 @@ static void *sysmon(void *arg) {
     }
     if (sigquit_pending) sigquit_dump(rt);
     sigqueue_deliver(rt);
-    deferred_wakes(rt, now - DEFER_NS);
+    atomic_fetch_add_explicit(&rt->sysmon_tick, 1, memory_order_relaxed);
+    deferred_wakes(rt, false);
     if (busy_mode(rt) && rt->busy_gap_ns && now >= atomic_load_explicit(&rt->busy_until, memory_order_relaxed))
       busy_leave(rt);
     map_sweep_expired(rt, now);

@@ -481,11 +481,12 @@ struct p {
   _Atomic int32_t cpu;
   /* Another M has run one of its Gs (lend_run) since its M fell asleep,
    * lendable (busy mode): a G readied here defers the wake-up
-   * (wake_deferred, since deferred_ns) to an M that runs it instead; the
-   * sleeper is woken only if no one did within DEFER_NS (proc.c). */
+   * (wake_deferred, since sysmon's deferred_tick) to an M that runs it
+   * instead; the sleeper is woken only if no one did within a sysmon tick
+   * (proc.c). */
   _Atomic bool carried;
   _Atomic bool wake_deferred;
-  _Atomic int64_t deferred_ns;
+  _Atomic uint32_t deferred_tick;
   bool lending; /* proc.c: its M's last look ran another P's G; its own */
   _Alignas(64) int64_t io_ns; /* netpoll.c: when a poll last found one of its descriptors ready; its own */
 
@@ -565,6 +566,7 @@ struct runtime {
   _Atomic int32_t runqsize; /* written under sched_lock, peeked without */
   _Atomic int32_t npidle;      /* Ps whose M sleeps */
   _Atomic int32_t ndeferred;   /* Ps with wake_deferred set (proc.c) */
+  _Atomic uint32_t sysmon_tick; /* sysmon's looks so far: a clock for deferred wake-ups */
   _Atomic bool busy;           /* proc.c: busy mode (Ms off their CPUs) ... */
   _Atomic int64_t busy_until;  /* ... until then (sysmon ends it) */
   _Atomic int64_t busy_gap0;   /* proc.c, busy_gap: the window of gaps counted */
