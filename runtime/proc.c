@@ -276,10 +276,14 @@ static bool p_has_work(p_t *pp) {
  * tick (2-4 ms; ticks, not a clock, cost nothing to read), wake a sleeper
  * whose Gs still wait (deferred_wakes). */
 
+static bool busy_mode(runtime *rt);
+
 static bool wake_deferrable(p_t *pp) {
   p_t *self = getp();
-  /* (Not a P being woken as a spinning M, P_WAKING: it is counted.) */
-  return self && self != pp && atomic_load_explicit(&pp->carried, memory_order_relaxed) &&
+  /* (Not a P being woken as a spinning M, P_WAKING: it is counted. Not
+   * out of busy mode, even for a P that fell asleep lendable just as it
+   * ended: there its M runs its Gs.) */
+  return self && self != pp && busy_mode(pp->rt) && atomic_load_explicit(&pp->carried, memory_order_relaxed) &&
          atomic_load_explicit(&pp->hold, memory_order_relaxed) == HOLD_IDLE &&
          atomic_load_explicit(&pp->status, memory_order_relaxed) == P_IDLE;
 }
