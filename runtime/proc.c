@@ -20,10 +20,11 @@
  *     its own thread (lend_run), with getp() switched to it, never polling
  *     it (the wake-up is the sleeper's); the owner takes it back before it
  *     touches anything. A sleeping P whose Gs another M has run (carried)
- *     has its wake-ups deferred to the Ms that run (defer_wake). Signals for the P's running G go to whichever thread runs
- *     it. An idle M that shares its CPU with the runner of a busy P yields
- *     that CPU rather than spin (cpu_shared), its P left stale so that the
- *     other may lend it at once.
+ *     has its wake-ups deferred to the Ms that run (defer_wake). Signals
+ *     for the P's running G go to whichever thread runs it. An idle M that
+ *     shares its CPU with the runner of a busy P yields that CPU rather
+ *     than spin (cpu_shared), its P left stale so that the other may lend
+ *     it at once.
  *   - The inbox is guarded by inbox_lock; the global queue by sched_lock.
  *   - A G parks by setting g->parking (gopark) and yielding PARK from its
  *     coroutine. The scheduler makes it WAITING only after the yield, then
@@ -275,7 +276,6 @@ static bool p_has_work(p_t *pp) {
  * any M at its next schedule or sysmon, once it has waited a whole sysmon
  * tick (2-4 ms; ticks, not a clock, cost nothing to read), wake a sleeper
  * whose Gs still wait (deferred_wakes). */
-
 static bool busy_mode(runtime *rt);
 
 static bool wake_deferrable(p_t *pp) {
@@ -295,6 +295,14 @@ static void defer_wake(p_t *pp) {
   if (!atomic_exchange(&pp->wake_deferred, true)) atomic_fetch_add(&pp->rt->ndeferred, 1);
 }
 
+/* Take back pp's deferred wake-up: true if there was one. */
+static bool undefer_wake(p_t *pp) {
+  if (!atomic_load_explicit(&pp->wake_deferred, memory_order_relaxed) || !atomic_exchange(&pp->wake_deferred, false))
+    return false;
+  atomic_fetch_sub(&pp->rt->ndeferred, 1);
+  return true;
+}
+
 /* Wake the sleepers whose deferred Gs still wait: all of them (an M about
  * to sleep itself), or those deferred a whole sysmon tick ago. */
 static void deferred_wakes(runtime *rt, bool all) {
@@ -307,9 +315,7 @@ static void deferred_wakes(runtime *rt, bool all) {
         atomic_load_explicit(&rt->sysmon_tick, memory_order_relaxed) -
                 atomic_load_explicit(&q->deferred_tick, memory_order_relaxed) < 2)
       continue;
-    if (!atomic_exchange(&q->wake_deferred, false)) continue;
-    atomic_fetch_sub(&rt->ndeferred, 1);
-    if (work) p_wake(q);
+    if (undefer_wake(q) && work) p_wake(q);
   }
 }
 
@@ -1320,6 +1326,13 @@ static g_t *findshared(p_t *pp) {
   return NULL;
 }
 
+/* Count pp out of the spinning Ms, having found nothing. */
+static void give_up_spinning(p_t *pp) {
+  if (!pp->spinning) return;
+  pp->spinning = false;
+  atomic_fetch_sub(&pp->rt->nmspinning, 1);
+}
+
 static void stop_spinning(p_t *pp) {
   if (!pp->spinning) return;
   pp->spinning = false;
@@ -1455,9 +1468,7 @@ static bool lend_run(p_t *self, int64_t now) {
       g_t *gp = findlocal(q, &inherit_time, false);
       if (gp) {
         if (asleep) atomic_store_explicit(&q->carried, true, memory_order_relaxed);
-        /* The wake-up deferred for this G is served (defer_wake). */
-        if (atomic_load_explicit(&q->wake_deferred, memory_order_relaxed) && atomic_exchange(&q->wake_deferred, false))
-          atomic_fetch_sub(&rt->ndeferred, 1);
+        undefer_wake(q); /* served: we run the G it was for */
         execute(q, gp, false);
         ran = true;
       }
@@ -1488,10 +1499,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
     preempt_poll(pp);
     qsbr_quiescent(pp);
     if (atomic_load_explicit(&rt->exiting, memory_order_relaxed)) {
-      if (pp->spinning) {
-        pp->spinning = false;
-        atomic_fetch_sub(&rt->nmspinning, 1);
-      }
+      give_up_spinning(pp);
       return NULL;
     }
     g_t *gp = findlocal(pp, inherit_time, true);
@@ -1508,10 +1516,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
        * awake are few, and lending one of theirs is safe, if early.) */
       if (lend_run(pp, INT64_MAX)) continue;
       if (!atomic_load_explicit(&rt->nunstarted, memory_order_relaxed)) {
-        if (pp->spinning) { /* woken by wakep, which counted us */
-          pp->spinning = false;
-          atomic_fetch_sub(&rt->nmspinning, 1);
-        }
+        give_up_spinning(pp); /* woken by wakep, which counted us */
         spun = true;
       }
     }
@@ -1578,11 +1583,8 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
         }
         /* A spawner's hold keeps its Gs from thieves for a while: spin
          * past it, or they would wait for the spawner to block. */
-        if (pp->spinning && now >= start + pp->spin_ns &&
-            now >= atomic_load_explicit(&rt->spawn_hold, memory_order_relaxed)) {
-          pp->spinning = false;
-          atomic_fetch_sub(&rt->nmspinning, 1);
-        }
+        if (now >= start + pp->spin_ns && now >= atomic_load_explicit(&rt->spawn_hold, memory_order_relaxed))
+          give_up_spinning(pp);
       }
       if (fed) pp->inbox_wait_ns = pp->inbox_wait_ns * 2 > INBOX_WAIT_NS ? INBOX_WAIT_NS : pp->inbox_wait_ns * 2;
       else pp->inbox_wait_ns = pp->inbox_wait_ns / 2 < INBOX_WAIT_MIN_NS ? INBOX_WAIT_MIN_NS : pp->inbox_wait_ns / 2;
@@ -1592,10 +1594,7 @@ static g_t *findrunnable(p_t *pp, bool *inherit_time) {
         stop_spinning(pp);
         return gp;
       }
-      if (pp->spinning) {
-        pp->spinning = false;
-        atomic_fetch_sub(&rt->nmspinning, 1);
-      }
+      give_up_spinning(pp);
       spun = true;
       continue; /* look once more now that we no longer count as spinning */
     }

@@ -1652,43 +1652,43 @@ describe("a processor run by another processor's thread", function()
   ]]
 
   for _, mode in ipairs(modes) do
-  it("delivers every value, in order, between the two" .. mode[1], function()
-    local r = helper.run(PEER .. [[
-      start_peer(function(ping, pong)
-        for v in ping:range() do pong:send({ v[1] * 2, tag = v.tag }) end
-        pong:close()
-      end)
-      local sum = 0
-      for i = 1, 20000 do
-        ping:send({ i, tag = "t" .. i })
-        local back = pong:recv()
-        assert(back[1] == 2 * i and back.tag == "t" .. i, "wrong reply to " .. i)
-        sum = sum + back[1]
-      end
-      ping:close()
-      assert(pong:recv() == nil)
-      print(sum)
-    ]], mode[2])
-    assert.are.equal(0, r.status, r.stderr)
-    assert.are.equal(tostring(20000 * 20001) .. "\n", r.stdout)
-  end)
+    it("delivers every value, in order, between the two" .. mode[1], function()
+      local r = helper.run(PEER .. [[
+        start_peer(function(ping, pong)
+          for v in ping:range() do pong:send({ v[1] * 2, tag = v.tag }) end
+          pong:close()
+        end)
+        local sum = 0
+        for i = 1, 20000 do
+          ping:send({ i, tag = "t" .. i })
+          local back = pong:recv()
+          assert(back[1] == 2 * i and back.tag == "t" .. i, "wrong reply to " .. i)
+          sum = sum + back[1]
+        end
+        ping:close()
+        assert(pong:recv() == nil)
+        print(sum)
+      ]], mode[2])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal(tostring(20000 * 20001) .. "\n", r.stdout)
+    end)
 
-  it("reports a panic of the peer goroutine with its own traceback" .. mode[1], function()
-    local r = helper.run(PEER .. [[
-      local function fail_after(ping, pong, n)
-        for i = 1, n do pong:send(ping:recv()) end
-        error("peer gave up after " .. n)
-      end
-      start_peer(fail_after, 5000)
-      for i = 1, 5000 do ping:send(i); pong:recv() end
-      ping:send(0) -- never received: the peer panics
-    ]], mode[2])
-    assert.are.equal(2, r.status)
-    assert_contains(r.stderr, "panic: ")
-    assert_contains(r.stderr, "peer gave up after 5000")
-    assert_contains(r.stderr, ":13: in function 'f'") -- error's line, in the peer's body
-    assert_contains(r.stderr, "created by function 'start_peer' in goroutine 1")
-  end)
+    it("reports a panic of the peer goroutine with its own traceback" .. mode[1], function()
+      local r = helper.run(PEER .. [[
+        local function fail_after(ping, pong, n)
+          for i = 1, n do pong:send(ping:recv()) end
+          error("peer gave up after " .. n)
+        end
+        start_peer(fail_after, 5000)
+        for i = 1, 5000 do ping:send(i); pong:recv() end
+        ping:send(0) -- never received: the peer panics
+      ]], mode[2])
+      assert.are.equal(2, r.status)
+      assert_contains(r.stderr, "panic: ")
+      assert_contains(r.stderr, "peer gave up after 5000")
+      assert_contains(r.stderr, ":13: in function 'f'") -- error's line, in the peer's body
+      assert_contains(r.stderr, "created by function 'start_peer' in goroutine 1")
+    end)
   end
 
   -- The peer spins in interpreted code after 5,000 hand-offs: preempted,
@@ -1716,19 +1716,19 @@ describe("a processor run by another processor's thread", function()
   end
 
   for _, mode in ipairs(modes) do
-  it("preempts a peer goroutine that spins, so that both processors' goroutines go on" .. mode[1], function()
-    expect_spinning_peer_preempted(mode[2])
-  end)
+    it("preempts a peer goroutine that spins, so that both processors' goroutines go on" .. mode[1], function()
+      expect_spinning_peer_preempted(mode[2])
+    end)
 
-  it("exits with the main goroutine while the peer still waits" .. mode[1], function()
-    local r = helper.run(PEER .. [[
-      start_peer(function(ping, pong) for v in ping:range() do pong:send(v) end end)
-      for i = 1, 5000 do ping:send(i); pong:recv() end
-      print("done")
-    ]], mode[2])
-    assert.are.equal(0, r.status, r.stderr)
-    assert.are.equal("done\n", r.stdout)
-  end)
+    it("exits with the main goroutine while the peer still waits" .. mode[1], function()
+      local r = helper.run(PEER .. [[
+        start_peer(function(ping, pong) for v in ping:range() do pong:send(v) end end)
+        for i = 1, 5000 do ping:send(i); pong:recv() end
+        print("done")
+      ]], mode[2])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("done\n", r.stdout)
+    end)
   end
 
   -- The peer's processor sleeps with a descriptor for over 10 ms each
@@ -1738,30 +1738,30 @@ describe("a processor run by another processor's thread", function()
   -- wake-up taken from it would leave it asleep for good: the guard ends
   -- the program instead.
   for _, mode in ipairs { { "", { flags = "-p 2" } }, { " (busy mode)", BUSY } } do
-  it("wakes a sleeping processor for a value, then for the timer its goroutine arms" .. mode[1], function()
-    local r = helper.run(PEER .. [[
-      local net = require "lugo.net"
-      local time = require "lugo.time"
-      start_peer(function(ping, pong)
-        local ln = assert(net.listen("tcp", "127.0.0.1:0"))
-        for v in ping:range() do
-          time.sleep(0.002)
-          pong:send(v)
+    it("wakes a sleeping processor for a value, then for the timer its goroutine arms" .. mode[1], function()
+      local r = helper.run(PEER .. [[
+        local net = require "lugo.net"
+        local time = require "lugo.time"
+        start_peer(function(ping, pong)
+          local ln = assert(net.listen("tcp", "127.0.0.1:0"))
+          for v in ping:range() do
+            time.sleep(0.002)
+            pong:send(v)
+          end
+          ln:close()
+        end)
+        for i = 1, 40 do
+          time.sleep(0.015)
+          ping:send(i)
+          local which, v = lugo.select(lugo.case.recv(pong), lugo.case.recv(time.after(10)))
+          assert(which == 1, "the peer's processor slept through its wake-up")
+          assert(v == i, "wrong reply to " .. i)
         end
-        ln:close()
-      end)
-      for i = 1, 40 do
-        time.sleep(0.015)
-        ping:send(i)
-        local which, v = lugo.select(lugo.case.recv(pong), lugo.case.recv(time.after(10)))
-        assert(which == 1, "the peer's processor slept through its wake-up")
-        assert(v == i, "wrong reply to " .. i)
-      end
-      print("ok")
-    ]], mode[2])
-    assert.are.equal(0, r.status, r.stderr)
-    assert.are.equal("ok\n", r.stdout)
-  end)
+        print("ok")
+      ]], mode[2])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("ok\n", r.stdout)
+    end)
   end
 
   -- Two processors' threads on one CPU (taskset): an idle one gives the CPU
